@@ -1,0 +1,297 @@
+"""The ``mlpipe`` command. It parses arguments and calls the library; nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from mlpipe_jupyter.errors import MlpipeError
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_CANCELED = 130
+
+
+def _when(timestamp: float | None) -> str:
+    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S") if timestamp else "-"
+
+
+def _seconds(value: float | None) -> str:
+    return f"{value:.1f}s" if value is not None else "-"
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths)).rstrip()]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def _store(create: bool = False) -> Any:
+    from mlpipe_jupyter.store import Store
+
+    return Store.open(create=create)
+
+
+# -- commands ------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from mlpipe_jupyter.cli.progress import ProgressPrinter
+    from mlpipe_jupyter.model.parameters import parse_assignments
+    from mlpipe_jupyter.runner.planning import Selection
+    from mlpipe_jupyter.runner.runner import RunRequest, Runner
+
+    request = RunRequest(
+        notebook=Path(args.notebook),
+        parameters=parse_assignments(args.param),
+        compute=args.compute,
+        selection=Selection(tuple(args.step), args.downstream, args.until, args.regenerate),
+        max_parallel=args.max_parallel,
+        experiment=args.experiment,
+    )
+    runner = Runner()
+    if not args.quiet:
+        runner.events.subscribe(ProgressPrinter(verbose=args.verbose))
+    # SIGTERM cancels like Ctrl-C, so schedulers and CI can stop a run cleanly.
+    signal.signal(signal.SIGTERM, lambda *_: runner.cancel())
+    result = runner.run(request)
+    for failure in result.failures:
+        print(failure, file=sys.stderr)
+    if args.json:
+        print(json.dumps({"run_id": result.run_id, "status": result.status.value,
+                          "steps": {k: v.value for k, v in result.step_status.items()}}))
+    if result.status.value == "canceled":
+        return EXIT_CANCELED
+    return 0 if result.ok else EXIT_FAILED
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from mlpipe_jupyter.notebook import load_pipeline
+    from mlpipe_jupyter.store.workspace import find_workspace_dir
+
+    pipeline = load_pipeline(Path(args.notebook))
+    datasets = None
+    if find_workspace_dir() is not None:
+        datasets = _store().datasets.versions()
+    pipeline.validate(datasets)
+    print(f"{args.notebook}: {len(pipeline.steps)} steps, {len(pipeline.setup)} setup cells, OK")
+    for depth, layer in enumerate(pipeline.layers()):
+        for name in layer:
+            step = pipeline.step(name)
+            after = ", ".join(sorted(pipeline.upstream(name))) or "-"
+            print(f"  {depth}: {name} (cell {step.cell}) after: {after}")
+    params = pipeline.parameters()
+    if params:
+        print("parameters: " + ", ".join(f"{k}={v!r}" for k, v in params.items()))
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    store = _store()
+    store.runs.mark_dead_runs()
+    notebook = str(Path(args.notebook).resolve()) if args.notebook else None
+    runs = store.runs.list_runs(notebook, args.experiment, args.status, args.limit, args.offset)
+    if not runs:
+        print("no runs yet" if not (notebook or args.experiment or args.status) else "no matching runs")
+        return 0
+    rows = []
+    for run in runs:
+        counts: dict[str, int] = {}
+        for step in store.runs.step_runs(run.id):
+            counts[step.status.value] = counts.get(step.status.value, 0) + 1
+        summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        rows.append([run.id, run.status.value, _when(run.created_at), _seconds(run.duration),
+                     run.experiment, summary])
+    print(_table(rows, ["RUN", "STATUS", "STARTED", "TIME", "EXPERIMENT", "STEPS"]))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    store = _store()
+    store.runs.mark_dead_runs()
+    run = store.runs.get_run(args.run)
+    git = run.git
+    git_text = (f"{git['commit'][:10]} on {git.get('branch')}{' (dirty)' if git.get('dirty') else ''}"
+                if git else "not a git repository")
+    print(f"run {run.id}  {run.status.value}")
+    print(f"  notebook:   {run.notebook}")
+    print(f"  experiment: {run.experiment}")
+    print(f"  started:    {_when(run.created_at)}   took: {_seconds(run.duration)}")
+    print(f"  git:        {git_text}")
+    if run.params:
+        print("  parameters: " + ", ".join(f"{k}={v!r}" for k, v in run.params.items()))
+    if run.published:
+        print(f"  published:  {run.published}")
+    metrics = store.runs.metrics(run.id)
+    rows = []
+    for step in store.runs.step_runs(run.id):
+        note = step.error.splitlines()[0] if step.error else ""
+        if step.status.value == "reused":
+            note = f"from run {step.reused_from}"
+        step_metrics = {m["name"]: m["value"] for m in metrics if m["step"] == step.step}
+        if step.status.value == "reused" and step.reused_from:
+            step_metrics = {m["name"]: m["value"] for m in store.runs.metrics(step.reused_from, step.step)}
+        shown = ", ".join(f"{k}={v}" for k, v in step_metrics.items())
+        took = _seconds(step.duration) if step.status.value != "reused" else "-"
+        rows.append([step.step, step.status.value, took,
+                     (step.fingerprint or "-")[:12], shown, note])
+    print()
+    print(_table(rows, ["STEP", "STATUS", "TIME", "FINGERPRINT", "METRICS", "NOTE"]))
+    print(f"\noutput notebooks: {store.workspace.run_dir(run.id) / 'steps'}")
+    if run.error and run.status.value == "failed":
+        print("\n" + run.error)
+    return 0
+
+
+def cmd_why(args: argparse.Namespace) -> int:
+    from mlpipe_jupyter.runner.explain import explain_step
+
+    print("\n".join(explain_step(_store(), args.run, args.step)))
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    store = _store()
+    run = store.runs.get_run(args.run)
+    record = store.runs.step_run(run.id, args.step)
+    run_id = record.reused_from if record.status.value == "reused" and record.reused_from else run.id
+    if run_id != run.id:
+        print(f"(step '{args.step}' was reused: showing the log of run {run_id})", file=sys.stderr)
+    path = store.runs.log_path(run_id, args.step)
+    offset = 0
+    while True:
+        if path.exists():
+            with path.open("r", encoding="utf-8", errors="replace") as handle:
+                handle.seek(offset)
+                chunk = handle.read()
+                offset = handle.tell()
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+        elif not args.follow:
+            print(f"(no log: step '{args.step}' did not execute in run {run_id})", file=sys.stderr)
+        if not args.follow or store.runs.step_run(run_id, args.step).status.is_final:
+            return 0
+        time.sleep(0.5)
+
+
+def cmd_dataset(args: argparse.Namespace) -> int:
+    if args.dataset_command == "register":
+        store = _store(create=True)
+        version, created = store.datasets.register(
+            args.name, Path(args.path), tabular=args.tabular, description=args.description
+        )
+        what = "registered" if created else "unchanged, already"
+        print(f"{what} dataset {version.ref} ({version.kind}, {version.files} files, "
+              f"{version.bytes} bytes, fingerprint {version.fingerprint[:12]})")
+        return 0
+    store = _store()
+    if args.dataset_command == "list":
+        latest = store.datasets.all_latest()
+        if not latest:
+            print("no datasets registered (mlpipe dataset register NAME PATH)")
+            return 0
+        rows = [[d.name, f"v{d.version}", d.kind, str(d.files), str(d.bytes), _when(d.created_at),
+                 d.source] for d in latest]
+        print(_table(rows, ["NAME", "LATEST", "KIND", "FILES", "BYTES", "CREATED", "SOURCE"]))
+        return 0
+    versions = store.datasets.history(args.name)
+    if args.version is not None:
+        versions = [store.datasets.get(args.name, args.version)]
+    for d in versions:
+        print(f"{d.ref}  {d.kind}  {d.files} files  {d.bytes} bytes  created {_when(d.created_at)}")
+        print(f"  fingerprint: {d.fingerprint}\n  path: {d.path}\n  source: {d.source}")
+        if d.description:
+            print(f"  description: {d.description}")
+    return 0
+
+
+# -- parser ----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlpipe", description="Notebook-native ML pipelines: run notebooks as pipelines."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    run = sub.add_parser("run", help="run a notebook as a pipeline")
+    run.add_argument("notebook")
+    run.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                     help="override a pipeline parameter (repeatable)")
+    run.add_argument("--compute", help="compute target for steps that name none (default: local)")
+    run.add_argument("--step", action="append", default=[], metavar="STEP",
+                     help="run only this step (forced), reusing the rest (repeatable)")
+    run.add_argument("--downstream", action="store_true", help="with --step: also its downstream steps")
+    run.add_argument("--until", metavar="STEP", help="run STEP and its upstream steps only")
+    run.add_argument("--regenerate", action="store_true", help="execute every step; reuse nothing")
+    run.add_argument("--max-parallel", type=int, metavar="N",
+                     help="steps executing at once (default: the number of cores)")
+    run.add_argument("--experiment", help="experiment name (default: the notebook's name)")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    run.add_argument("-v", "--verbose", action="store_true", help="also show queued steps")
+    run.add_argument("--json", action="store_true", help="print the result as JSON at the end")
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check", help="validate a notebook's pipeline without running it")
+    check.add_argument("notebook")
+    check.set_defaults(func=cmd_check)
+
+    runs = sub.add_parser("runs", help="list runs, newest first")
+    runs.add_argument("--notebook")
+    runs.add_argument("--experiment")
+    runs.add_argument("--status", choices=["running", "succeeded", "failed", "canceled"])
+    runs.add_argument("--limit", type=int, default=20)
+    runs.add_argument("--offset", type=int, default=0)
+    runs.set_defaults(func=cmd_runs)
+
+    show = sub.add_parser("show", help="show a run and its steps")
+    show.add_argument("run", nargs="?", default="latest", help="run id, prefix, or 'latest'")
+    show.set_defaults(func=cmd_show)
+
+    why = sub.add_parser("why", help="why a step was reused or re-ran")
+    why.add_argument("run", help="run id, prefix, or 'latest'")
+    why.add_argument("step")
+    why.set_defaults(func=cmd_why)
+
+    logs = sub.add_parser("logs", help="a step's output log")
+    logs.add_argument("run", help="run id, prefix, or 'latest'")
+    logs.add_argument("step")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing while it runs")
+    logs.set_defaults(func=cmd_logs)
+
+    dataset = sub.add_parser("dataset", help="register and inspect datasets")
+    dsub = dataset.add_subparsers(dest="dataset_command", metavar="ACTION")
+    dsub.required = True
+    register = dsub.add_parser("register", help="register a file or folder as a new version")
+    register.add_argument("name")
+    register.add_argument("path")
+    register.add_argument("--tabular", action="store_true", help="CSV/Parquet files, loadable as a DataFrame")
+    register.add_argument("--description")
+    dsub.add_parser("list", help="datasets with their latest version")
+    dshow = dsub.add_parser("show", help="a dataset's versions")
+    dshow.add_argument("name")
+    dshow.add_argument("--version", type=int)
+    dataset.set_defaults(func=cmd_dataset)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except MlpipeError as error:
+        print(f"mlpipe: {error}", file=sys.stderr)
+        from mlpipe_jupyter.errors import DefinitionError, ParameterError
+
+        return EXIT_USAGE if isinstance(error, (DefinitionError, ParameterError)) else EXIT_FAILED
+    except KeyboardInterrupt:
+        print("mlpipe: interrupted", file=sys.stderr)
+        return EXIT_CANCELED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Live progress of a run on the terminal, fed by run events."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+from mlpipe_jupyter.events import RUN_FINISHED, RUN_STARTED, STEP_STATUS, RunEvent
+
+SYMBOLS = {
+    "queued": "·", "running": "▶", "succeeded": "✓", "failed": "✗",
+    "reused": "↺", "skipped": "-", "canceled": "■",
+}
+
+
+class ProgressPrinter:
+    """One line per state change, with a counter; works in terminals and CI logs alike."""
+
+    def __init__(self, stream: TextIO | None = None, verbose: bool = False) -> None:
+        self.stream = stream or sys.stdout
+        self.verbose = verbose
+        self.total = 0
+        self.width = 8
+        self.done: set[str] = set()
+        self.started: dict[str, float] = {}
+        self.t0 = time.time()
+
+    def __call__(self, event: RunEvent) -> None:
+        if event.kind == RUN_STARTED:
+            steps = event.detail.get("steps", [])
+            self.total = len(steps)
+            self.width = max([8, *map(len, steps)])
+            self._print(f"run {event.run_id}: {event.detail.get('notebook')} "
+                        f"({self.total} steps)")
+        elif event.kind == STEP_STATUS and event.step:
+            self._step(event)
+        elif event.kind == RUN_FINISHED:
+            elapsed = time.time() - self.t0
+            self._print(f"run {event.run_id} {event.status} in {elapsed:.1f}s")
+
+    def _step(self, event: RunEvent) -> None:
+        status, step = event.status, event.step or ""
+        if status == "queued" and not self.verbose and not event.detail.get("error"):
+            return
+        if status == "running":
+            self.started[step] = event.at
+        if status not in ("queued", "running"):
+            self.done.add(step)
+        extra = ""
+        if status in ("succeeded", "failed") and step in self.started:
+            extra = f" {event.at - self.started[step]:.1f}s"
+        if status == "reused":
+            extra = f" (result of run {event.detail.get('reused_from') or '?'})"
+        if status == "queued" and event.detail.get("error"):
+            extra = " (retrying)"
+        if status == "skipped" and event.detail.get("error"):
+            extra = f" ({event.detail['error']})"
+        if status == "skipped" and event.detail.get("reason") == "not selected for this run":
+            extra = " (not selected)"
+        counter = f"[{len(self.done)}/{self.total}]"
+        symbol = SYMBOLS.get(status, "?")
+        self._print(f"  {counter:>7} {symbol} {step:<{self.width}} {status}{extra}")
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)

@@ -1,0 +1,49 @@
+"""Compute targets by name, found through the ``mlpipe_jupyter.executors`` entry points."""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import Any
+
+from mlpipe_jupyter.errors import ExecutorError
+from mlpipe_jupyter.executors.base import Executor
+
+ENTRY_POINT_GROUP = "mlpipe_jupyter.executors"
+DEFAULT_COMPUTE = "local"
+
+# Built in, so that a source checkout without an installed entry point still runs locally.
+_BUILTIN = {"local": "mlpipe_jupyter.executors.local:LocalExecutor"}
+
+
+def known_executors() -> dict[str, str]:
+    """Executor names with the ``module:Class`` that implements them."""
+    found = dict(_BUILTIN)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found[ep.name] = ep.value
+    return found
+
+
+def executor_class_name(name: str) -> str:
+    """The scheme of a compute name: ``dask://host:port`` is the ``dask`` executor."""
+    return name.split("://", 1)[0]
+
+
+def check_compute_name(name: str) -> str | None:
+    """The problem with a compute target name, or None."""
+    known = known_executors()
+    if executor_class_name(name) not in known:
+        return f"unknown compute target {name!r} (known: {', '.join(sorted(known))})"
+    return None
+
+
+def create_executor(name: str, **options: Any) -> Executor:
+    known = known_executors()
+    kind = executor_class_name(name)
+    if kind not in known:
+        raise ExecutorError(f"unknown compute target {name!r} (known: {', '.join(sorted(known))})")
+    module_name, _, class_name = known[kind].partition(":")
+    import importlib
+
+    cls = getattr(importlib.import_module(module_name), class_name)
+    executor: Executor = cls(target=name, **options)
+    return executor

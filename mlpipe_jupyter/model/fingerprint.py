@@ -1,0 +1,90 @@
+"""Step fingerprints: what a result depends on, and how to say what changed (pure).
+
+A step's fingerprint is the hash of its components. Each component is kept by name, so
+that ``mlpipe why`` can compare a step with its previous result component by component.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# Bump when the meaning of a component changes, so old results are not reused wrongly.
+FINGERPRINT_SCHEME = 1
+
+
+def hash_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=repr)
+
+
+@dataclass(frozen=True)
+class FingerprintComponents:
+    """Everything that can change a step's result, already reduced to comparable values."""
+
+    code: str  # hash of the step cell's body
+    setup: str  # hash of the setup cells, in order
+    files: Mapping[str, str] = field(default_factory=dict)  # path -> content hash
+    params: Mapping[str, Any] = field(default_factory=dict)  # resolved values
+    inputs: Mapping[str, str] = field(default_factory=dict)  # input name -> source identity
+    environment: str = ""  # environment fingerprint (packages / image)
+    settings: Mapping[str, Any] = field(default_factory=dict)  # kernel, outputs, ...
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["scheme"] = FINGERPRINT_SCHEME
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FingerprintComponents:
+        fields = {k: v for k, v in data.items() if k != "scheme"}
+        return cls(**fields)
+
+    def fingerprint(self) -> str:
+        return hash_text(canonical_json(self.to_dict()))[:32]
+
+
+def _describe_mapping_change(
+    label: str, old: Mapping[str, Any], new: Mapping[str, Any]
+) -> list[str]:
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        if key not in old:
+            changes.append(f"{label} {key!r} added ({_short(new[key])})")
+        elif key not in new:
+            changes.append(f"{label} {key!r} removed (was {_short(old[key])})")
+        elif old[key] != new[key]:
+            changes.append(f"{label} {key!r} changed: {_short(old[key])} -> {_short(new[key])}")
+    return changes
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    # content hashes are long and unreadable; keep the readable prefix of identities
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return text
+
+
+def describe_changes(old: FingerprintComponents, new: FingerprintComponents) -> list[str]:
+    """Human sentences naming each component that differs between two fingerprints."""
+    changes: list[str] = []
+    if old.code != new.code:
+        changes.append("the step's code changed")
+    if old.setup != new.setup:
+        changes.append("the %%mlsetup cells changed")
+    changes += _describe_mapping_change("file", old.files, new.files)
+    changes += _describe_mapping_change("parameter", old.params, new.params)
+    changes += _describe_mapping_change("input", old.inputs, new.inputs)
+    if old.environment != new.environment:
+        changes.append(
+            f"the environment changed: {_short(old.environment)} -> {_short(new.environment)}"
+        )
+    changes += _describe_mapping_change("setting", old.settings, new.settings)
+    return changes

@@ -1,0 +1,77 @@
+"""Pipeline parameters given at run time (``-p NAME=VALUE``): parsing and type checks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from mlpipe_jupyter.errors import ParameterError
+from mlpipe_jupyter.model.grammar import parse_parameter_value
+from mlpipe_jupyter.model.pipeline import Pipeline
+
+
+def parse_assignments(items: Iterable[str]) -> dict[str, str]:
+    """``["frac=0.5", "model=rf"]`` -> ``{"frac": "0.5", "model": "rf"}`` (values still text)."""
+    result: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ParameterError(f"parameter {item!r} must be NAME=VALUE")
+        result[name.strip()] = value
+    return result
+
+
+def coerce_parameter(name: str, default: Any, text: str) -> Any:
+    """The override ``text`` as a value of the same kind as ``default``.
+
+    A string default takes the text as it is (quotes optional); numbers, booleans, lists
+    and dicts must parse as a literal of a compatible type (an int is fine for a float).
+    """
+    if isinstance(default, str):
+        try:
+            value = parse_parameter_value(text)
+        except ValueError:
+            return text
+        return value if isinstance(value, str) else text
+    try:
+        value = parse_parameter_value(text)
+    except ValueError as exc:
+        raise ParameterError(f"parameter {name!r}: {exc}") from None
+    if default is None or value is None:
+        return value
+    expected = type(default)
+    if isinstance(default, bool) or isinstance(value, bool):
+        ok = isinstance(value, bool) and isinstance(default, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float))
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, expected)
+    if not ok:
+        raise ParameterError(
+            f"parameter {name!r} expects {expected.__name__} (default {default!r}), "
+            f"got {text!r}"
+        )
+    return value
+
+
+def resolve_parameters(pipeline: Pipeline, overrides: Mapping[str, str]) -> dict[str, Any]:
+    """Validated override values by parameter name; unknown names are all reported at once."""
+    known = pipeline.parameters()
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        names = ", ".join(sorted(known)) or "none"
+        raise ParameterError(
+            f"unknown parameter(s) {', '.join(unknown)} for {pipeline.source or 'this pipeline'}"
+            f" (its parameters: {names})"
+        )
+    return {name: coerce_parameter(name, known[name], text) for name, text in overrides.items()}
+
+
+def step_parameters(pipeline: Pipeline, step: str, resolved: Mapping[str, Any]) -> dict[str, Any]:
+    """The values a step runs with: its defaults, overridden by the run's values."""
+    params = dict(pipeline.step(step).header.params)
+    for name in params:
+        if name in resolved:
+            params[name] = resolved[name]
+    return params

@@ -1,0 +1,237 @@
+"""Planning a run: each step's fingerprint, and whether it executes, is reused or skipped.
+
+Everything is decided before the first step starts, so a no-op re-run costs only this.
+Upstream results enter a step's fingerprint by result id: an ordinary execution commits
+its result under the step fingerprint (so the id is known in advance), a forced one under
+fingerprint + run id. A step whose upstream step is forced to execute therefore executes
+too, and a later ordinary run reuses whatever was committed last.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlpipe_jupyter.errors import DefinitionError, DefinitionIssue
+from mlpipe_jupyter.model.fingerprint import FingerprintComponents, describe_changes, hash_text
+from mlpipe_jupyter.model.parameters import step_parameters
+from mlpipe_jupyter.model.pipeline import Pipeline
+from mlpipe_jupyter.model.step import DatasetInput, Step
+from mlpipe_jupyter.store import Store
+
+EXECUTE = "execute"
+REUSE = "reuse"
+SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which part of the pipeline a run covers."""
+
+    steps: tuple[str, ...] = ()  # --step: run these (forced) ...
+    downstream: bool = False  # ... and everything downstream of them
+    until: str | None = None  # --until: this step and its upstream steps only
+    regenerate: bool = False  # --regenerate: execute every selected step
+
+    def check(self, pipeline: Pipeline) -> list[DefinitionIssue]:
+        issues = []
+        for name in (*self.steps, *([self.until] if self.until else [])):
+            if not pipeline.has_step(name):
+                known = ", ".join(pipeline.step_names)
+                issues.append(DefinitionIssue(f"no step named {name!r} (steps: {known})"))
+        if self.downstream and not self.steps:
+            issues.append(DefinitionIssue("--downstream needs --step STEP"))
+        return issues
+
+
+@dataclass
+class StepPlan:
+    step: Step
+    action: str  # EXECUTE, REUSE or SKIP
+    reason: str  # a sentence for `mlpipe why` and the progress display
+    compute: str
+    components: FingerprintComponents | None = None
+    fingerprint: str | None = None
+    result_id: str | None = None
+    reused_from: str | None = None  # run that produced the reused result
+    parameters: dict[str, Any] = field(default_factory=dict)
+    input_paths: dict[str, Path] = field(default_factory=dict)
+    input_sources: dict[str, str] = field(default_factory=dict)
+
+
+def hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def local_modules(code: str, folder: Path) -> list[Path]:
+    """Python files next to the notebook that ``code`` imports (``import helpers``)."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return []  # cell magics and shell escapes: nothing we can see
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    found: list[Path] = []
+    for name in sorted(names):
+        module = folder / f"{name}.py"
+        package = folder / name
+        if module.is_file():
+            found.append(module)
+        elif (package / "__init__.py").is_file():
+            found.extend(sorted(package.rglob("*.py")))
+    return found
+
+
+class Planner:
+    """Decides, for one run, what each step does."""
+
+    def __init__(
+        self,
+        store: Store,
+        pipeline: Pipeline,
+        notebook: Path,
+        run_id: str,
+        parameters: Mapping[str, Any],
+        environment_of: Callable[[str, str | None], str],
+        default_compute: str,
+    ) -> None:
+        self.store = store
+        self.pipeline = pipeline
+        self.notebook = notebook
+        self.folder = notebook.parent
+        self.run_id = run_id
+        self.parameters = parameters
+        self.environment_of = environment_of
+        self.default_compute = default_compute
+
+    def plan(self, selection: Selection) -> dict[str, StepPlan]:
+        scope = self._scope(selection)
+        forced = set(selection.steps)
+        needed = self.pipeline.ancestors(scope) - scope
+        setup_hash = hash_text("\n\0".join(s.code for s in self.pipeline.setup))
+        setup_files = [p for s in self.pipeline.setup for p in local_modules(s.code, self.folder)]
+        plans: dict[str, StepPlan] = {}
+        for name in self.pipeline.topological_order():
+            step = self.pipeline.step(name)
+            compute = step.header.compute or self.default_compute
+            if name not in scope and name not in needed:
+                plans[name] = StepPlan(step, SKIP, "not selected for this run", compute)
+                continue
+            plan = self._fingerprint(step, compute, setup_hash, setup_files, plans)
+            is_forced = (
+                name in forced or (selection.regenerate and name in scope)
+                or not step.header.allow_reuse
+            )
+            previous = self.store.results.find(plan.fingerprint) if not is_forced else None  # type: ignore[arg-type]
+            if is_forced:
+                plan.action = EXECUTE
+                plan.result_id = f"{plan.fingerprint}-{self.run_id}"
+                plan.reason = (
+                    "selected with --step" if name in forced
+                    else "--regenerate" if selection.regenerate and name in scope
+                    else "the step has --no-reuse"
+                )
+            elif previous is not None:
+                plan.action = REUSE
+                plan.result_id = previous
+                producer = self.store.runs.producer_of(previous)
+                plan.reused_from = producer.run_id if producer else None
+                plan.reason = (
+                    f"reused the result of run {plan.reused_from or '?'}: code, parameters, "
+                    "inputs and environment are unchanged"
+                )
+            else:
+                plan.action = EXECUTE
+                plan.result_id = plan.fingerprint
+                plan.reason = self._why_execute(step, plan.components)  # type: ignore[arg-type]
+                if name in needed:
+                    plan.reason += f" (needed by the selected steps)"
+            plans[name] = plan
+        return plans
+
+    def _scope(self, selection: Selection) -> set[str]:
+        if selection.until:
+            return {selection.until} | self.pipeline.ancestors([selection.until])
+        if selection.steps:
+            scope = set(selection.steps)
+            if selection.downstream:
+                scope |= self.pipeline.descendants(selection.steps)
+            return scope
+        return set(self.pipeline.step_names)
+
+    def _fingerprint(
+        self,
+        step: Step,
+        compute: str,
+        setup_hash: str,
+        setup_files: list[Path],
+        plans: Mapping[str, StepPlan],
+    ) -> StepPlan:
+        files: dict[str, str] = {}
+        issues: list[DefinitionIssue] = []
+        for pattern in step.header.hash_paths:
+            matched = sorted(p for p in self.folder.glob(pattern) if p.is_file())
+            if not matched:
+                issues.append(DefinitionIssue(
+                    f"matches no file under {self.folder}", step=step.name, cell=step.cell,
+                    field=f"--hash-paths {pattern}",
+                ))
+            for path in matched:
+                files[path.relative_to(self.folder).as_posix()] = hash_file(path)
+        for path in setup_files + local_modules(step.code, self.folder):
+            files.setdefault(path.relative_to(self.folder).as_posix(), hash_file(path))
+        if issues:
+            raise DefinitionError(issues, self.pipeline.source)
+        inputs: dict[str, str] = {}
+        input_paths: dict[str, Path] = {}
+        for ref in step.header.inputs:
+            if isinstance(ref, DatasetInput):
+                version = self.store.datasets.get(ref.dataset, ref.version)
+                inputs[ref.name] = version.identity
+                input_paths[ref.name] = version.path
+            else:
+                upstream = plans[ref.step]
+                inputs[ref.name] = f"step:{ref.step}.{ref.output}#{upstream.result_id}"
+                input_paths[ref.name] = self.store.results.path(upstream.result_id or "", ref.output)
+        for other in step.header.after:  # ordering only, but a re-executed upstream counts
+            inputs[f"after:{other}"] = f"step:{other}#{plans[other].result_id}"
+        params = step_parameters(self.pipeline, step.name, self.parameters)
+        components = FingerprintComponents(
+            code=hash_text(step.code),
+            setup=setup_hash,
+            files=files,
+            params=params,
+            inputs=inputs,
+            environment=self.environment_of(compute, step.header.env),
+            settings={
+                "outputs": sorted(o.name for o in step.header.outputs),
+                "env": step.header.env,
+                "kernel": "python3",
+            },
+        )
+        return StepPlan(
+            step=step, action=EXECUTE, reason="", compute=compute, components=components,
+            fingerprint=components.fingerprint(), parameters=params, input_paths=input_paths,
+            input_sources={k: v.split("#")[0] for k, v in inputs.items() if not k.startswith("after:")},
+        )
+
+    def _why_execute(self, step: Step, components: FingerprintComponents) -> str:
+        previous = self.store.runs.previous_step_run(str(self.notebook), step.name, float("inf"))
+        if previous is None or previous.components is None:
+            return "no previous result: first run of this step"
+        changes = describe_changes(FingerprintComponents.from_dict(previous.components), components)
+        if not changes:
+            return f"the result of run {previous.run_id} is no longer in the workspace"
+        return "changed since run " + previous.run_id + ": " + "; ".join(changes)

@@ -1,0 +1,50 @@
+"""The workspace store: runs, step runs, metrics, datasets and committed results."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from mlpipe_jupyter.store.datasets import DatasetStore, DatasetVersion
+from mlpipe_jupyter.store.results import ResultStore
+from mlpipe_jupyter.store.runs import PlannedStep, RunRecord, RunStore, StepRunRecord
+from mlpipe_jupyter.store.workspace import Workspace
+
+
+class Store:
+    """One workspace's stores, opened together."""
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+
+    @classmethod
+    def open(cls, start: Path | None = None, create: bool = False) -> Store:
+        return cls(Workspace.find(start, create=create))
+
+    @cached_property
+    def runs(self) -> RunStore:
+        return RunStore(self.workspace)
+
+    @cached_property
+    def datasets(self) -> DatasetStore:
+        return DatasetStore(self.workspace)
+
+    @cached_property
+    def results(self) -> ResultStore:
+        return ResultStore(self.workspace)
+
+    def close(self) -> None:
+        self.workspace.close()
+
+
+__all__ = [
+    "DatasetStore",
+    "DatasetVersion",
+    "PlannedStep",
+    "ResultStore",
+    "RunRecord",
+    "RunStore",
+    "StepRunRecord",
+    "Store",
+    "Workspace",
+]

@@ -1,0 +1,189 @@
+"""The workspace: a ``.mlpipe/`` folder holding the run store, datasets and results.
+
+Found like git finds its folder: ``MLPIPE_HOME`` if set, else the nearest ``.mlpipe/`` in the
+current folder or one of its parents. Commands that write create one in the current folder
+when none is found; commands that only read say how to make one.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from functools import cached_property
+from pathlib import Path
+
+from mlpipe_jupyter.errors import WorkspaceError
+
+WORKSPACE_DIRNAME = ".mlpipe"
+HOME_VARIABLE = "MLPIPE_HOME"
+_SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS experiments (
+    name TEXT PRIMARY KEY, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY, experiment TEXT NOT NULL, notebook TEXT NOT NULL,
+    status TEXT NOT NULL, created_at REAL NOT NULL, ended_at REAL,
+    params TEXT NOT NULL, options TEXT NOT NULL, git TEXT NOT NULL,
+    pid INTEGER NOT NULL, host TEXT NOT NULL, error TEXT, published TEXT);
+CREATE INDEX IF NOT EXISTS runs_by_notebook ON runs (notebook, created_at);
+CREATE TABLE IF NOT EXISTS step_runs (
+    run_id TEXT NOT NULL, step TEXT NOT NULL, position INTEGER NOT NULL,
+    status TEXT NOT NULL, cell INTEGER, upstream TEXT NOT NULL,
+    started_at REAL, ended_at REAL, attempts INTEGER NOT NULL DEFAULT 0,
+    fingerprint TEXT, result_id TEXT, reused_from TEXT, decision TEXT,
+    components TEXT, error TEXT, compute TEXT,
+    PRIMARY KEY (run_id, step));
+CREATE INDEX IF NOT EXISTS step_runs_by_fingerprint ON step_runs (fingerprint);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT NOT NULL, step TEXT NOT NULL, name TEXT NOT NULL,
+    value TEXT NOT NULL, logged_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS metrics_by_step ON metrics (run_id, step);
+CREATE TABLE IF NOT EXISTS results (
+    result_id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, run_id TEXT NOT NULL,
+    step TEXT NOT NULL, committed_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS results_by_fingerprint ON results (fingerprint, committed_at);
+CREATE TABLE IF NOT EXISTS datasets (
+    name TEXT NOT NULL, version INTEGER NOT NULL, fingerprint TEXT NOT NULL,
+    kind TEXT NOT NULL, path TEXT NOT NULL, created_at REAL NOT NULL,
+    source TEXT NOT NULL, files INTEGER NOT NULL, bytes INTEGER NOT NULL,
+    description TEXT, PRIMARY KEY (name, version));
+"""
+
+
+def find_workspace_dir(start: Path | None = None) -> Path | None:
+    """The workspace folder that applies at ``start`` (default: the current folder)."""
+    home = os.environ.get(HOME_VARIABLE)
+    if home:
+        return Path(home).expanduser().resolve()
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / WORKSPACE_DIRNAME
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+class Workspace:
+    """Paths and the SQLite connection of one workspace. Safe to share between threads."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._lock = threading.RLock()
+
+    # -- discovery ----------------------------------------------------------------------
+    @classmethod
+    def find(cls, start: Path | None = None, create: bool = False) -> Workspace:
+        """The workspace that applies here; created in ``start`` (or cwd) if asked and absent."""
+        found = find_workspace_dir(start)
+        if found is None:
+            if not create:
+                raise WorkspaceError(
+                    f"no {WORKSPACE_DIRNAME}/ workspace in {Path.cwd()} or its parents "
+                    f"(and {HOME_VARIABLE} is not set); `mlpipe run` creates one here"
+                )
+            found = (start or Path.cwd()).resolve() / WORKSPACE_DIRNAME
+        workspace = cls(found)
+        if create:
+            workspace.ensure_created()
+        elif not found.is_dir():
+            raise WorkspaceError(f"workspace folder {found} does not exist")
+        return workspace
+
+    def ensure_created(self) -> None:
+        for folder in (self.root, self.runs_dir, self.results_dir, self.staging_dir, self.data_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        gitignore = self.root / ".gitignore"
+        if not gitignore.exists():
+            gitignore.write_text("# mlpipe workspace: run history and data, not source\n*\n")
+
+    # -- layout -------------------------------------------------------------------------
+    @property
+    def db_path(self) -> Path:
+        return self.root / "mlpipe.db"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def results_dir(self) -> Path:
+        """Committed step outputs, one immutable folder per result id."""
+        return self.root / "results"
+
+    @property
+    def staging_dir(self) -> Path:
+        """Where running steps write; moved into results/ only on success."""
+        return self.root / "staging"
+
+    @property
+    def data_dir(self) -> Path:
+        """Registered dataset content, one immutable folder per content fingerprint."""
+        return self.root / "data"
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs_dir / run_id
+
+    def step_dir(self, run_id: str, step: str) -> Path:
+        return self.runs_dir / run_id / "steps" / step
+
+    # -- database -----------------------------------------------------------------------
+    @cached_property
+    def db(self) -> sqlite3.Connection:
+        """One connection shared by the process' threads; use ``transaction()`` to write."""
+        if not self.root.is_dir():
+            raise WorkspaceError(f"workspace folder {self.root} does not exist")
+        connection = sqlite3.connect(
+            self.db_path, timeout=60, check_same_thread=False, isolation_level=None
+        )
+        connection.row_factory = sqlite3.Row
+        # WAL: readers never block the runner, and a killed writer leaves a readable file.
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute("PRAGMA busy_timeout=60000")
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            connection.executescript(_SCHEMA)
+            connection.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+        elif version > _SCHEMA_VERSION:
+            raise WorkspaceError(
+                f"workspace {self.root} was written by a newer mlpipe (schema {version}); "
+                "upgrade mlpipe_jupyter"
+            )
+        return connection
+
+    def transaction(self) -> _Transaction:
+        return _Transaction(self)
+
+    def query(self, sql: str, args: tuple[object, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return list(self.db.execute(sql, args))
+
+    def close(self) -> None:
+        if "db" in self.__dict__:
+            self.db.close()
+            del self.__dict__["db"]
+
+
+class _Transaction:
+    """``with workspace.transaction() as db:`` an IMMEDIATE transaction (one writer at a time)."""
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.workspace._lock.acquire()
+        try:
+            self.workspace.db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.workspace._lock.release()
+            raise
+        return self.workspace.db
+
+    def __exit__(self, kind: object, value: object, traceback: object) -> None:
+        try:
+            self.workspace.db.execute("COMMIT" if kind is None else "ROLLBACK")
+        finally:
+            self.workspace._lock.release()
