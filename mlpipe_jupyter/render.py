@@ -83,12 +83,18 @@ def write_step_notebook(notebook: Mapping[str, Any], path: Path) -> Path:
     return path
 
 
-def source_cell_of(output_notebook: Mapping[str, Any], cell_index: int) -> tuple[str, int | None]:
-    """(role, source cell number) of a cell of an executed step notebook."""
-    cells = output_notebook.get("cells", [])
-    if not 0 <= cell_index < len(cells):
-        return "unknown", None
-    info = cells[cell_index].get("metadata", {}).get(ROLE_KEY, {})
-    if not info and "injected-parameters" in cells[cell_index].get("metadata", {}).get("tags", []):
-        return "parameters", None
-    return str(info.get("role", "unknown")), info.get("source_cell")
+def failed_cell_of(executed: Mapping[str, Any]) -> tuple[str, int | None] | None:
+    """(role, source cell number) of the cell that raised in an executed step notebook.
+
+    Found by its error output rather than by papermill's cell index, which papermill's own
+    error banner cells shift in the written notebook.
+    """
+    for cell in executed.get("cells", []):
+        if not any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+            continue
+        metadata = cell.get("metadata", {})
+        info = metadata.get(ROLE_KEY, {})
+        if not info and "injected-parameters" in metadata.get("tags", []):
+            return "parameters", None
+        return str(info.get("role", "unknown")), info.get("source_cell")
+    return None

@@ -17,6 +17,8 @@ from typing import Any
 
 from mlpipe_jupyter.executors.base import Executor, OutcomeCallback, StepOutcome, StepTask
 from mlpipe_jupyter.executors.kernels import KernelPool, WarmKernel
+
+ENGINE_NAME = "mlpipe_warm_kernel"  # registered by executors.papermill_engine
 from mlpipe_jupyter.model.fingerprint import hash_text
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,8 @@ def _import_papermill() -> Any:
         finally:
             del sys.modules["rfc3987_syntax"]
     import papermill
+
+    import mlpipe_jupyter.executors.papermill_engine  # noqa: F401  (registers the engine)
 
     logging.getLogger("papermill").setLevel(logging.WARNING)
     return papermill
@@ -170,6 +174,7 @@ class LocalExecutor(Executor):
                     str(task.output_notebook),
                     parameters=dict(task.parameters),
                     kernel_name=task.kernel_name,
+                    engine_name=ENGINE_NAME,
                     km=kernel.manager,
                     kc=kernel.client,
                     progress_bar=False,

@@ -31,7 +31,7 @@ from mlpipe_jupyter.model.parameters import resolve_parameters
 from mlpipe_jupyter.model.pipeline import Pipeline
 from mlpipe_jupyter.model.status import RunStatus, StepStatus
 from mlpipe_jupyter.notebook import load_pipeline
-from mlpipe_jupyter.render import render_step, source_cell_of, write_step_notebook
+from mlpipe_jupyter.render import failed_cell_of, render_step, write_step_notebook
 from mlpipe_jupyter.runner.planning import EXECUTE, REUSE, Planner, Selection, StepPlan
 from mlpipe_jupyter.store import Store
 from mlpipe_jupyter.store.results import discard
@@ -356,7 +356,7 @@ class _Execution:
                 executed = json.loads(task.output_notebook.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 executed = {}
-            role, cell = source_cell_of(executed, outcome.cell_index)
+            role, cell = failed_cell_of(executed) or ("unknown", None)
             where = {
                 "step": f" in cell {cell} (the step's code)",
                 "setup": f" in %%mlsetup cell {cell}",

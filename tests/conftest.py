@@ -1,0 +1,62 @@
+"""Shared fixtures: a fresh workspace per test and a way to write real notebooks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from mlpipe_jupyter.store import Store
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "notebooks" / "example.ipynb"
+IRIS = REPO / "notebooks" / "data" / "iris"
+
+
+def write_notebook(path: Path, cells: Sequence[str]) -> Path:
+    """A real nbformat-4 notebook file whose code cells are ``cells``."""
+    notebook = {
+        "cells": [
+            {"cell_type": "code", "execution_count": None, "id": f"c{i}", "metadata": {},
+             "outputs": [], "source": source}
+            for i, source in enumerate(cells)
+        ],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                     "language": "python"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(notebook, indent=1))
+    return path
+
+
+@pytest.fixture
+def workspace_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty project folder with its own workspace (MLPIPE_HOME), as the cwd."""
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("MLPIPE_HOME", str(project / ".mlpipe"))
+    return project
+
+
+@pytest.fixture
+def store(workspace_dir: Path) -> Iterator[Store]:
+    opened = Store.open(create=True)
+    yield opened
+    opened.close()
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """The real ``mlpipe`` command in a subprocess (as a user would run it)."""
+    return subprocess.run(
+        [sys.executable, "-m", "mlpipe_jupyter", *args], cwd=cwd, capture_output=True, text=True,
+        timeout=timeout, env={**os.environ, **(env or {})}, check=False,
+    )
