@@ -285,9 +285,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except MlpipeError as error:
         print(f"mlpipe: {error}", file=sys.stderr)
-        from mlpipe_jupyter.errors import DefinitionError, ParameterError
+        from mlpipe_jupyter.errors import DefinitionError, NotebookError, ParameterError
 
-        return EXIT_USAGE if isinstance(error, (DefinitionError, ParameterError)) else EXIT_FAILED
+        bad_input = (DefinitionError, ParameterError, NotebookError)
+        return EXIT_USAGE if isinstance(error, bad_input) else EXIT_FAILED
     except KeyboardInterrupt:
         print("mlpipe: interrupted", file=sys.stderr)
         return EXIT_CANCELED

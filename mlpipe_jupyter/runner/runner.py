@@ -86,8 +86,8 @@ class Runner:
         self._cancel.set()
 
     def run(self, request: RunRequest) -> RunResult:
+        pipeline = load_pipeline(request.notebook)  # messages name the path as the user gave it
         notebook = request.notebook.expanduser().resolve()
-        pipeline = load_pipeline(notebook)
         parameters, store = self._validate(pipeline, request)
         run_id = new_run_id()
         try:
