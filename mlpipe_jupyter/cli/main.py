@@ -28,8 +28,8 @@ def _seconds(value: float | None) -> str:
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths)).rstrip()]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     return "\n".join(lines)
 
 
@@ -44,7 +44,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mlpipe_jupyter.cli.progress import ProgressPrinter
     from mlpipe_jupyter.model.parameters import parse_assignments
     from mlpipe_jupyter.runner.planning import Selection
-    from mlpipe_jupyter.runner.runner import RunRequest, Runner
+    from mlpipe_jupyter.runner.runner import Runner, RunRequest
 
     request = RunRequest(
         notebook=Path(args.notebook),

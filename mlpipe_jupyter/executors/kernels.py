@@ -133,7 +133,7 @@ class KernelPool:
 
     def take_queued(self) -> list[Job]:
         """Remove and return the jobs no kernel has taken yet (for cancel)."""
-        taken = []
+        taken: list[Job] = []
         while True:
             try:
                 job = self._jobs.get_nowait()

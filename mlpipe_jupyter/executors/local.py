@@ -17,8 +17,6 @@ from typing import Any
 
 from mlpipe_jupyter.executors.base import Executor, OutcomeCallback, StepOutcome, StepTask
 from mlpipe_jupyter.executors.kernels import KernelPool, WarmKernel
-
-ENGINE_NAME = "mlpipe_warm_kernel"  # registered by executors.papermill_engine
 from mlpipe_jupyter.model.fingerprint import hash_text
 
 log = logging.getLogger(__name__)
@@ -157,6 +155,8 @@ class LocalExecutor(Executor):
     def _execute(self, kernel: WarmKernel, task: StepTask, started: float) -> StepOutcome:
         papermill = self._load_papermill()
         from papermill.exceptions import PapermillExecutionError
+
+        from mlpipe_jupyter.executors.papermill_engine import ENGINE_NAME
 
         key = (task.run_id, task.step)
         timer = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class StepOutputInput:
         return f"{self.name}={self.step}.{self.output}"
 
 
-StepInput = Union[DatasetInput, StepOutputInput]
+StepInput = DatasetInput | StepOutputInput
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,10 @@ from mlpipe_jupyter.errors import DefinitionError, DefinitionIssue
 from mlpipe_jupyter.model.fingerprint import FingerprintComponents, describe_changes, hash_text
 from mlpipe_jupyter.model.parameters import step_parameters
 from mlpipe_jupyter.model.pipeline import Pipeline
+from mlpipe_jupyter.model.status import StepStatus
 from mlpipe_jupyter.model.step import DatasetInput, Step
 from mlpipe_jupyter.store import Store
+from mlpipe_jupyter.store.runs import PlannedStep
 
 EXECUTE = "execute"
 REUSE = "reuse"
@@ -61,6 +63,16 @@ class StepPlan:
     parameters: dict[str, Any] = field(default_factory=dict)
     input_paths: dict[str, Path] = field(default_factory=dict)
     input_sources: dict[str, str] = field(default_factory=dict)
+
+    def record(self, position: int, status: StepStatus, upstream: list[str]) -> PlannedStep:
+        """What the run store keeps of this plan when the run starts."""
+        return PlannedStep(
+            step=self.step.name, position=position, status=status, cell=self.step.cell,
+            upstream=upstream, fingerprint=self.fingerprint, result_id=self.result_id,
+            reused_from=self.reused_from, decision=self.reason,
+            components=self.components.to_dict() if self.components else None,
+            compute=self.compute,
+        )
 
 
 def hash_file(path: Path) -> str:
@@ -157,7 +169,7 @@ class Planner:
                 plan.result_id = plan.fingerprint
                 plan.reason = self._why_execute(step, plan.components)  # type: ignore[arg-type]
                 if name in needed:
-                    plan.reason += f" (needed by the selected steps)"
+                    plan.reason += " (needed by the selected steps)"
             plans[name] = plan
         return plans
 

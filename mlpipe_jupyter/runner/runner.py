@@ -35,7 +35,7 @@ from mlpipe_jupyter.render import failed_cell_of, render_step, write_step_notebo
 from mlpipe_jupyter.runner.planning import EXECUTE, REUSE, Planner, Selection, StepPlan
 from mlpipe_jupyter.store import Store
 from mlpipe_jupyter.store.results import discard
-from mlpipe_jupyter.store.runs import PlannedStep, new_run_id
+from mlpipe_jupyter.store.runs import new_run_id
 from mlpipe_jupyter.store.snapshot import git_info, snapshot_notebook
 from mlpipe_jupyter.store.workspace import Workspace, find_workspace_dir
 
@@ -163,15 +163,7 @@ class Runner:
 
         order = pipeline.topological_order()
         planned = [
-            PlannedStep(
-                step=name, position=index, cell=plans[name].step.cell,
-                status=_initial_status(plans[name]),
-                upstream=sorted(pipeline.upstream(name)),
-                fingerprint=plans[name].fingerprint, result_id=plans[name].result_id,
-                reused_from=plans[name].reused_from, decision=plans[name].reason,
-                components=plans[name].components.to_dict() if plans[name].components else None,
-                compute=plans[name].compute,
-            )
+            plans[name].record(index, _initial_status(plans[name]), sorted(pipeline.upstream(name)))
             for index, name in enumerate(order)
         ]
         experiment = request.experiment or notebook.stem

@@ -1,0 +1,492 @@
+#!/usr/bin/env python
+"""End-to-end benchmark of ``mlpipe run`` against the ``papermill`` command.
+
+Every workload is a real notebook written to a temporary folder and run through the
+``mlpipe`` and ``papermill`` commands in fresh subprocesses, exactly as a user would; wall
+times are taken with ``time.perf_counter()`` around each subprocess. Each workload gets its
+own workspace (``MLPIPE_HOME``) inside the temporary folder, which is deleted at the end.
+
+The unit of time is **T**: the wall time of one ``papermill`` command run of a trivial
+one-cell notebook (median of 3, measured in the same invocation, after one warm-up run).
+T is what a user pays today to run one notebook, so the targets say how much of that
+mlpipe may spend.
+
+Workloads and targets (``ratio`` = mlpipe time / baseline, PASS when ratio <= target):
+
+1. **chain**: 10 trivial steps, each reading the previous step's output folder and writing
+   a tiny file, cold run in an empty workspace. Baseline: the same 10 notebooks run one after
+   the other by the ``papermill`` command (same code, paths filled in). Target <= 0.35.
+2. **fan-out**: 8 independent steps that each ``time.sleep(2)``, run with
+   ``--max-parallel 8``. Baseline: 2 s + 3 T. Target <= 1.
+3. **no-op re-run**: the chain again in a fresh ``mlpipe`` process, every step reused
+   (median of 3). Baseline: T. Target <= 0.5.
+4. **edit last step**: the chain again after rewriting only the last step's code in the
+   notebook file (median of 3, a different edit each time): 9 steps reused, 1 executed.
+   Baseline: T. Target <= 1.5.
+5. **1 GiB output**: a step writes a 1 GiB file in 1 MiB blocks of zeros then fsyncs (the
+   same work as ``dd if=/dev/zero bs=1M count=1024 conv=fsync``); the next step checks its
+   size and streams all of it back in 1 MiB reads. Baseline: 1.3 x dd time (median of 3)
+   + 2 T. Target <= 1.
+6. **1 GiB disk usage**: ``du`` of that workspace after the run, against the 1 GiB written.
+   A copied output would be ~2 GiB. Target <= 1.5 (no copy).
+
+Usage::
+
+    python benchmarks/bench_pipeline.py            # print the report, exit 0
+    python benchmarks/bench_pipeline.py --check    # exit 1 when a target is missed
+    python benchmarks/bench_pipeline.py -v         # also `mlpipe show latest` per workload
+
+It is a report, not a test: the machines are noisy, so runs are few and medians are taken
+only where they are cheap. It takes about 2 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+MIB = 1 << 20
+GIB = 1 << 30
+
+CHAIN_STEPS = 10
+FAN_OUT_STEPS = 8
+FAN_OUT_SLEEP = 2.0  # seconds each fan-out step sleeps
+BIG_BLOCKS = 1024  # 1 MiB blocks: 1 GiB
+T_SAMPLES = 3  # papermill runs of the trivial notebook (median)
+RERUN_SAMPLES = 3  # no-op and edit re-runs (median)
+DD_SAMPLES = 3  # dd runs (median)
+FREE_SPACE_NEEDED = 3 * GIB  # for the 1 GiB workload (dd file and result, one at a time)
+
+# Targets: the largest allowed mlpipe time / baseline.
+CHAIN_TARGET = 0.35
+FAN_OUT_TARGET = 1.0
+NOOP_TARGET = 0.5
+EDIT_TARGET = 1.5
+BIG_TARGET = 1.0
+DU_TARGET = 1.5
+
+
+class BenchmarkError(RuntimeError):
+    """A command the benchmark runs failed: the numbers would mean nothing."""
+
+
+# -- results -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Row:
+    """One line of the report: a measured value against a baseline and a target ratio."""
+
+    workload: str
+    measured: float
+    baseline_label: str
+    baseline: float
+    target: float  # the largest allowed measured / baseline
+    unit: str = "s"
+
+    @property
+    def ratio(self) -> float:
+        return self.measured / self.baseline
+
+    @property
+    def passed(self) -> bool:
+        return self.ratio <= self.target
+
+
+def _amount(value: float, unit: str) -> str:
+    return f"{value:.2f} {unit}"
+
+
+def render_table(rows: Sequence[Row]) -> str:
+    """The report as a markdown table."""
+    lines = [
+        "| # | Workload | mlpipe | Baseline | Ratio | Target | Result |",
+        "|---|----------|-------:|----------|------:|-------:|--------|",
+    ]
+    for number, row in enumerate(rows, start=1):
+        lines.append(
+            f"| {number} | {row.workload} | {_amount(row.measured, row.unit)} "
+            f"| {row.baseline_label} = {_amount(row.baseline, row.unit)} "
+            f"| {row.ratio:.2f} | ≤ {row.target:.2f} | {'PASS' if row.passed else 'FAIL'} |"
+        )
+    return "\n".join(lines)
+
+
+# -- notebooks -------------------------------------------------------------------------------
+def notebook_json(sources: Sequence[str]) -> dict[str, Any]:
+    """An nbformat 4.5 notebook with one code cell per source, for the python3 kernel."""
+    cells = [
+        {"cell_type": "code", "execution_count": None, "id": f"cell-{index}",
+         "metadata": {}, "outputs": [], "source": source}
+        for index, source in enumerate(sources)
+    ]
+    return {
+        "cells": cells,
+        "metadata": {
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+            "language_info": {"name": "python"},
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+
+
+def write_notebook(path: Path, sources: Sequence[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(notebook_json(sources), indent=1), encoding="utf-8")
+    return path
+
+
+def chain_step_name(index: int) -> str:
+    return f"s{index:02d}"
+
+
+def chain_step_code(index: int, edit: int = 0) -> str:
+    """The body of chain step ``index``: read the previous value (if any), write the next.
+
+    ``edit`` changes the code text only (it is written to a comment-free assignment, so the
+    step's fingerprint changes) and is used to edit the last step between runs."""
+    read = (
+        "value = int((inputs.prev / 'value.txt').read_text())\n" if index > 0 else "value = 0\n"
+    )
+    return f"{read}edit = {edit}\n(outputs.out / 'value.txt').write_text(str(value + 1))\n"
+
+
+def chain_pipeline(steps: int, last_edit: int = 0) -> list[str]:
+    """The chain as ``%%mlstep`` cells; ``last_edit`` varies the last step's code only."""
+    cells = []
+    for index in range(steps):
+        name = chain_step_name(index)
+        header = f"%%mlstep {name} --output out"
+        if index > 0:
+            header += f" --input prev={chain_step_name(index - 1)}.out"
+        edit = last_edit if index == steps - 1 else 0
+        cells.append(f"{header}\n{chain_step_code(index, edit)}")
+    return cells
+
+
+def chain_standalone(steps: int, folder: Path) -> list[Path]:
+    """The same chain as plain notebooks for papermill: a first cell binds ``inputs`` and
+    ``outputs`` to fixed folders, the second cell is the step's code, unchanged."""
+    paths = []
+    for index in range(steps):
+        out = folder / "data" / chain_step_name(index)
+        prev = folder / "data" / chain_step_name(index - 1)
+        binding = (
+            "from pathlib import Path\nfrom types import SimpleNamespace\n"
+            f"inputs = SimpleNamespace(prev=Path({str(prev)!r}))\n"
+            f"outputs = SimpleNamespace(out=Path({str(out)!r}))\n"
+            "outputs.out.mkdir(parents=True, exist_ok=True)\n"
+        )
+        paths.append(write_notebook(folder / f"{chain_step_name(index)}.ipynb",
+                                    [binding, chain_step_code(index)]))
+    return paths
+
+
+def fan_out_pipeline(steps: int, seconds: float) -> list[str]:
+    return [
+        f"%%mlstep f{index} --output out\nimport time\ntime.sleep({seconds})\n"
+        "(outputs.out / 'done.txt').write_text('done')\n"
+        for index in range(steps)
+    ]
+
+
+def big_output_pipeline(blocks: int) -> list[str]:
+    """Write ``blocks`` MiB of zeros in 1 MiB writes + fsync (like dd), then read it all."""
+    write = (
+        "%%mlstep write_big --output blob\n"
+        "import os\n"
+        "block = bytes(1 << 20)\n"
+        "with open(outputs.blob / 'blob.bin', 'wb') as handle:\n"
+        f"    for _ in range({blocks}):\n"
+        "        handle.write(block)\n"
+        "    handle.flush()\n"
+        "    os.fsync(handle.fileno())\n"
+    )
+    read = (
+        "%%mlstep read_big --input blob=write_big.blob --output report\n"
+        "path = inputs.blob / 'blob.bin'\n"
+        "size = path.stat().st_size\n"
+        f"assert size == {blocks} << 20, size\n"
+        "buffer = bytearray(1 << 20)\n"
+        "total = 0\n"
+        "with open(path, 'rb', buffering=0) as handle:\n"
+        "    while (count := handle.readinto(buffer)):\n"
+        "        total += count\n"
+        "assert total == size, (total, size)\n"
+        "(outputs.report / 'size.txt').write_text(str(total))\n"
+    )
+    return [write, read]
+
+
+# -- commands ----------------------------------------------------------------------------------
+def find_tool(name: str) -> str:
+    """The console script installed next to this Python (not a pyenv shim, whose own start-up
+    would be timed), else whatever is on PATH."""
+    local = Path(sys.executable).parent / name
+    if local.is_file() and os.access(local, os.X_OK):
+        return str(local)
+    found = shutil.which(name)
+    if found is None:
+        raise BenchmarkError(f"the {name!r} command is not installed")
+    return found
+
+
+def run_timed(command: Sequence[str], cwd: Path, env: dict[str, str]) -> float:
+    """Wall seconds of one subprocess, from spawn to exit; raises if it fails."""
+    start = time.perf_counter()
+    done = subprocess.run(list(command), cwd=cwd, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
+        raise BenchmarkError(f"{' '.join(command)} exited with {done.returncode}:\n{tail}")
+    return elapsed
+
+
+def median_of(samples: int, measure: Callable[[int], float]) -> float:
+    """Median of ``measure(i)`` for i in range(samples)."""
+    return statistics.median(measure(i) for i in range(samples))
+
+
+def remove_tree(folder: Path) -> None:
+    """Delete a folder, including the read-only result folders mlpipe commits."""
+
+    def allow_and_retry(function: Any, path: str, _info: Any) -> None:
+        os.chmod(os.path.dirname(path), 0o755)
+        if os.path.isdir(path) and not os.path.islink(path):
+            os.chmod(path, 0o755)
+        function(path)
+
+    if folder.exists():
+        shutil.rmtree(folder, onerror=allow_and_retry)
+
+
+def disk_usage(folder: Path) -> int:
+    """Bytes ``folder`` occupies on disk (``du -sk``; hard links counted once)."""
+    du = shutil.which("du")
+    if du:
+        done = subprocess.run([du, "-sk", str(folder)], capture_output=True, text=True)
+        if done.returncode == 0:
+            return int(done.stdout.split()[0]) * 1024
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            info = os.lstat(os.path.join(root, name))
+            if (info.st_dev, info.st_ino) not in seen:
+                seen.add((info.st_dev, info.st_ino))
+                total += info.st_blocks * 512
+    return total
+
+
+def write_like_dd(path: Path, blocks: int) -> None:
+    """Fallback baseline when ``dd`` is missing: the same loop, in this process."""
+    block = bytes(MIB)
+    with path.open("wb") as handle:
+        for _ in range(blocks):
+            handle.write(block)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+# -- the benchmark ---------------------------------------------------------------------------
+class Bench:
+    """Runs the workloads in ``root`` (a temporary folder) and collects the report rows."""
+
+    def __init__(self, root: Path, verbose: bool = False) -> None:
+        self.root = root
+        self.verbose = verbose
+        self.mlpipe = find_tool("mlpipe")
+        self.papermill = find_tool("papermill")
+        # Subprocesses keep their temporary files (kernel IPC sockets) inside root too.
+        tmp = root / "tmp"
+        tmp.mkdir()
+        self.base_env = dict(os.environ, TMPDIR=str(tmp), PYTHONDONTWRITEBYTECODE="1")
+        self.base_env.pop("MLPIPE_HOME", None)
+        self.t: float = 0.0
+
+    def log(self, message: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def workload_dir(self, name: str) -> tuple[Path, dict[str, str]]:
+        """A folder for one workload, with its own workspace."""
+        folder = self.root / name
+        folder.mkdir()
+        return folder, dict(self.base_env, MLPIPE_HOME=str(folder / ".mlpipe"))
+
+    def papermill_run(self, notebook: Path) -> float:
+        output = notebook.with_name(notebook.stem + ".out.ipynb")
+        return run_timed([self.papermill, "--no-progress-bar", str(notebook), str(output)],
+                         notebook.parent, self.base_env)
+
+    def mlpipe_run(self, notebook: Path, env: dict[str, str], *options: str) -> float:
+        elapsed = run_timed([self.mlpipe, "run", "-q", *options, str(notebook)],
+                            notebook.parent, env)
+        if self.verbose:
+            shown = subprocess.run([self.mlpipe, "show", "latest"], cwd=notebook.parent,
+                                   env=env, capture_output=True, text=True)
+            print(shown.stdout, file=sys.stderr)
+        return elapsed
+
+    # -- T ---------------------------------------------------------------------------------
+    def measure_t(self) -> float:
+        folder = self.root / "trivial"
+        notebook = write_notebook(folder / "trivial.ipynb", ["x = 1"])
+        self.papermill_run(notebook)  # warm-up: file caches, kernel spec lookup
+        samples = [self.papermill_run(notebook) for _ in range(T_SAMPLES)]
+        self.t = statistics.median(samples)
+        self.log(f"T = {self.t:.2f} s (papermill samples: "
+                 f"{', '.join(f'{s:.2f}' for s in samples)})")
+        return self.t
+
+    # -- workloads -------------------------------------------------------------------------
+    def chain(self) -> list[Row]:
+        """Workloads 1, 3 and 4: cold chain, no-op re-run, re-run after editing the last step."""
+        folder, env = self.workload_dir("chain")
+        standalone = chain_standalone(CHAIN_STEPS, folder / "papermill")
+        loop = sum(self.papermill_run(path) for path in standalone)
+        self.log(f"papermill loop of {CHAIN_STEPS} notebooks: {loop:.2f} s")
+
+        notebook = write_notebook(folder / "chain.ipynb", chain_pipeline(CHAIN_STEPS))
+        cold = self.mlpipe_run(notebook, env)
+        self.log(f"mlpipe chain, cold: {cold:.2f} s")
+
+        noop = median_of(RERUN_SAMPLES, lambda _: self.mlpipe_run(notebook, env))
+        self.log(f"mlpipe chain, no-op re-run (median): {noop:.2f} s")
+
+        def edited(sample: int) -> float:
+            write_notebook(notebook, chain_pipeline(CHAIN_STEPS, last_edit=sample + 1))
+            return self.mlpipe_run(notebook, env)
+
+        edit = median_of(RERUN_SAMPLES, edited)
+        self.log(f"mlpipe chain, last step edited (median): {edit:.2f} s")
+        return [
+            Row(f"chain of {CHAIN_STEPS} trivial steps, cold run", cold,
+                f"papermill loop of the {CHAIN_STEPS} notebooks", loop, CHAIN_TARGET),
+            Row(f"no-op re-run of the chain, all reused (median of {RERUN_SAMPLES})", noop,
+                "T", self.t, NOOP_TARGET),
+            Row(f"re-run after editing the last step (median of {RERUN_SAMPLES})", edit,
+                "T", self.t, EDIT_TARGET),
+        ]
+
+    def fan_out(self) -> list[Row]:
+        """Workload 2: independent sleeping steps, all allowed to run at once."""
+        folder, env = self.workload_dir("fanout")
+        notebook = write_notebook(folder / "fanout.ipynb",
+                                  fan_out_pipeline(FAN_OUT_STEPS, FAN_OUT_SLEEP))
+        elapsed = self.mlpipe_run(notebook, env, "--max-parallel", str(FAN_OUT_STEPS))
+        self.log(f"mlpipe fan-out: {elapsed:.2f} s")
+        return [Row(
+            f"fan-out of {FAN_OUT_STEPS} × sleep({FAN_OUT_SLEEP:g}), "
+            f"`--max-parallel {FAN_OUT_STEPS}`", elapsed,
+            f"{FAN_OUT_SLEEP:g} s + 3 T", FAN_OUT_SLEEP + 3 * self.t, FAN_OUT_TARGET,
+        )]
+
+    def dd_seconds(self, folder: Path) -> float:
+        """Writing BIG_BLOCKS MiB of zeros with dd (1 MiB blocks, fsync at the end)."""
+        target = folder / "dd.bin"
+        dd = shutil.which("dd")
+
+        def once(_: int) -> float:
+            try:
+                if dd:
+                    return run_timed([dd, "if=/dev/zero", f"of={target}", "bs=1M",
+                                      f"count={BIG_BLOCKS}", "conv=fsync"], folder, self.base_env)
+                start = time.perf_counter()
+                write_like_dd(target, BIG_BLOCKS)
+                return time.perf_counter() - start
+            finally:
+                target.unlink(missing_ok=True)
+
+        return median_of(DD_SAMPLES, once)
+
+    def big_output(self) -> list[Row]:
+        """Workloads 5 and 6: a 1 GiB output passed to the next step, and the disk it uses."""
+        folder, env = self.workload_dir("big")
+        free = shutil.disk_usage(folder).free
+        if free < FREE_SPACE_NEEDED:
+            self.log(f"skipping the 1 GiB workload: {free / GIB:.1f} GiB free in {folder}")
+            return []
+        try:
+            dd = self.dd_seconds(folder)
+            self.log(f"dd 1 GiB with fsync (median): {dd:.2f} s")
+            notebook = write_notebook(folder / "big.ipynb", big_output_pipeline(BIG_BLOCKS))
+            elapsed = self.mlpipe_run(notebook, env)
+            self.log(f"mlpipe 1 GiB output: {elapsed:.2f} s")
+            used = disk_usage(folder / ".mlpipe")
+            self.log(f"workspace disk usage: {used / GIB:.2f} GiB")
+        finally:
+            remove_tree(folder)  # the 1 GiB files go now, not at the end
+        written = BIG_BLOCKS * MIB
+        return [
+            Row("1 GiB output written (1 MiB blocks + fsync), streamed by the next step",
+                elapsed, "1.3 × dd + 2 T", 1.3 * dd + 2 * self.t, BIG_TARGET),
+            Row("disk usage (du) of that workspace after the run", used / GIB,
+                "bytes written: 1 GiB (a copy would make 2)", written / GIB, DU_TARGET, "GiB"),
+        ]
+
+    def run(self) -> list[Row]:
+        self.measure_t()
+        chain = self.chain()
+        fan = self.fan_out()
+        big = self.big_output()
+        # report order: chain, fan-out, no-op, edit, 1 GiB, du
+        return [chain[0], *fan, chain[1], chain[2], *big]
+
+
+def header(t: float) -> str:
+    return "\n".join([
+        f"mlpipe benchmark, {datetime.now():%Y-%m-%d %H:%M:%S}",
+        f"machine: {platform.node()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, load average "
+        f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        f"T (papermill command, trivial one-cell notebook, median of {T_SAMPLES}): {t:.2f} s",
+        "",
+    ])
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 when any target is missed (default: always exit 0)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="print `mlpipe show latest` (per-step times) after each run")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="where to make the temporary folder (default: the system's)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    root = Path(tempfile.mkdtemp(prefix="mlpipe-bench-", dir=args.workdir))
+    try:
+        bench = Bench(root, verbose=args.verbose)
+        rows = bench.run()
+    except BenchmarkError as error:
+        print(f"benchmark failed: {error}", file=sys.stderr)
+        return 2
+    finally:
+        remove_tree(root)
+    print(header(bench.t))
+    print(render_table(rows))
+    failed = [row for row in rows if not row.passed]
+    print(f"\n{len(rows) - len(failed)}/{len(rows)} targets met; "
+          f"benchmark took {time.perf_counter() - started:.0f} s")
+    return 1 if args.check and failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
