@@ -95,3 +95,13 @@ def test_split_magic() -> None:
     assert split_magic("%%mlsetup\nimport os") == ("%%mlsetup", "", "import os")
     assert split_magic("x = 1") == (None, "", "x = 1")
     assert split_magic("%%mlstepper a")[0] is None
+
+
+def test_every_option_is_documented() -> None:
+    from pathlib import Path
+
+    from mlpipe_jupyter.model.grammar import OPTIONS
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "grammar.md").read_text()
+    missing = [name for name in OPTIONS if f"`{name}" not in doc]
+    assert missing == []
