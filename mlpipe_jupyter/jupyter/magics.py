@@ -87,8 +87,10 @@ class MlpipeMagics(Magics):
 
     def __init__(self, shell: Any) -> None:
         super().__init__(shell)
+        self.ip: Any = shell  # IPython types Magics.shell as None; this is the same shell
         self.registry = PipelineRegistry()
         self.current: Any = None  # the BackgroundRun started from this kernel, if any
+        self.widget: Any = None  # the DagWidget of that run
         self._cell_id: str | None = None
         self._parser = build_parser()
         shell.events.register("pre_run_cell", self._remember_cell)
@@ -99,7 +101,7 @@ class MlpipeMagics(Magics):
 
     def notebook(self) -> Path | None:
         """The notebook file of this kernel, when the front-end says which."""
-        return find_notebook(self.shell.user_ns)
+        return find_notebook(self.ip.user_ns)
 
     # -- cell magics --------------------------------------------------------------------------
     @cell_magic
@@ -116,8 +118,8 @@ class MlpipeMagics(Magics):
         notebook = self.notebook()
         store = Store.open(create=True)
         binding = bind_step(store, header, self.registry, notebook)
-        self.shell.user_ns.update(activate_step(binding, notebook))
-        result = self.shell.run_cell(cell, store_history=False)
+        self.ip.user_ns.update(activate_step(binding, notebook))
+        result = self.ip.run_cell(cell, store_history=False)
         finish_step(self.registry, binding, result.success)
         if not result.success:
             # An error status stops "Run All" here, as the failed cell would without the magic.
@@ -133,7 +135,7 @@ class MlpipeMagics(Magics):
         cell_id = self._cell_id
         check_setup_line(line)
         self.registry.register_setup(cell_source(SETUP_MAGIC, line, cell), cell_id)
-        result = self.shell.run_cell(cell, store_history=False)
+        result = self.ip.run_cell(cell, store_history=False)
         if not result.success:
             raise UsageError("the setup cell failed (see above); it is registered all the same")
 
@@ -189,7 +191,7 @@ class MlpipeMagics(Magics):
             if isinstance(run.error, MlpipeError):
                 raise UsageError(str(run.error))
             raise run.error
-        self.current = run
+        self.current, self.widget = run, widget
         display(widget)
         if args.wait:
             self._wait(run)
