@@ -107,7 +107,9 @@ function drawDetails(step, parent) {
     for (const [key, value] of metrics) {
       const tr = html("tr", null, mt);
       html("th", key, tr);
-      html("td", typeof value === "number" ? value.toPrecision(4) : JSON.stringify(value), tr);
+      const shown = typeof value !== "number" ? JSON.stringify(value)
+        : Number.isInteger(value) ? String(value) : value.toPrecision(4);
+      html("td", shown, tr);
     }
   }
   if (step.error) {
