@@ -9,10 +9,22 @@ Inside a step::
 
 from __future__ import annotations
 
+from typing import Any
+
 from mlpipe_jupyter.step_context import ContextProxy, log
 
 __version__ = "0.1.0"
 
 context = ContextProxy()
 
-__all__ = ["__version__", "context", "log"]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext mlpipe_jupyter``: register ``%%mlstep``, ``%%mlsetup`` and ``%mlpipe``."""
+    # imported here so that `import mlpipe_jupyter` (done by every step) stays light
+    from mlpipe_jupyter.jupyter.magics import load_ipython_extension as load
+
+    load(ipython)
+
+
+__all__ = ["__version__", "context", "load_ipython_extension", "log"]

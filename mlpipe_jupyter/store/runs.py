@@ -303,6 +303,25 @@ class RunStore:
         )
         return _step_run(rows[0]) if rows else None
 
+    def latest_committed(self, step: str, notebook: str | None = None) -> StepRunRecord | None:
+        """The newest succeeded or reused run of ``step`` (of ``notebook`` when given) whose
+        committed result folder still exists: what an interactive cell reads as its outputs."""
+        sql = (
+            "SELECT s.* FROM step_runs s JOIN runs r ON r.id = s.run_id WHERE s.step=? "
+            "AND s.status IN ('succeeded', 'reused') AND s.result_id IS NOT NULL"
+        )
+        args: tuple[Any, ...] = (step,)
+        if notebook is not None:
+            sql += " AND r.notebook=?"
+            args += (notebook,)
+        rows = self.workspace.query(
+            sql + " ORDER BY COALESCE(s.ended_at, r.created_at) DESC LIMIT 20", args
+        )
+        for row in rows:
+            if (self.workspace.results_dir / row["result_id"]).is_dir():
+                return _step_run(row)
+        return None
+
     def producer_of(self, result_id: str) -> StepRunRecord | None:
         """The step run that executed and committed ``result_id``."""
         rows = self.workspace.query(

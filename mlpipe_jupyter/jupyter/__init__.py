@@ -1,0 +1,1 @@
+"""Jupyter front-ends: the ``%%mlstep`` / ``%mlpipe`` magics and the run DAG widget."""

@@ -1,0 +1,67 @@
+"""A pipeline run in a background thread, so the kernel stays usable while it runs."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from mlpipe_jupyter.events import RUN_FINISHED, RUN_STARTED, EventBus, RunEvent
+from mlpipe_jupyter.runner.runner import Runner, RunRequest, RunResult
+from mlpipe_jupyter.store import Store
+
+# How long ``start`` waits for the run to pass validation and planning, so that definition
+# errors show in the cell that asked for the run rather than vanish in the thread.
+START_TIMEOUT_SECONDS = 30.0
+
+
+class BackgroundRun:
+    """One ``Runner.run`` in a daemon thread, with its events, outcome and cancel."""
+
+    def __init__(self, request: RunRequest, store: Store | None = None,
+                 events: EventBus | None = None) -> None:
+        self.request = request
+        self.runner = Runner(store, events or EventBus())
+        self.events = self.runner.events
+        self.run_id: str | None = None
+        self.result: RunResult | None = None
+        self.error: BaseException | None = None
+        self.started_at = time.time()
+        self._started = threading.Event()
+        self._finished = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="mlpipe-run", daemon=True)
+        self.events.subscribe(self._follow)
+
+    def _follow(self, event: RunEvent) -> None:
+        if event.kind == RUN_STARTED:
+            self.run_id = event.run_id
+            self._started.set()
+        elif event.kind == RUN_FINISHED:
+            self.run_id = event.run_id
+
+    def _work(self) -> None:
+        try:
+            self.result = self.runner.run(self.request)
+        except BaseException as exc:  # reported by the front-end that started the run
+            self.error = exc
+        finally:
+            self._finished.set()
+            self._started.set()
+
+    def start(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
+        """Start, and return once the run is recorded (or failed before it could be).
+
+        Check ``error`` afterwards: a definition or parameter error is set by then."""
+        self._thread.start()
+        self._started.wait(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the run ends (True) or ``timeout`` seconds pass (False)."""
+        return self._finished.wait(timeout)
+
+    def cancel(self) -> None:
+        """Ask the runner to stop; kernels are stopped and the run is marked canceled."""
+        self.runner.cancel()

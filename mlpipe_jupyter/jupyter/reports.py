@@ -1,0 +1,55 @@
+"""Text answers of ``%mlpipe runs`` and ``%mlpipe status``, read from the store."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from mlpipe_jupyter.store import Store
+
+
+def _when(timestamp: float | None) -> str:
+    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S") if timestamp else "-"
+
+
+def _seconds(value: float | None) -> str:
+    return f"{value:.1f}s" if value is not None else "-"
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    """Left-aligned columns, as ``mlpipe runs`` prints them."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def runs_table(store: Store, notebook: str | None = None, limit: int = 10) -> str:
+    """The latest runs (of ``notebook`` when given), newest first."""
+    store.runs.mark_dead_runs()
+    runs = store.runs.list_runs(notebook, limit=limit)
+    if not runs:
+        return "no runs yet" + (f" of {notebook}" if notebook else "")
+    rows = []
+    for run in runs:
+        counts: dict[str, int] = {}
+        for step in store.runs.step_runs(run.id):
+            counts[step.status.value] = counts.get(step.status.value, 0) + 1
+        summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        rows.append([run.id, run.status.value, _when(run.created_at), _seconds(run.duration),
+                     summary])
+    return table(rows, ["RUN", "STATUS", "STARTED", "TIME", "STEPS"])
+
+
+def status_text(store: Store, run_ref: str) -> str:
+    """One line for the run and one per step, with errors' first lines."""
+    run = store.runs.get_run(run_ref)
+    lines = [f"run {run.id}: {run.status.value} ({_seconds(run.duration)}) {run.notebook}"]
+    rows = []
+    for step in store.runs.step_runs(run.id):
+        note = step.error.splitlines()[0] if step.error else ""
+        if step.status.value == "reused":
+            note = f"from run {step.reused_from}"
+        took = _seconds(step.duration) if step.status.value != "reused" else "-"
+        rows.append([step.step, step.status.value, took, note])
+    lines.append(table(rows, ["STEP", "STATUS", "TIME", "NOTE"]))
+    return "\n".join(lines)

@@ -1,0 +1,115 @@
+"""The magics and the DAG widget in real JupyterLab, in headless Chromium.
+
+Needs Debian's chromium (`apt-get install -y chromium`) and Python playwright; playwright
+cannot download its own browser here, so it is pointed at /usr/bin/chromium.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlpipe_jupyter.store import Store
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def lab(store: Store, tmp_path: Path, write_notebook: Any) -> Iterator[str]:
+    """JupyterLab serving tmp_path (with pipe.ipynb); yields the notebook's URL."""
+    write_notebook(tmp_path / "pipe.ipynb", [
+        "%load_ext mlpipe_jupyter",
+        "%%mlstep prepare --input raw=dataset:numbers --output clean\n"
+        "import shutil\nshutil.copy(inputs.raw / 'numbers.csv', outputs.clean)\n",
+        "%%mlstep count --input data=prepare.clean --output report\n"
+        "n = len((inputs.data / 'numbers.csv').read_text().splitlines())\n"
+        "context.log('lines', n)\n"
+        "(outputs.report / 'n.txt').write_text(str(n))\n",
+        "%mlpipe run --wait",
+    ])
+    port, token = _free_port(), secrets.token_hex(16)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    workspaces = tmp_path / "lab-workspaces"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
+         f"--port={port}", "--ip=127.0.0.1", f"--IdentityProvider.token={token}",
+         "--LabApp.news_url=None", f"--LabApp.workspaces_dir={workspaces}",
+         f"--ServerApp.root_dir={tmp_path}"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "lab.log").open("w"),
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise RuntimeError((tmp_path / "lab.log").read_text()) from None
+                time.sleep(0.3)
+        yield f"{base}/lab/tree/pipe.ipynb?token={token}"
+    finally:
+        server.terminate()
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def test_run_all_draws_the_live_dag(lab: str, store: Store) -> None:
+    from playwright import sync_api as playwright  # the `test` extra installs it
+    assert Path(CHROMIUM).exists(), "apt-get install -y chromium"
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = browser.new_page()
+            page.goto(lab)
+            # clicks before the kernel is idle are dropped
+            page.locator("text=/\\bIdle\\b/ >> visible=true").first.wait_for(timeout=90_000)
+            select = page.locator(".jp-Dialog button:has-text('Select')")
+            if select.count():
+                select.first.click()
+            page.click(".jp-Notebook")
+            page.locator("li.lm-MenuBar-item:has-text('Run')").click()
+            page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+
+            done = page.locator(".mlpipe-step[data-status='succeeded']")
+            done.nth(1).wait_for(timeout=120_000)
+            assert done.count() == 2
+            head = page.locator(".mlpipe-head").first.inner_text()
+            assert "succeeded" in head and "pipe.ipynb" in head
+
+            page.locator(".mlpipe-step[data-step='count']").click()
+            details = page.locator(".mlpipe-details").first
+            details.wait_for(timeout=10_000)
+            text = details.inner_text()
+            assert "count: succeeded" in text and "lines" in text
+            # kept for humans: what the widget looked like (test-artifacts/ is git-ignored)
+            artifacts = REPO / "test-artifacts"
+            artifacts.mkdir(exist_ok=True)
+            page.locator(".mlpipe-dag").first.screenshot(path=str(artifacts / "dag-widget.png"))
+        finally:
+            browser.close()
+    run = store.runs.get_run("latest")
+    assert run.status.value == "succeeded" and run.notebook.endswith("pipe.ipynb")
