@@ -68,6 +68,7 @@ BIG_BLOCKS = 1024  # 1 MiB blocks: 1 GiB
 T_SAMPLES = 3  # papermill runs of the trivial notebook (median)
 RERUN_SAMPLES = 3  # no-op and edit re-runs (median)
 DD_SAMPLES = 3  # dd runs (median)
+MAX_TMPDIR_LENGTH = 50  # Unix socket paths must stay under ~100 characters
 FREE_SPACE_NEEDED = 3 * GIB  # for the 1 GiB workload (dd file and result, one at a time)
 
 # Targets: the largest allowed mlpipe time / baseline.
@@ -126,7 +127,7 @@ def render_table(rows: Sequence[Row]) -> str:
 # -- notebooks -------------------------------------------------------------------------------
 def notebook_json(sources: Sequence[str]) -> dict[str, Any]:
     """An nbformat 4.5 notebook with one code cell per source, for the python3 kernel."""
-    cells = [
+    cells: list[dict[str, Any]] = [
         {"cell_type": "code", "execution_count": None, "id": f"cell-{index}",
          "metadata": {}, "outputs": [], "source": source}
         for index, source in enumerate(sources)
@@ -155,8 +156,8 @@ def chain_step_name(index: int) -> str:
 def chain_step_code(index: int, edit: int = 0) -> str:
     """The body of chain step ``index``: read the previous value (if any), write the next.
 
-    ``edit`` changes the code text only (it is written to a comment-free assignment, so the
-    step's fingerprint changes) and is used to edit the last step between runs."""
+    ``edit`` only changes an assignment in the code, hence the step's fingerprint: it is how
+    the last step is edited between runs."""
     read = (
         "value = int((inputs.prev / 'value.txt').read_text())\n" if index > 0 else "value = 0\n"
     )
@@ -309,11 +310,15 @@ class Bench:
         self.verbose = verbose
         self.mlpipe = find_tool("mlpipe")
         self.papermill = find_tool("papermill")
-        # Subprocesses keep their temporary files (kernel IPC sockets) inside root too.
-        tmp = root / "tmp"
-        tmp.mkdir()
-        self.base_env = dict(os.environ, TMPDIR=str(tmp), PYTHONDONTWRITEBYTECODE="1")
+        # No __pycache__ written into the source tree by the runs we start.
+        self.base_env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
         self.base_env.pop("MLPIPE_HOME", None)
+        # Subprocesses keep their temporary files (mlpipe's kernel IPC socket folders) in
+        # root too, so they go with it; only when the path stays short enough for sockets.
+        tmp = root / "tmp"
+        if len(str(tmp)) <= MAX_TMPDIR_LENGTH:
+            tmp.mkdir()
+            self.base_env["TMPDIR"] = str(tmp)
         self.t: float = 0.0
 
     def log(self, message: str) -> None:
@@ -356,8 +361,10 @@ class Bench:
         """Workloads 1, 3 and 4: cold chain, no-op re-run, re-run after editing the last step."""
         folder, env = self.workload_dir("chain")
         standalone = chain_standalone(CHAIN_STEPS, folder / "papermill")
-        loop = sum(self.papermill_run(path) for path in standalone)
-        self.log(f"papermill loop of {CHAIN_STEPS} notebooks: {loop:.2f} s")
+        samples = [self.papermill_run(path) for path in standalone]
+        loop = sum(samples)
+        self.log(f"papermill loop of {CHAIN_STEPS} notebooks: {loop:.2f} s "
+                 f"({', '.join(f'{s:.2f}' for s in samples)})")
 
         notebook = write_notebook(folder / "chain.ipynb", chain_pipeline(CHAIN_STEPS))
         cold = self.mlpipe_run(notebook, env)
@@ -446,13 +453,16 @@ class Bench:
         return [chain[0], *fan, chain[1], chain[2], *big]
 
 
-def header(t: float) -> str:
+def header(bench: Bench, load_before: float) -> str:
+    """Date, machine, the commands timed and T."""
     return "\n".join([
         f"mlpipe benchmark, {datetime.now():%Y-%m-%d %H:%M:%S}",
-        f"machine: {platform.node()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, load average "
-        f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}",
-        f"T (papermill command, trivial one-cell notebook, median of {T_SAMPLES}): {t:.2f} s",
+        f"machine: {platform.node()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}; 1-min load average {load_before:.2f} before the "
+        "benchmark started (above ~0.5 on an idle machine means something else is running)",
+        f"commands: {bench.mlpipe} / {bench.papermill}",
+        f"T (papermill command, trivial one-cell notebook, median of {T_SAMPLES}): "
+        f"{bench.t:.2f} s",
         "",
     ])
 
@@ -471,6 +481,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
+    load_before = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="mlpipe-bench-", dir=args.workdir))
     try:
         bench = Bench(root, verbose=args.verbose)
@@ -480,7 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     finally:
         remove_tree(root)
-    print(header(bench.t))
+    print(header(bench, load_before))
     print(render_table(rows))
     failed = [row for row in rows if not row.passed]
     print(f"\n{len(rows) - len(failed)}/{len(rows)} targets met; "

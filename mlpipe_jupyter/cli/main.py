@@ -7,30 +7,17 @@ import json
 import signal
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from mlpipe_jupyter.errors import MlpipeError
+from mlpipe_jupyter.reports import seconds as _seconds
+from mlpipe_jupyter.reports import table as _table
+from mlpipe_jupyter.reports import when as _when
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_CANCELED = 130
-
-
-def _when(timestamp: float | None) -> str:
-    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S") if timestamp else "-"
-
-
-def _seconds(value: float | None) -> str:
-    return f"{value:.1f}s" if value is not None else "-"
-
-
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    return "\n".join(lines)
 
 
 def _store(create: bool = False) -> Any:
@@ -92,22 +79,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    store = _store()
-    store.runs.mark_dead_runs()
+    from mlpipe_jupyter.reports import runs_table
+
     notebook = str(Path(args.notebook).resolve()) if args.notebook else None
-    runs = store.runs.list_runs(notebook, args.experiment, args.status, args.limit, args.offset)
-    if not runs:
-        print("no runs yet" if not (notebook or args.experiment or args.status) else "no matching runs")
-        return 0
-    rows = []
-    for run in runs:
-        counts: dict[str, int] = {}
-        for step in store.runs.step_runs(run.id):
-            counts[step.status.value] = counts.get(step.status.value, 0) + 1
-        summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-        rows.append([run.id, run.status.value, _when(run.created_at), _seconds(run.duration),
-                     run.experiment, summary])
-    print(_table(rows, ["RUN", "STATUS", "STARTED", "TIME", "EXPERIMENT", "STEPS"]))
+    print(runs_table(_store(), notebook, args.limit, args.experiment, args.status, args.offset))
     return 0
 
 

@@ -233,13 +233,13 @@ class MlpipeMagics(Magics):
         return "latest"
 
     def _cmd_runs(self, args: argparse.Namespace) -> None:
-        from mlpipe_jupyter.jupyter.reports import runs_table
+        from mlpipe_jupyter.reports import runs_table
 
         notebook = None if args.all else self._this_notebook()
         print(runs_table(Store.open(), notebook, args.limit))
 
     def _cmd_status(self, args: argparse.Namespace) -> None:
-        from mlpipe_jupyter.jupyter.reports import status_text
+        from mlpipe_jupyter.reports import status_text
 
         store = Store.open()
         print(status_text(store, args.run or self._latest_ref(store)))

@@ -3,7 +3,6 @@ fresh workspace (MLPIPE_HOME) with a tiny registered dataset."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import pytest
 from IPython.testing.globalipapp import start_ipython
 
 from mlpipe_jupyter.store import Store
+from tests.conftest import write_notebook as write_notebook_file
 
 NAMES_WE_BIND = ("inputs", "outputs", "context", "frac", "C", "__session__", "rows", "seen")
 
@@ -61,20 +61,6 @@ def shell(ipython: Any, magics: Any, store: Store) -> Iterator[Any]:
 @pytest.fixture
 def write_notebook() -> Any:
     """``write_notebook(path, [cell sources])``: a real nbformat 4 notebook file."""
-    return _write_notebook
+    return write_notebook_file
 
 
-def _write_notebook(path: Path, cells: list[str]) -> Path:
-    notebook = {
-        "cells": [
-            {"cell_type": "code", "execution_count": None, "id": f"c{i}", "metadata": {},
-             "outputs": [], "source": source}
-            for i, source in enumerate(cells)
-        ],
-        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                    "language": "python"}},
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }
-    path.write_text(json.dumps(notebook), encoding="utf-8")
-    return path

@@ -1,4 +1,4 @@
-"""Text answers of ``%mlpipe runs`` and ``%mlpipe status``, read from the store."""
+"""Plain-text reports read from the store, shared by the ``mlpipe`` CLI and the ``%mlpipe`` magics."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from datetime import datetime
 from mlpipe_jupyter.store import Store
 
 
-def _when(timestamp: float | None) -> str:
+def when(timestamp: float | None) -> str:
     return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S") if timestamp else "-"
 
 
-def _seconds(value: float | None) -> str:
+def seconds(value: float | None) -> str:
     return f"{value:.1f}s" if value is not None else "-"
 
 
@@ -23,33 +23,41 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
-def runs_table(store: Store, notebook: str | None = None, limit: int = 10) -> str:
-    """The latest runs (of ``notebook`` when given), newest first."""
+def runs_table(
+    store: Store,
+    notebook: str | None = None,
+    limit: int = 10,
+    experiment: str | None = None,
+    status: str | None = None,
+    offset: int = 0,
+) -> str:
+    """The latest runs (filtered when asked), newest first."""
     store.runs.mark_dead_runs()
-    runs = store.runs.list_runs(notebook, limit=limit)
+    runs = store.runs.list_runs(notebook, experiment, status, limit, offset)
     if not runs:
-        return "no runs yet" + (f" of {notebook}" if notebook else "")
+        filtered = notebook or experiment or status
+        return "no matching runs" if filtered else "no runs yet"
     rows = []
     for run in runs:
         counts: dict[str, int] = {}
         for step in store.runs.step_runs(run.id):
             counts[step.status.value] = counts.get(step.status.value, 0) + 1
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-        rows.append([run.id, run.status.value, _when(run.created_at), _seconds(run.duration),
-                     summary])
-    return table(rows, ["RUN", "STATUS", "STARTED", "TIME", "STEPS"])
+        rows.append([run.id, run.status.value, when(run.created_at), seconds(run.duration),
+                     run.experiment, summary])
+    return table(rows, ["RUN", "STATUS", "STARTED", "TIME", "EXPERIMENT", "STEPS"])
 
 
 def status_text(store: Store, run_ref: str) -> str:
     """One line for the run and one per step, with errors' first lines."""
     run = store.runs.get_run(run_ref)
-    lines = [f"run {run.id}: {run.status.value} ({_seconds(run.duration)}) {run.notebook}"]
+    lines = [f"run {run.id}: {run.status.value} ({seconds(run.duration)}) {run.notebook}"]
     rows = []
     for step in store.runs.step_runs(run.id):
         note = step.error.splitlines()[0] if step.error else ""
         if step.status.value == "reused":
             note = f"from run {step.reused_from}"
-        took = _seconds(step.duration) if step.status.value != "reused" else "-"
+        took = seconds(step.duration) if step.status.value != "reused" else "-"
         rows.append([step.step, step.status.value, took, note])
     lines.append(table(rows, ["STEP", "STATUS", "TIME", "NOTE"]))
     return "\n".join(lines)
