@@ -10,9 +10,11 @@ one step and is then shut down: steps never share interpreter state.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
 import queue
+import shutil
 import tempfile
 import threading
 import uuid
@@ -89,6 +91,7 @@ def _ipc_dir() -> str:
     global _IPC_DIR
     if _IPC_DIR is None or not os.path.isdir(_IPC_DIR):
         _IPC_DIR = tempfile.mkdtemp(prefix="mlpipe-ipc-")
+        atexit.register(shutil.rmtree, _IPC_DIR, True)
     return _IPC_DIR
 
 
@@ -117,6 +120,9 @@ class KernelPool:
         self._waiting = 0  # threads with a kernel (or starting one) not yet given a job
         self._closing = False
         self._all_threads: list[threading.Thread] = []
+        # Kernels starting at once beyond the core count only slow each other down, and
+        # delay the one the next step needs.
+        self._starting = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
 
     def reserve(self, count: int) -> None:
         with self._lock:
@@ -176,7 +182,8 @@ class KernelPool:
             kernel: WarmKernel | None = None
             error: Exception | None = None
             try:
-                kernel = start_kernel(self.kernel_name, self.cwd)
+                with self._starting:
+                    kernel = start_kernel(self.kernel_name, self.cwd)
             except Exception as exc:
                 error = exc
             job = self._jobs.get()

@@ -192,6 +192,14 @@ class Runner:
 _BLOCKING = (StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELED)
 
 
+def _times(outcome: StepOutcome) -> dict[str, float]:
+    """Start and end as the executor saw them: a step's time excludes waiting for a kernel."""
+    times = {"ended_at": outcome.ended_at or time.time()}
+    if outcome.started_at is not None:
+        times["started_at"] = outcome.started_at
+    return times
+
+
 def _initial_status(plan: StepPlan) -> StepStatus:
     return {EXECUTE: StepStatus.QUEUED, REUSE: StepStatus.REUSED}.get(plan.action, StepStatus.SKIPPED)
 
@@ -324,7 +332,7 @@ class _Execution:
                                       error=f"could not commit the step's outputs: {exc}")
             else:
                 self._register_outputs(name)
-                self._set(name, StepStatus.SUCCEEDED, ended_at=outcome.ended_at or time.time())
+                self._set(name, StepStatus.SUCCEEDED, **_times(outcome))
                 return
         if staging is not None:
             discard(staging)
@@ -336,7 +344,7 @@ class _Execution:
             return
         report = self._report(outcome)
         self.failures.append(report)
-        self._set(name, StepStatus.FAILED, ended_at=outcome.ended_at or time.time(), error=report)
+        self._set(name, StepStatus.FAILED, error=report, **_times(outcome))
 
     # -- helpers --------------------------------------------------------------------------
     def _report(self, outcome: StepOutcome) -> str:
