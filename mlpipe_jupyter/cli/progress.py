@@ -48,8 +48,10 @@ class ProgressPrinter:
         if status not in ("queued", "running"):
             self.done.add(step)
         extra = ""
-        if status in ("succeeded", "failed") and step in self.started:
-            extra = f" {event.at - self.started[step]:.1f}s"
+        started = event.detail.get("started_at") or self.started.get(step)
+        if status in ("succeeded", "failed") and started:
+            # the executor's start: the time a step took, not its wait for a kernel
+            extra = f" {event.detail.get('ended_at', event.at) - started:.1f}s"
         if status == "reused":
             extra = f" (result of run {event.detail.get('reused_from') or '?'})"
         if status == "queued" and event.detail.get("error"):
