@@ -128,6 +128,7 @@ const STYLE = `
 .mlpipe-dag .mlpipe-details { margin-top: 6px; padding: 6px; border-left: 3px solid #90a4ae; }
 .mlpipe-dag th { text-align: left; padding-right: 10px; font-weight: normal; color: #607d8b; }
 .mlpipe-dag pre { max-height: 14em; overflow: auto; background: rgba(0,0,0,0.04); padding: 4px; margin: 2px 0; }
+.mlpipe-dag .mlpipe-graph-box { max-height: 480px; max-width: 100%; overflow: auto; }
 .mlpipe-dag .mlpipe-error { color: #b71c1c; }
 .mlpipe-dag .mlpipe-label { margin-top: 4px; color: #607d8b; }
 `;
@@ -139,16 +140,22 @@ function render({ model, el }) {
   let selected = null;
   const draw = () => {
     const steps = model.get("steps") || [];
+    // Large DAGs (up to a few hundred steps) scroll inside a bounded box; keep the user's
+    // scroll position across the redraws that live updates cause.
+    const previous = body.querySelector(".mlpipe-graph-box");
+    const scroll = previous ? [previous.scrollLeft, previous.scrollTop] : [0, 0];
     body.replaceChildren();
     const runId = model.get("run_id");
     const head = runId
       ? `run ${runId} — ${model.get("status")} — ${model.get("notebook")}`
       : "waiting for the run to start…";
     html("div", head, body, "mlpipe-head");
-    body.appendChild(drawGraph(steps, selected, (name) => {
+    const graphBox = html("div", null, body, "mlpipe-graph-box");
+    graphBox.appendChild(drawGraph(steps, selected, (name) => {
       selected = selected === name ? null : name;
       draw();
     }));
+    [graphBox.scrollLeft, graphBox.scrollTop] = scroll;
     const step = steps.find((s) => s.name === selected);
     if (step) drawDetails(step, body);
     if (model.get("error") && model.get("status") !== "running") {
