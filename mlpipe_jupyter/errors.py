@@ -72,6 +72,10 @@ class DatasetError(MlpipeError):
     """A dataset cannot be registered or read."""
 
 
+class EnvironmentDefinitionError(MlpipeError):
+    """An environment definition (name, packages, version) is invalid."""
+
+
 class ExecutorError(MlpipeError):
     """A compute target is unknown or cannot run steps."""
 

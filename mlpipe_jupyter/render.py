@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,18 +84,35 @@ def write_step_notebook(notebook: Mapping[str, Any], path: Path) -> Path:
     return path
 
 
-def failed_cell_of(executed: Mapping[str, Any]) -> tuple[str, int | None] | None:
-    """(role, source cell number) of the cell that raised in an executed step notebook.
+@dataclass(frozen=True)
+class RaisedCell:
+    """The cell that raised in an executed step notebook, mapped back to the source."""
+
+    role: str  # "step", "setup", "parameters", "context" or "unknown"
+    source_cell: int | None
+    ename: str
+    evalue: str
+
+
+def notebook_error(executed_path: Path) -> RaisedCell | None:
+    """The first cell with an error output in an executed step notebook, if any.
 
     Found by its error output rather than by papermill's cell index, which papermill's own
     error banner cells shift in the written notebook.
     """
+    try:
+        executed = json.loads(executed_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # not written (the kernel never started) or cut short by a kill
     for cell in executed.get("cells", []):
-        if not any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+        errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+        if not errors:
             continue
         metadata = cell.get("metadata", {})
         info = metadata.get(ROLE_KEY, {})
+        role = str(info.get("role", "unknown"))
         if not info and "injected-parameters" in metadata.get("tags", []):
-            return "parameters", None
-        return str(info.get("role", "unknown")), info.get("source_cell")
+            role = "parameters"
+        return RaisedCell(role, info.get("source_cell"), str(errors[0].get("ename", "")),
+                          str(errors[0].get("evalue", "")))
     return None

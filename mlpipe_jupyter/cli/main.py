@@ -37,6 +37,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         notebook=Path(args.notebook),
         parameters=parse_assignments(args.param),
         compute=args.compute,
+        env=args.env,
         selection=Selection(tuple(args.step), args.downstream, args.until, args.regenerate),
         max_parallel=args.max_parallel,
         experiment=args.experiment,
@@ -185,6 +186,63 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_env(args: argparse.Namespace) -> int:
+    from mlpipe_jupyter.store.environments import EnvironmentSpec
+
+    if args.env_command == "create":
+        store = _store(create=True)
+        spec = EnvironmentSpec(image=args.image, pip=tuple(args.pip), apt=tuple(args.apt))
+        version, created = store.environments.create(args.name, spec)
+        print(f"{'created' if created else 'unchanged, already'} environment {version.ref}: "
+              f"{_describe_env(version.spec)}")
+        if args.build:
+            from mlpipe_jupyter.executors.docker.executor import DockerExecutor
+
+            image = DockerExecutor(workspace=store.workspace).environment_fingerprint(args.name)
+            print(f"image: {image}")
+        return 0
+    store = _store()
+    if args.env_command == "list":
+        names = store.environments.names()
+        if not names:
+            print("no environments (mlpipe env create NAME --pip PACKAGE ...)")
+            return 0
+        rows = []
+        for name in names:
+            latest = store.environments.get(name)
+            rows.append([name, f"v{latest.version}", _describe_env(latest.spec), _when(latest.created_at)])
+        print(_table(rows, ["NAME", "LATEST", "SPEC", "CREATED"]))
+        return 0
+    from mlpipe_jupyter.executors.docker.images import dockerfile, env_image_tag
+
+    for version in store.environments.history(args.name):
+        print(f"{version.ref}  created {_when(version.created_at)}  image {env_image_tag(version)}")
+        print(f"  {_describe_env(version.spec)}")
+    latest = store.environments.get(args.name)
+    from mlpipe_jupyter.executors.docker.bootstrap import base_image_tag
+
+    print("\nDockerfile of the latest version:\n" + dockerfile(latest, latest.spec.image or base_image_tag()))
+    return 0
+
+
+def _describe_env(spec: Any) -> str:
+    parts = [f"image {spec.image or 'mlpipe base'}"]
+    if spec.pip:
+        parts.append("pip " + " ".join(spec.pip))
+    if spec.apt:
+        parts.append("apt " + " ".join(spec.apt))
+    return "; ".join(parts)
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    from mlpipe_jupyter.executors.docker.bootstrap import bootstrap_base_image
+    from mlpipe_jupyter.executors.docker.engine import docker_client
+
+    tag = bootstrap_base_image(docker_client(), force=args.force)
+    print(f"base image ready: {tag}")
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -198,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                      help="override a pipeline parameter (repeatable)")
     run.add_argument("--compute", help="compute target for steps that name none (default: local)")
+    run.add_argument("--env", help="environment for steps that name none (container compute)")
     run.add_argument("--step", action="append", default=[], metavar="STEP",
                      help="run only this step (forced), reusing the rest (repeatable)")
     run.add_argument("--downstream", action="store_true", help="with --step: also its downstream steps")
@@ -251,6 +310,27 @@ def build_parser() -> argparse.ArgumentParser:
     dshow.add_argument("name")
     dshow.add_argument("--version", type=int)
     dataset.set_defaults(func=cmd_dataset)
+
+    env = sub.add_parser("env", help="environments for container steps")
+    esub = env.add_subparsers(dest="env_command", metavar="ACTION")
+    esub.required = True
+    create = esub.add_parser("create", help="define (a new version of) an environment")
+    create.add_argument("name")
+    create.add_argument("--image", help="base image (default: mlpipe's runner base image)")
+    create.add_argument("--pip", nargs="+", default=[], metavar="PACKAGE")
+    create.add_argument("--apt", nargs="+", default=[], metavar="PACKAGE")
+    create.add_argument("--build", action="store_true", help="build its image now")
+    esub.add_parser("list", help="environments with their latest version")
+    eshow = esub.add_parser("show", help="an environment's versions and Dockerfile")
+    eshow.add_argument("name")
+    env.set_defaults(func=cmd_env)
+
+    image = sub.add_parser("image", help="container images")
+    isub = image.add_subparsers(dest="image_command", metavar="ACTION")
+    isub.required = True
+    boot = isub.add_parser("bootstrap", help="build the runner base image without a registry")
+    boot.add_argument("--force", action="store_true", help="build again even if present")
+    image.set_defaults(func=cmd_image)
     return parser
 
 

@@ -36,6 +36,7 @@ class StepTask:
     input_paths: Mapping[str, Path] = field(default_factory=dict)  # read-only folders
     staging: Path | None = None  # output folders live under it, one per output
     env: str | None = None
+    network: bool = False  # the step asked for network access (--network)
     kernel_name: str = "python3"
     timeout_seconds: float | None = None
     resources: Resources = field(default_factory=Resources)

@@ -64,7 +64,7 @@ class LocalExecutor(Executor):
 
     name = "local"
 
-    def __init__(self, target: str = "local", kernel_name: str = "python3") -> None:
+    def __init__(self, target: str = "local", kernel_name: str = "python3", **_options: Any) -> None:
         self.target = target
         self.kernel_name = kernel_name
         self._pools: dict[Path, KernelPool] = {}

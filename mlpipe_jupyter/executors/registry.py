@@ -13,7 +13,10 @@ ENTRY_POINT_GROUP = "mlpipe_jupyter.executors"
 DEFAULT_COMPUTE = "local"
 
 # Built in, so that a source checkout without an installed entry point still runs locally.
-_BUILTIN = {"local": "mlpipe_jupyter.executors.local:LocalExecutor"}
+_BUILTIN = {
+    "local": "mlpipe_jupyter.executors.local:LocalExecutor",
+    "docker": "mlpipe_jupyter.executors.docker.executor:DockerExecutor",
+}
 
 
 @lru_cache(maxsize=1)

@@ -23,6 +23,7 @@ values in a row, up to the next ``--option``)::
                                         part of the step's fingerprint
     --env NAME                          the environment the step runs in
     --compute NAME                      the compute target (default: local)
+    --network                           give a container step network access (off by default)
     --retries N                         re-execute a failed step up to N more times
     --timeout DURATION                  fail the step after DURATION (30, 30s, 5m, 2h)
     --cpus N  --memory SIZE  --gpus N   resource requests (SIZE: 512m, 4g, 1.5GiB, bytes)
@@ -219,6 +220,7 @@ OPTIONS: dict[str, _Option] = {
     "--hash-paths": _Option("hash_paths", str, repeatable=True),
     "--no-reuse": _Option("no_reuse", None),
     "--no-run": _Option("no_run", None),
+    "--network": _Option("network", None),
     "--env": _Option("env", str),
     "--compute": _Option("compute", str),
     "--retries": _Option("retries", _parse_count),
@@ -325,6 +327,7 @@ def parse_step_header(line: str, cell: int | None = None) -> ParsedHeader:
             gpus=values.get("gpus"),
         ),
         no_run=values.get("no_run", False),
+        network=values.get("network", False),
     )
     return ParsedHeader(header, issues)
 

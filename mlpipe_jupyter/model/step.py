@@ -71,6 +71,7 @@ class StepHeader:
     timeout_seconds: float | None = None
     resources: Resources = field(default_factory=Resources)
     no_run: bool = False  # used by the %%mlstep magic only: register without executing
+    network: bool = False  # container steps get no network unless they ask
 
     @property
     def param_defaults(self) -> dict[str, Any]:

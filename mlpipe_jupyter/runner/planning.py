@@ -56,6 +56,7 @@ class StepPlan:
     action: str  # EXECUTE, REUSE or SKIP
     reason: str  # a sentence for `mlpipe why` and the progress display
     compute: str
+    env: str | None = None
     components: FingerprintComponents | None = None
     fingerprint: str | None = None
     result_id: str | None = None
@@ -118,6 +119,7 @@ class Planner:
         parameters: Mapping[str, Any],
         environment_of: Callable[[str, str | None], str],
         default_compute: str,
+        default_env: str | None = None,
     ) -> None:
         self.store = store
         self.pipeline = pipeline
@@ -127,6 +129,7 @@ class Planner:
         self.parameters = parameters
         self.environment_of = environment_of
         self.default_compute = default_compute
+        self.default_env = default_env
 
     def plan(self, selection: Selection) -> dict[str, StepPlan]:
         scope = self._scope(selection)
@@ -220,21 +223,22 @@ class Planner:
         for other in step.header.after:  # ordering only, but a re-executed upstream counts
             inputs[f"after:{other}"] = f"step:{other}#{plans[other].result_id}"
         params = step_parameters(self.pipeline, step.name, self.parameters)
+        env = step.header.env or self.default_env
         components = FingerprintComponents(
             code=hash_text(step.code),
             setup=setup_hash,
             files=files,
             params=params,
             inputs=inputs,
-            environment=self.environment_of(compute, step.header.env),
+            environment=self.environment_of(compute, env),
             settings={
                 "outputs": sorted(o.name for o in step.header.outputs),
-                "env": step.header.env,
+                "env": env,
                 "kernel": "python3",
             },
         )
         return StepPlan(
-            step=step, action=EXECUTE, reason="", compute=compute, components=components,
+            step=step, action=EXECUTE, reason="", compute=compute, env=env, components=components,
             fingerprint=components.fingerprint(), parameters=params, input_paths=input_paths,
             input_sources={k: v.split("#")[0] for k, v in inputs.items() if not k.startswith("after:")},
         )

@@ -30,8 +30,9 @@ from mlpipe_jupyter.executors.registry import (
 from mlpipe_jupyter.model.parameters import resolve_parameters
 from mlpipe_jupyter.model.pipeline import Pipeline
 from mlpipe_jupyter.model.status import RunStatus, StepStatus
+from mlpipe_jupyter.model.step import Step
 from mlpipe_jupyter.notebook import load_pipeline
-from mlpipe_jupyter.render import failed_cell_of, render_step, write_step_notebook
+from mlpipe_jupyter.render import notebook_error, render_step, write_step_notebook
 from mlpipe_jupyter.runner.planning import EXECUTE, REUSE, Planner, Selection, StepPlan
 from mlpipe_jupyter.store import Store
 from mlpipe_jupyter.store.results import discard
@@ -49,6 +50,7 @@ class RunRequest:
     notebook: Path
     parameters: Mapping[str, str] = field(default_factory=dict)  # -p NAME=VALUE, as text
     compute: str | None = None  # default compute for steps that name none
+    env: str | None = None  # default environment for steps that name none
     selection: Selection = field(default_factory=Selection)
     max_parallel: int | None = None
     experiment: str | None = None
@@ -117,6 +119,7 @@ class Runner:
                     problem, step=step.name if step else None, cell=step.cell if step else None,
                     field=f"--compute {name}",
                 ))
+        issues += self._environment_issues(pipeline, request, store)
         if request.max_parallel is not None and request.max_parallel < 1:
             issues.append(DefinitionIssue("--max-parallel must be at least 1"))
         if issues:
@@ -129,9 +132,32 @@ class Runner:
         self._store = store
         return parameters, store
 
+    @staticmethod
+    def _environment_issues(
+        pipeline: Pipeline, request: RunRequest, store: Store | None
+    ) -> list[DefinitionIssue]:
+        known = set(store.environments.names()) if store and store.workspace.db_path.exists() else set()
+        issues = []
+        uses: list[tuple[Step | None, str]] = [
+            (s, s.header.env) for s in pipeline.steps if s.header.env
+        ]
+        if request.env:
+            uses.append((None, request.env))
+        for step, ref in uses:
+            name = ref.partition("@")[0]
+            if name not in known:
+                issues.append(DefinitionIssue(
+                    f"environment {name!r} is not defined (known: {', '.join(sorted(known)) or 'none'}); "
+                    f"create it with `mlpipe env create {name} --pip PACKAGE ...`",
+                    step=step.name if step else None, cell=step.cell if step else None,
+                    field=f"--env {ref}",
+                ))
+        return issues
+
     def _executor(self, compute: str) -> Executor:
         if compute not in self._executors:
-            executor = create_executor(compute)
+            assert self._store is not None
+            executor = create_executor(compute, workspace=self._store.workspace)
             executor.check()
             self._executors[compute] = executor
         return self._executors[compute]
@@ -153,6 +179,7 @@ class Runner:
             store, pipeline, notebook, run_id, parameters,
             lambda compute, env: self._executor(compute).environment_fingerprint(env),
             default_compute,
+            request.env,
         )
         plans = planner.plan(request.selection)
         max_parallel = request.max_parallel or _default_parallel()
@@ -168,7 +195,7 @@ class Runner:
         ]
         experiment = request.experiment or notebook.stem
         options = {
-            "compute": default_compute, "max_parallel": max_parallel,
+            "compute": default_compute, "env": request.env, "max_parallel": max_parallel,
             "steps": list(request.selection.steps), "downstream": request.selection.downstream,
             "until": request.selection.until, "regenerate": request.selection.regenerate,
         }
@@ -311,7 +338,8 @@ class _Execution:
             run_id=self.run_id, step=name, attempt=attempt, step_notebook=step_notebook,
             output_notebook=self.store.runs.output_notebook(self.run_id, name),
             log_path=log_path, cwd=self.notebook.parent, parameters=plan.parameters,
-            input_paths=plan.input_paths, staging=staging, env=plan.step.header.env,
+            input_paths=plan.input_paths, staging=staging, env=plan.env,
+            network=plan.step.header.network,
             timeout_seconds=plan.step.header.timeout_seconds, resources=plan.step.header.resources,
         )
         self._set(name, StepStatus.RUNNING, started_at=time.time(), attempts=attempt)
@@ -351,18 +379,14 @@ class _Execution:
         """Where and why a step failed, pointing into the source notebook."""
         task = outcome.task
         where = ""
-        if outcome.cell_index is not None and task.output_notebook.exists():
-            try:
-                executed = json.loads(task.output_notebook.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                executed = {}
-            role, cell = failed_cell_of(executed) or ("unknown", None)
+        raised = None if outcome.timed_out or outcome.canceled else notebook_error(task.output_notebook)
+        if raised is not None:
             where = {
-                "step": f" in cell {cell} (the step's code)",
-                "setup": f" in %%mlsetup cell {cell}",
+                "step": f" in cell {raised.source_cell} (the step's code)",
+                "setup": f" in %%mlsetup cell {raised.source_cell}",
                 "parameters": " while setting parameters",
                 "context": " while injecting the step context",
-            }.get(role, "")
+            }.get(raised.role, "")
         attempts = self.attempts.get(task.step, 1)
         tries = f" (after {attempts} attempts)" if attempts > 1 else ""
         return (
@@ -438,6 +462,7 @@ def run_notebook(
     parameters: Mapping[str, str] | None = None,
     *,
     compute: str | None = None,
+    env: str | None = None,
     steps: Sequence[str] = (),
     downstream: bool = False,
     until: str | None = None,
@@ -448,7 +473,7 @@ def run_notebook(
 ) -> RunResult:
     """Run a notebook as a pipeline (the library form of ``mlpipe run``)."""
     request = RunRequest(
-        notebook=Path(notebook), parameters=dict(parameters or {}), compute=compute,
+        notebook=Path(notebook), parameters=dict(parameters or {}), compute=compute, env=env,
         selection=Selection(tuple(steps), downstream, until, regenerate),
         max_parallel=max_parallel,
     )

@@ -6,6 +6,7 @@ from functools import cached_property
 from pathlib import Path
 
 from mlpipe_jupyter.store.datasets import DatasetStore, DatasetVersion
+from mlpipe_jupyter.store.environments import EnvironmentStore
 from mlpipe_jupyter.store.results import ResultStore
 from mlpipe_jupyter.store.runs import PlannedStep, RunRecord, RunStore, StepRunRecord
 from mlpipe_jupyter.store.workspace import Workspace
@@ -30,6 +31,10 @@ class Store:
         return DatasetStore(self.workspace)
 
     @cached_property
+    def environments(self) -> EnvironmentStore:
+        return EnvironmentStore(self.workspace)
+
+    @cached_property
     def results(self) -> ResultStore:
         return ResultStore(self.workspace)
 
@@ -40,6 +45,7 @@ class Store:
 __all__ = [
     "DatasetStore",
     "DatasetVersion",
+    "EnvironmentStore",
     "PlannedStep",
     "ResultStore",
     "RunRecord",

@@ -17,7 +17,7 @@ from mlpipe_jupyter.errors import WorkspaceError
 
 WORKSPACE_DIRNAME = ".mlpipe"
 HOME_VARIABLE = "MLPIPE_HOME"
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -50,6 +50,9 @@ CREATE TABLE IF NOT EXISTS datasets (
     kind TEXT NOT NULL, path TEXT NOT NULL, created_at REAL NOT NULL,
     source TEXT NOT NULL, files INTEGER NOT NULL, bytes INTEGER NOT NULL,
     description TEXT, PRIMARY KEY (name, version));
+CREATE TABLE IF NOT EXISTS environments (
+    name TEXT NOT NULL, version INTEGER NOT NULL, spec TEXT NOT NULL,
+    spec_hash TEXT NOT NULL, created_at REAL NOT NULL, PRIMARY KEY (name, version));
 """
 
 
@@ -144,7 +147,8 @@ class Workspace:
         connection.execute("PRAGMA synchronous=NORMAL")
         connection.execute("PRAGMA busy_timeout=60000")
         version = connection.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
+        if version < _SCHEMA_VERSION:
+            # every statement is CREATE ... IF NOT EXISTS: upgrading only adds tables
             connection.executescript(_SCHEMA)
             connection.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
         elif version > _SCHEMA_VERSION:

@@ -1,0 +1,185 @@
+"""The docker compute target against a real engine: isolation, ownership, limits, faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlpipe_jupyter.executors.docker.executor import LABEL_RUN, DockerExecutor
+from mlpipe_jupyter.model.status import RunStatus, StepStatus
+from mlpipe_jupyter.runner.explain import explain_step
+from mlpipe_jupyter.runner.runner import run_notebook
+from mlpipe_jupyter.store import Store
+from mlpipe_jupyter.store.environments import EnvironmentSpec
+from tests.conftest import EXAMPLE, IRIS, run_cli, write_notebook
+
+pytestmark = [pytest.mark.slow, pytest.mark.docker]
+
+
+def _output(store: Store, run_id: str, step: str, output: str) -> Path:
+    return store.results.path(store.runs.step_run(run_id, step).result_id or "", output)
+
+
+def test_pipeline_mixing_docker_and_local_steps(docker_engine: Any, store: Store,
+                                                workspace_dir: Path) -> None:
+    notebook = write_notebook(workspace_dir / "mixed.ipynb", [
+        "%%mlsetup\nimport os",
+        "%%mlstep make --output o --param n=3\n"
+        "(outputs.o / 'n').write_text(str(n))\n"
+        "(outputs.o / 'where').write_text(f'{os.getuid()}:{os.getgid()} {sorted(os.listdir(\"/sys/class/net\"))}')",
+        "%%mlstep square --input i=make.o --output o --compute local\n"
+        "x = int((inputs.i / 'n').read_text())\n(outputs.o / 'sq').write_text(str(x * x))",
+    ])
+    result = run_notebook(notebook, {"n": "4"}, compute="docker", store=store)
+    assert result.ok, result.failures
+    made = _output(store, result.run_id, "make", "o")
+    uid_gid, interfaces = (made / "where").read_text().split(" ", 1)
+    assert uid_gid == f"{os.getuid()}:{os.getgid()}"  # ran as the host user ...
+    assert (made / "n").stat().st_uid == os.getuid()  # ... so its files are the user's
+    assert interfaces == "['lo']"  # no network unless the step asks
+    assert (_output(store, result.run_id, "square", "o") / "sq").read_text() == "16"
+    assert store.runs.step_run(result.run_id, "make").compute == "docker"
+    assert "Ending Cell" in store.runs.log_path(result.run_id, "make").read_text()
+    again = run_notebook(notebook, {"n": "4"}, compute="docker", store=store)
+    assert set(again.step_status.values()) == {StepStatus.REUSED}
+
+
+def test_inputs_are_read_only_and_errors_point_at_the_cell(docker_engine: Any, store: Store,
+                                                          workspace_dir: Path) -> None:
+    notebook = write_notebook(workspace_dir / "ro.ipynb", [
+        "%%mlstep make --output o\n(outputs.o / 'f').write_text('x')",
+        "%%mlstep vandal --input i=make.o --output o\n(inputs.i / 'f').write_text('overwritten')",
+    ])
+    result = run_notebook(notebook, compute="docker", store=store)
+    assert result.step_status["vandal"] is StepStatus.FAILED
+    [report] = result.failures
+    assert "step 'vandal' failed in cell 2 (the step's code)" in report
+    assert "Read-only file system" in report or "Permission denied" in report
+    assert (_output(store, result.run_id, "make", "o") / "f").read_text() == "x"
+
+
+def test_memory_limit_and_timeout_are_reported(docker_engine: Any, store: Store,
+                                               workspace_dir: Path) -> None:
+    notebook = write_notebook(workspace_dir / "limits.ipynb", [
+        "%%mlstep hog --output o --memory 64m\nblocks = [bytearray(16 * 2**20) for _ in range(64)]",
+        "%%mlstep sleepy --output o --timeout 3s\nimport time\ntime.sleep(60)",
+    ])
+    started = time.time()
+    result = run_notebook(notebook, compute="docker", store=store, max_parallel=2)
+    assert time.time() - started < 50
+    hog = store.runs.step_run(result.run_id, "hog")
+    assert hog.status is StepStatus.FAILED
+    assert "memory" in (hog.error or "") and "64 MiB" in (hog.error or "")
+    sleepy = store.runs.step_run(result.run_id, "sleepy")
+    assert "timed out after 3 s" in (sleepy.error or "")
+    assert not docker_engine.containers.list(all=True, filters={"label": f"{LABEL_RUN}={result.run_id}"})
+
+
+def test_environment_image_built_once_and_rebuild_invalidates_reuse(
+    docker_engine: Any, store: Store, workspace_dir: Path
+) -> None:
+    store.environments.create("tiny", EnvironmentSpec(pip=("six==1.16.0",)))
+    notebook = write_notebook(workspace_dir / "env.ipynb", [
+        "%%mlstep uses_six --output o --env tiny\nimport six\n(outputs.o / 'v').write_text(six.__version__)",
+    ])
+    first = run_notebook(notebook, compute="docker", store=store)
+    assert first.ok, first.failures
+    assert (_output(store, first.run_id, "uses_six", "o") / "v").read_text() == "1.16.0"
+    assert run_notebook(notebook, compute="docker", store=store).step_status["uses_six"] is StepStatus.REUSED
+    store.environments.create("tiny", EnvironmentSpec(pip=("six==1.17.0",)))
+    changed = run_notebook(notebook, compute="docker", store=store)
+    assert changed.step_status["uses_six"] is StepStatus.SUCCEEDED
+    assert (_output(store, changed.run_id, "uses_six", "o") / "v").read_text() == "1.17.0"
+    assert "the environment changed: docker:sha256:" in "\n".join(
+        explain_step(store, changed.run_id, "uses_six"))
+
+
+def test_bad_environment_and_base_image_errors(docker_engine: Any, store: Store,
+                                               workspace_dir: Path) -> None:
+    notebook = write_notebook(workspace_dir / "bad.ipynb", ["%%mlstep a --output o --env nope\npass"])
+    done = run_cli("run", str(notebook), "--compute", "docker")
+    assert done.returncode == 2 and "environment 'nope' is not defined" in done.stderr
+    store.environments.create("elsewhere", EnvironmentSpec(image="python:3.11-slim"))
+    write_notebook(notebook, ["%%mlstep a --output o --env elsewhere\npass"])
+    done = run_cli("run", str(notebook), "--compute", "docker")
+    assert done.returncode == 1
+    assert "base image 'python:3.11-slim' is not in the Docker engine" in done.stderr
+    store.environments.create("broken", EnvironmentSpec(pip=("no-such-package-mlpipe-xyz==9",)))
+    write_notebook(notebook, ["%%mlstep a --output o --env broken\npass"])
+    done = run_cli("run", str(notebook), "--compute", "docker")
+    assert "building environment broken@v1 failed" in done.stderr
+    assert "no-such-package-mlpipe-xyz" in done.stderr
+
+
+def test_engine_unreachable_is_explained(workspace_dir: Path) -> None:
+    notebook = write_notebook(workspace_dir / "n.ipynb", ["%%mlstep a --output o\npass"])
+    done = run_cli("run", str(notebook), "--compute", "docker",
+                   env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    assert done.returncode == 1
+    assert "no Docker engine answers" in done.stderr and "install-docker" in done.stderr
+
+
+def test_containers_of_a_killed_runner_are_removed_and_ctrl_c_stops_them(
+    docker_engine: Any, workspace_dir: Path
+) -> None:
+    notebook = write_notebook(workspace_dir / "long.ipynb", [
+        "%%mlstep long --output o\nimport time\ntime.sleep(120)",
+    ])
+
+    def start() -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "mlpipe_jupyter", "run", str(notebook),
+                                 "--compute", "docker"], cwd=workspace_dir, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def running_containers() -> list[Any]:
+        return docker_engine.containers.list(filters={"label": "org.mlpipe.step=long"})
+
+    def wait_for_container() -> None:
+        deadline = time.time() + 90
+        while not running_containers():
+            assert time.time() < deadline, "no container started"
+            time.sleep(0.5)
+
+    runner = start()
+    wait_for_container()
+    runner.kill()  # kill -9: the container outlives its runner ...
+    runner.wait()
+    assert running_containers()
+    removed = DockerExecutor(workspace=None).remove_leftovers()  # ... until the next start
+    assert removed >= 1 and not running_containers()
+
+    runner = start()
+    wait_for_container()
+    stopped_at = time.time()
+    runner.send_signal(signal.SIGINT)
+    runner.communicate(timeout=60)
+    assert time.time() - stopped_at < 20
+    assert runner.returncode == 130
+    assert not docker_engine.containers.list(all=True, filters={"label": "org.mlpipe.step=long"})
+    store = Store.open()
+    assert store.runs.get_run("latest").status is RunStatus.CANCELED
+
+
+def test_example_gives_the_same_outputs_in_docker_and_locally(
+    docker_engine: Any, store: Store, workspace_dir: Path
+) -> None:
+    store.datasets.register("iris", IRIS, tabular=True)
+    store.environments.create("sklearn", EnvironmentSpec(pip=("pandas", "scikit-learn")))
+    local = run_notebook(EXAMPLE, store=store)
+    in_docker = run_notebook(EXAMPLE, compute="docker", env="sklearn", store=store)
+    assert local.ok and in_docker.ok, in_docker.failures
+    assert set(in_docker.step_status.values()) == {StepStatus.SUCCEEDED}  # new environment
+    reports = [json.loads((_output(store, r.run_id, "evaluate", "report") / "metrics.json").read_text())
+               for r in (local, in_docker)]
+    assert reports[0] == reports[1]
+    prepared = [(_output(store, r.run_id, "prepare", "clean") / "test.csv").read_text()
+                for r in (local, in_docker)]
+    assert prepared[0] == prepared[1]
