@@ -29,6 +29,8 @@ Workloads and targets (``ratio`` = mlpipe time / baseline, PASS when ratio <= ta
    + 2 T. Target <= 1.
 6. **1 GiB disk usage**: ``du`` of that workspace after the run, against the 1 GiB written.
    A copied output would be ~2 GiB. Target <= 1.5 (no copy).
+7. **docker overhead**: the chain with ``--compute docker`` and locally, both cold; the
+   difference per step against T. Target <= 0.3 (skip with ``--no-docker``).
 
 Usage::
 
@@ -83,6 +85,7 @@ NOOP_TARGET = 0.5
 EDIT_TARGET = 1.5
 BIG_TARGET = 1.0
 DU_TARGET = 1.5
+DOCKER_OVERHEAD_TARGET = 0.3  # extra time per step in a container, as a fraction of T
 
 
 class BenchmarkError(RuntimeError):
@@ -310,9 +313,10 @@ def write_like_dd(path: Path, blocks: int) -> None:
 class Bench:
     """Runs the workloads in ``root`` (a temporary folder) and collects the report rows."""
 
-    def __init__(self, root: Path, verbose: bool = False) -> None:
+    def __init__(self, root: Path, verbose: bool = False, with_docker: bool = True) -> None:
         self.root = root
         self.verbose = verbose
+        self.with_docker = with_docker
         self.mlpipe = find_tool("mlpipe")
         self.papermill = find_tool("papermill")
         # No __pycache__ written into the source tree by the runs we start.
@@ -451,13 +455,30 @@ class Bench:
                 "bytes written: 1 GiB (a copy would make 2)", written / GIB, DU_TARGET, "GiB"),
         ]
 
+    def docker_overhead(self) -> list[Row]:
+        """Workload 7: the chain with ``--compute docker`` against the same chain run locally,
+        both cold in fresh workspaces; the difference per step is the containers' cost."""
+        timings = {}
+        for compute in ("local", "docker"):
+            folder, env = self.workload_dir(f"chain-{compute}")
+            notebook = write_notebook(folder / "chain.ipynb", chain_pipeline(CHAIN_STEPS))
+            timings[compute] = self.mlpipe_run(notebook, env, "--compute", compute)
+            self.log(f"mlpipe chain on {compute}: {timings[compute]:.2f} s")
+        per_step = (timings["docker"] - timings["local"]) / CHAIN_STEPS
+        return [
+            Row(f"docker overhead per step, chain of {CHAIN_STEPS} (docker {timings['docker']:.1f} s"
+                f" vs local {timings['local']:.1f} s)", per_step, "T", self.t,
+                DOCKER_OVERHEAD_TARGET),
+        ]
+
     def run(self) -> list[Row]:
         self.measure_t()
         chain = self.chain()
         fan = self.fan_out()
         big = self.big_output()
-        # report order: chain, fan-out, no-op, edit, 1 GiB, du
-        return [chain[0], *fan, chain[1], chain[2], *big]
+        docker = self.docker_overhead() if self.with_docker else []
+        # report order: chain, fan-out, no-op, edit, 1 GiB, du, docker
+        return [chain[0], *fan, chain[1], chain[2], *big, *docker]
 
 
 def header(bench: Bench, load_before: float) -> str:
@@ -480,6 +501,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="exit 1 when any target is missed (default: always exit 0)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="print `mlpipe show latest` (per-step times) after each run")
+    parser.add_argument("--no-docker", action="store_true",
+                        help="skip the docker overhead row (needs a Docker engine and "
+                        "`mlpipe image bootstrap`)")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where to make the temporary folder (default: the system's)")
     return parser.parse_args(argv)
@@ -491,7 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="mlpipe-bench-", dir=args.workdir))
     try:
-        bench = Bench(root, verbose=args.verbose)
+        bench = Bench(root, verbose=args.verbose, with_docker=not args.no_docker)
         rows = bench.run()
     except BenchmarkError as error:
         print(f"benchmark failed: {error}", file=sys.stderr)

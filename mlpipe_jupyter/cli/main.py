@@ -340,9 +340,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except MlpipeError as error:
         print(f"mlpipe: {error}", file=sys.stderr)
-        from mlpipe_jupyter.errors import DefinitionError, NotebookError, ParameterError
+        from mlpipe_jupyter.errors import (
+            DefinitionError,
+            EnvironmentDefinitionError,
+            NotebookError,
+            ParameterError,
+        )
 
-        bad_input = (DefinitionError, ParameterError, NotebookError)
+        bad_input = (DefinitionError, ParameterError, NotebookError, EnvironmentDefinitionError)
         return EXIT_USAGE if isinstance(error, bad_input) else EXIT_FAILED
     except KeyboardInterrupt:
         print("mlpipe: interrupted", file=sys.stderr)

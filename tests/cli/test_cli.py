@@ -173,3 +173,18 @@ def test_two_runs_of_the_same_notebook_at_once(workspace_dir: Path) -> None:
     for run in runs:
         b = store.runs.step_run(run.id, "b")
         assert (store.results.path(b.result_id or "", "o") / "b").read_text() == "ab"
+
+
+def test_environments_are_versioned(workspace_dir: Path) -> None:
+    done = run_cli("env", "create", "sk", "--pip", "scikit-learn==1.6", "pandas")
+    assert done.returncode == 0 and "created environment sk@v1" in done.stdout
+    again = run_cli("env", "create", "sk", "--pip", "scikit-learn==1.6", "pandas")
+    assert "unchanged, already environment sk@v1" in again.stdout
+    run_cli("env", "create", "sk", "--pip", "scikit-learn==1.7", "pandas", "--apt", "libgomp1")
+    listing = run_cli("env", "list").stdout
+    assert "sk" in listing and "v2" in listing
+    shown = run_cli("env", "show", "sk").stdout
+    assert "sk@v1" in shown and "sk@v2" in shown
+    assert "pip install" in shown and "scikit-learn==1.7" in shown and "apt-get install" in shown
+    bad = run_cli("env", "create", "Bad Name")
+    assert bad.returncode == 2 and "environment name 'Bad Name' is not valid" in bad.stderr
