@@ -183,3 +183,18 @@ def test_run_as_pipeline_from_the_notebook_toolbar(lab: str, store: Store) -> No
             browser.close()
     run = store.runs.get_run("latest")
     assert run.status.value == "succeeded" and run.params == {"n": 7}
+
+
+def test_built_panel_is_compatible_with_this_jupyterlab(tmp_path: Path) -> None:
+    """The shared @jupyterlab packages the panel was built against match the installed
+    JupyterLab (otherwise JupyterLab disables it with a warning)."""
+    (tmp_path / "labextensions").mkdir()
+    (tmp_path / "labextensions" / "mlpipe-jupyter").symlink_to(BUILT)
+    listing = subprocess.run(
+        [sys.executable, "-m", "jupyterlab.labextensions", "list", "--verbose"],
+        env={**os.environ, "JUPYTER_PATH": str(tmp_path)}, capture_output=True, text=True,
+        check=True,
+    )
+    text = listing.stdout + listing.stderr
+    line = next(row for row in text.splitlines() if "mlpipe-jupyter v" in row)
+    assert "OK" in line and "not compatible" not in text, text
