@@ -90,3 +90,7 @@ class StepFailedError(MlpipeError):
 
 class NotebookError(MlpipeError):
     """A notebook file cannot be read as a Jupyter notebook."""
+
+
+class ConflictError(MlpipeError):
+    """The request conflicts with the current state (cancel a run that has ended, ...)."""

@@ -13,6 +13,10 @@ import pytest
 
 from mlpipe_jupyter.store import Store
 
+# jp_fetch, jp_serverapp ... for the REST tests (tests/server); it runs async tests itself:
+# no pytest-asyncio auto mode.
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "notebooks" / "example.ipynb"
 IRIS = REPO / "notebooks" / "data" / "iris"

@@ -1,0 +1,153 @@
+// The REST API of the mlpipe server extension (see mlpipe_jupyter/server/openapi.yaml).
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+
+export type RunStatus = 'running' | 'succeeded' | 'failed' | 'canceled';
+
+export interface IRunSummary {
+  id: string;
+  status: RunStatus;
+  experiment: string;
+  notebook: string;
+  created_at: number;
+  ended_at: number | null;
+  duration: number | null;
+  step_counts: Record<string, number>;
+  params: Record<string, unknown>;
+  error: string | null;
+  live: boolean;
+}
+
+export interface IStep {
+  name: string;
+  status: string;
+  layer: number;
+  upstream: string[];
+  cell: number | null;
+  duration: number | null;
+  attempts: number;
+  fingerprint: string | null;
+  reused: boolean;
+  reused_from: string | null;
+  decision: string | null;
+  error: string | null;
+  compute: string | null;
+  metrics: Record<string, unknown>;
+  has_output: boolean;
+}
+
+export interface IRunDetail extends IRunSummary {
+  options: Record<string, unknown>;
+  git: Record<string, unknown>;
+  steps: IStep[];
+}
+
+export interface INotebook {
+  path: string;
+  steps: { name: string; upstream: string[] }[];
+  parameters: Record<string, unknown>;
+  error: string | null;
+}
+
+export interface IOutputLink {
+  path: string | null;
+  openable: boolean;
+  lab_url: string | null;
+  html_url: string;
+}
+
+/** An answer of the API that is not 2xx: carries the server's message. */
+export class ApiError extends Error {
+  constructor(
+    public status: number,
+    message: string
+  ) {
+    super(message);
+  }
+}
+
+function apiUrl(path: string): string {
+  const settings = ServerConnection.makeSettings();
+  return URLExt.join(settings.baseUrl, 'mlpipe', 'api', path);
+}
+
+/** Call the API; resolves to the parsed JSON answer, rejects with ApiError. */
+export async function request<T>(path: string, init: RequestInit = {}): Promise<T> {
+  const settings = ServerConnection.makeSettings();
+  const response = await ServerConnection.makeRequest(apiUrl(path), init, settings);
+  const text = await response.text();
+  const body = text ? JSON.parse(text) : {};
+  if (!response.ok) {
+    throw new ApiError(response.status, body.message || response.statusText);
+  }
+  return body as T;
+}
+
+export function post<T>(path: string, body: unknown = {}): Promise<T> {
+  return request<T>(path, { method: 'POST', body: JSON.stringify(body) });
+}
+
+export function enc(part: string): string {
+  return encodeURIComponent(part);
+}
+
+/**
+ * Follow a server-sent event stream of the API. It is read from an authenticated fetch (so
+ * the token header applies, unlike EventSource); the server pushes, the browser never polls.
+ * Returns a function that stops following.
+ */
+export function follow(
+  path: string,
+  onEvent: (event: string, data: any) => void,
+  onEnd?: () => void
+): () => void {
+  const abort = new AbortController();
+  const settings = ServerConnection.makeSettings();
+  (async () => {
+    const response = await ServerConnection.makeRequest(
+      apiUrl(path),
+      { signal: abort.signal },
+      settings
+    );
+    if (!response.ok || !response.body) {
+      throw new ApiError(response.status, response.statusText);
+    }
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) {
+        break;
+      }
+      buffer += decoder.decode(value, { stream: true });
+      let cut = buffer.indexOf('\n\n');
+      while (cut >= 0) {
+        const block = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        let event = 'message';
+        let data = '';
+        for (const line of block.split('\n')) {
+          if (line.startsWith('event: ')) {
+            event = line.slice(7);
+          } else if (line.startsWith('data: ')) {
+            data += line.slice(6);
+          }
+        }
+        onEvent(event, data ? JSON.parse(data) : null);
+        cut = buffer.indexOf('\n\n');
+      }
+    }
+  })()
+    .catch(error => {
+      if (!abort.signal.aborted) {
+        console.warn('mlpipe: event stream ended', error);
+      }
+    })
+    .finally(() => {
+      if (!abort.signal.aborted && onEnd) {
+        onEnd();
+      }
+    });
+  return () => abort.abort();
+}

@@ -1,0 +1,217 @@
+// JupyterLab plugin: the mlpipe sidebar panel, "Run as pipeline" for notebooks, and a
+// cell command that turns the active cell into a pipeline step.
+import {
+  ILayoutRestorer,
+  JupyterFrontEnd,
+  JupyterFrontEndPlugin
+} from '@jupyterlab/application';
+import {
+  Dialog,
+  ICommandPalette,
+  IFrame,
+  InputDialog,
+  MainAreaWidget,
+  showDialog,
+  showErrorMessage,
+  ToolbarButton
+} from '@jupyterlab/apputils';
+import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
+import { LabIcon } from '@jupyterlab/ui-components';
+import { Widget } from '@lumino/widgets';
+
+import { ApiError, enc, INotebook, post, request } from './api';
+import { MlpipePanel } from './panel';
+
+const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16" viewBox="0 0 24 24">
+<g class="jp-icon3" fill="#616161">
+<circle cx="5" cy="6" r="3"/><circle cx="5" cy="18" r="3"/><circle cx="19" cy="12" r="3"/>
+<path d="M7.5 7.2l9 3.6-.7 1.8-9-3.6zM7.5 16.8l9-3.6-.7-1.8-9 3.6z"/></g></svg>`;
+
+export const mlpipeIcon = new LabIcon({ name: 'mlpipe:pipeline', svgstr: ICON_SVG });
+
+const COMMANDS = {
+  runNotebook: 'mlpipe:run-notebook',
+  makeStep: 'mlpipe:make-step',
+  showPanel: 'mlpipe:show-panel'
+};
+
+/** The run dialog's body: one input per pipeline parameter, and the compute target. */
+class ParametersForm extends Widget {
+  constructor(private notebook: INotebook) {
+    super();
+    this.addClass('mlpipe-parameters');
+    const table = document.createElement('table');
+    this.node.appendChild(table);
+    const rows: [string, string, string][] = Object.entries(notebook.parameters).map(
+      ([name, value]) => [name, typeof value === 'string' ? value : JSON.stringify(value), 'param']
+    );
+    rows.push(['compute', '', 'compute']);
+    for (const [name, value, kind] of rows) {
+      const tr = document.createElement('tr');
+      const th = document.createElement('th');
+      th.textContent = kind === 'compute' ? 'compute target' : name;
+      const input = document.createElement('input');
+      input.name = name;
+      input.value = value;
+      input.dataset.kind = kind;
+      input.placeholder = kind === 'compute' ? 'local (default)' : '';
+      const td = document.createElement('td');
+      td.appendChild(input);
+      tr.append(th, td);
+      table.appendChild(tr);
+    }
+    const steps = document.createElement('div');
+    steps.className = 'mlpipe-form-note';
+    steps.textContent = `steps: ${notebook.steps.map(s => s.name).join(' → ')}`;
+    this.node.appendChild(steps);
+  }
+
+  getValue(): { parameters: Record<string, string>; compute: string | null } {
+    const parameters: Record<string, string> = {};
+    let compute: string | null = null;
+    for (const input of Array.from(this.node.querySelectorAll('input'))) {
+      if (input.dataset.kind === 'compute') {
+        compute = input.value.trim() || null;
+      } else {
+        const given = this.notebook.parameters[input.name];
+        const shown = typeof given === 'string' ? given : JSON.stringify(given);
+        if (input.value !== shown) {
+          parameters[input.name] = input.value; // only overrides, as text (like -p NAME=VALUE)
+        }
+      }
+    }
+    return { parameters, compute };
+  }
+}
+
+async function runAsPipeline(path: string, panel: MlpipePanel, app: JupyterFrontEnd): Promise<void> {
+  let notebook: INotebook;
+  try {
+    notebook = await request<INotebook>(`notebooks/${path.split('/').map(enc).join('/')}`);
+  } catch (error) {
+    void showErrorMessage('mlpipe', (error as Error).message);
+    return;
+  }
+  if (notebook.error) {
+    void showErrorMessage('mlpipe: this notebook is not a valid pipeline', notebook.error);
+    return;
+  }
+  const form = new ParametersForm(notebook);
+  const result = await showDialog({
+    title: `Run ${path} as a pipeline`,
+    body: form,
+    buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Run' })]
+  });
+  if (!result.button.accept || !result.value) {
+    return;
+  }
+  try {
+    const started = await post<{ run_id: string }>('runs', { notebook: path, ...result.value });
+    app.shell.activateById(panel.id);
+    await panel.refreshList();
+    await panel.showRun(started.run_id);
+  } catch (error) {
+    const message = error instanceof ApiError ? error.message : String(error);
+    void showErrorMessage('mlpipe: the run did not start', message);
+  }
+}
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: 'mlpipe-jupyter:plugin',
+  description: 'mlpipe pipelines: runs with live status, DAG, logs, re-run and cancel.',
+  autoStart: true,
+  requires: [INotebookTracker],
+  optional: [ILayoutRestorer, ICommandPalette],
+  activate: (
+    app: JupyterFrontEnd,
+    notebooks: INotebookTracker,
+    restorer: ILayoutRestorer | null,
+    palette: ICommandPalette | null
+  ) => {
+    const panel = new MlpipePanel({
+      openNotebook: path => void app.commands.execute('docmanager:open', { path }),
+      openHtml: (url, title) => {
+        const frame = new IFrame({ sandbox: ['allow-same-origin'] });
+        // an absolute path on this server (it includes the base URL); the login cookie applies
+        frame.url = url;
+        const widget = new MainAreaWidget({ content: frame });
+        widget.title.label = title;
+        widget.title.icon = mlpipeIcon;
+        widget.id = `mlpipe-output-${Date.now()}`;
+        app.shell.add(widget, 'main');
+      }
+    });
+    panel.title.icon = mlpipeIcon;
+    app.shell.add(panel, 'left', { rank: 600 });
+    restorer?.add(panel, 'mlpipe-panel');
+
+    app.commands.addCommand(COMMANDS.showPanel, {
+      label: 'Show mlpipe Runs',
+      execute: () => app.shell.activateById(panel.id)
+    });
+    app.commands.addCommand(COMMANDS.runNotebook, {
+      label: 'Run as Pipeline',
+      caption: 'Run this notebook as an mlpipe pipeline',
+      icon: mlpipeIcon,
+      isEnabled: () => notebooks.currentWidget !== null,
+      execute: async () => {
+        const current = notebooks.currentWidget;
+        if (current) {
+          await current.context.save();
+          await runAsPipeline(current.context.path, panel, app);
+        }
+      }
+    });
+    app.commands.addCommand(COMMANDS.makeStep, {
+      label: 'Make Cell a Pipeline Step',
+      caption: 'Insert an %%mlstep header in the active cell',
+      isEnabled: () => notebooks.activeCell !== null,
+      execute: async () => {
+        const cell = notebooks.activeCell;
+        if (!cell) {
+          return;
+        }
+        const source = cell.model.sharedModel.getSource();
+        if (source.startsWith('%%mlstep')) {
+          void showErrorMessage('mlpipe', 'This cell is already a pipeline step.');
+          return;
+        }
+        const index = notebooks.currentWidget?.content.activeCellIndex ?? 0;
+        const name = await InputDialog.getText({
+          title: 'Step name',
+          text: `step${index + 1}`
+        });
+        if (!name.button.accept || !name.value) {
+          return;
+        }
+        if (cell.model.type !== 'code') {
+          void showErrorMessage('mlpipe', 'Only a code cell can be a pipeline step.');
+          return;
+        }
+        cell.model.sharedModel.setSource(`%%mlstep ${name.value.trim()} --output out\n${source}`);
+      }
+    });
+    app.contextMenu.addItem({ command: COMMANDS.makeStep, selector: '.jp-Notebook .jp-CodeCell', rank: 20 });
+    palette?.addItem({ command: COMMANDS.runNotebook, category: 'mlpipe' });
+    palette?.addItem({ command: COMMANDS.makeStep, category: 'mlpipe' });
+    palette?.addItem({ command: COMMANDS.showPanel, category: 'mlpipe' });
+
+    app.docRegistry.addWidgetExtension('Notebook', {
+      createNew: (widget: NotebookPanel) => {
+        const button = new ToolbarButton({
+          icon: mlpipeIcon,
+          label: 'Run as pipeline',
+          className: 'mlpipe-run-button',
+          tooltip: 'Run this notebook as an mlpipe pipeline',
+          onClick: () => {
+            void widget.context.save().then(() => runAsPipeline(widget.context.path, panel, app));
+          }
+        });
+        widget.toolbar.insertItem(10, 'mlpipeRun', button);
+        return button;
+      }
+    });
+  }
+};
+
+export default plugin;

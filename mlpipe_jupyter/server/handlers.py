@@ -1,0 +1,346 @@
+"""The REST API under ``{base_url}mlpipe/api/``: parse the request, call the service, answer.
+
+Every route requires Jupyter's authentication (token or login cookie; XSRF on POST from a
+browser session). Errors are mapped to statuses in one place (``errors.STATUS_BY_ERROR``):
+``send_error`` below swaps tornado's 500 for the table's status, so handlers never catch.
+Live updates are streamed as server-sent events over an authenticated GET: the server
+watches the store; the browser never polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from importlib import resources
+from typing import Any
+
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+from tornado import web
+from tornado.iostream import StreamClosedError
+
+from mlpipe_jupyter.errors import MlpipeError
+from mlpipe_jupyter.runner.planning import Selection
+from mlpipe_jupyter.server.errors import BadRequestError, error_body, http_status
+from mlpipe_jupyter.server.service import PipelineService
+
+API_PREFIX = "mlpipe/api"
+WATCH_SECONDS = 0.5  # how often the server (not the browser) looks for store changes
+KEEPALIVE_SECONDS = 15.0
+
+
+class MlpipeHandler(APIHandler):
+    """Base of every route: JSON in and out, library errors mapped to HTTP statuses."""
+
+    @property
+    def service(self) -> PipelineService:
+        return self.settings["mlpipe_service"]  # type: ignore[no-any-return]
+
+    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
+        exc_info = kwargs.get("exc_info")
+        if exc_info and isinstance(exc_info[1], MlpipeError):
+            status_code = http_status(exc_info[1])
+        super().send_error(status_code, **kwargs)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc_info = kwargs.get("exc_info")
+        error = exc_info[1] if exc_info else None
+        if isinstance(error, MlpipeError):
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps(error_body(error)))
+            return
+        if isinstance(error, web.HTTPError):  # tornado's own: bad JSON body, auth, 404 route
+            message = error.log_message % error.args if error.log_message else self._reason
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps({"status": status_code, "error": self._reason,
+                                    "message": message}))
+            return
+        self.set_header("Content-Type", "application/json")  # a bug: traceback only in the log
+        self.finish(json.dumps({"status": status_code, "error": "InternalError",
+                                "message": "internal error; see the server log"}))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, MlpipeError) and http_status(value) < 500:
+            self.log.info("mlpipe %s %s: %s", self.request.method, self.request.path, value)
+            return
+        super().log_exception(typ, value, tb)
+
+    # -- request parsing ------------------------------------------------------------------
+    def json_body(self) -> dict[str, Any]:
+        if not self.request.body:
+            return {}
+        try:
+            body = json.loads(self.request.body)
+        except ValueError as exc:
+            raise BadRequestError(f"the request body is not JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise BadRequestError("the request body must be a JSON object")
+        return body
+
+    def int_argument(self, name: str, default: int | None) -> int | None:
+        text = self.get_query_argument(name, None)
+        if text is None or text == "":
+            return default
+        try:
+            return int(text)
+        except ValueError:
+            raise BadRequestError(f"query argument {name!r} must be an integer, got {text!r}") from None
+
+    def reply(self, body: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(body))
+
+
+def _field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any) -> Any:
+    value = body.get(name, default)
+    if value is not default and not isinstance(value, kind):
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        names = " or ".join(k.__name__ for k in kinds)
+        raise BadRequestError(f"field {name!r} must be {names}")
+    return value
+
+
+class NotebooksHandler(MlpipeHandler):
+    @web.authenticated
+    def get(self) -> None:
+        self.reply({"notebooks": self.service.list_notebooks()})
+
+
+class NotebookHandler(MlpipeHandler):
+    @web.authenticated
+    def get(self, path: str) -> None:
+        self.reply(self.service.notebook(path))
+
+
+class RunsHandler(MlpipeHandler):
+    @web.authenticated
+    def get(self) -> None:
+        self.reply(self.service.list_runs(
+            notebook=self.get_query_argument("notebook", None) or None,
+            experiment=self.get_query_argument("experiment", None) or None,
+            status=self.get_query_argument("status", None) or None,
+            limit=self.int_argument("limit", 20) or 0,
+            offset=self.int_argument("offset", 0) or 0,
+        ))
+
+    @web.authenticated
+    async def post(self) -> None:
+        body = self.json_body()
+        notebook = _field(body, "notebook", str, None)
+        if not notebook:
+            raise BadRequestError("field 'notebook' (a path relative to the server root) is required")
+        parameters = _field(body, "parameters", dict, {})
+        steps = _field(body, "steps", list, [])
+        if not all(isinstance(s, str) for s in steps):
+            raise BadRequestError("field 'steps' must be a list of step names")
+        selection = Selection(
+            steps=tuple(steps),
+            downstream=bool(_field(body, "downstream", bool, False)),
+            until=_field(body, "until", str, None),
+            regenerate=bool(_field(body, "regenerate", bool, False)),
+        )
+        loop = asyncio.get_running_loop()
+        started = await loop.run_in_executor(None, lambda: self.service.start_run(
+            notebook, parameters, _field(body, "compute", str, None), selection,
+            _field(body, "experiment", str, None),
+        ))
+        self.reply(started, status=202)
+
+
+class RunHandler(MlpipeHandler):
+    @web.authenticated
+    def get(self, run: str) -> None:
+        self.reply(self.service.run(run))
+
+
+class CancelHandler(MlpipeHandler):
+    @web.authenticated
+    def post(self, run: str) -> None:
+        self.reply(self.service.cancel(run), status=202)
+
+
+class StepHandler(MlpipeHandler):
+    @web.authenticated
+    def get(self, run: str, step: str) -> None:
+        self.reply(self.service.step(run, step))
+
+
+class RerunHandler(MlpipeHandler):
+    @web.authenticated
+    async def post(self, run: str, step: str) -> None:
+        loop = asyncio.get_running_loop()
+        started = await loop.run_in_executor(None, self.service.rerun_step, run, step)
+        self.reply(started, status=202)
+
+
+class LogHandler(MlpipeHandler):
+    @web.authenticated
+    def get(self, run: str, step: str) -> None:
+        chunk = self.service.read_log(run, step, offset=self.int_argument("offset", None),
+                                      tail=self.int_argument("tail", None))
+        self.reply({"run_id": chunk.run_id, "text": chunk.text, "offset": chunk.offset,
+                    "final": chunk.final})
+
+
+class OutputHandler(MlpipeHandler):
+    @web.authenticated
+    def get(self, run: str, step: str) -> None:
+        allow_hidden = bool(getattr(self.contents_manager, "allow_hidden", False))
+        link = self.service.output_notebook(run, step, allow_hidden)
+        base = self.base_url
+        link["lab_url"] = (url_path_join(base, "lab", "tree", link["path"])
+                           if link["openable"] else None)
+        link["html_url"] = url_path_join(base, API_PREFIX, "runs", run, "steps", step,
+                                         "output.html")
+        self.reply(link)
+
+
+class OutputHtmlHandler(MlpipeHandler):
+    """The executed notebook rendered as HTML: viewable even where the contents API
+    cannot open it (the workspace is a hidden folder)."""
+
+    @web.authenticated
+    async def get(self, run: str, step: str) -> None:
+        path = self.service.output_notebook_file(run, step)
+        loop = asyncio.get_running_loop()
+        html = await loop.run_in_executor(None, _render_html, str(path))
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(html)
+
+
+def _render_html(path: str) -> str:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nbformat.read(path, 4))
+    return str(body)
+
+
+class OpenApiHandler(MlpipeHandler):
+    @web.authenticated
+    def get(self) -> None:
+        self.reply(openapi_document())
+
+
+def openapi_document() -> dict[str, Any]:
+    """The shipped OpenAPI description of this API."""
+    import yaml
+
+    text = resources.files("mlpipe_jupyter.server").joinpath("openapi.yaml").read_text("utf-8")
+    return dict(yaml.safe_load(text))
+
+
+# -- live updates: server-sent events ---------------------------------------------------
+class EventStreamHandler(MlpipeHandler):
+    """Base of the streams: ``text/event-stream`` written until the client goes away."""
+
+    closed = False
+
+    def on_connection_close(self) -> None:
+        self.closed = True
+
+    def start_stream(self) -> None:
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")  # proxies must not buffer the stream
+
+    async def send(self, event: str, data: Any) -> bool:
+        """Write one event; False once the client has gone."""
+        if self.closed:
+            return False
+        self.write(f"event: {event}\ndata: {json.dumps(data)}\n\n")
+        try:
+            await self.flush()
+        except StreamClosedError:
+            self.closed = True
+        return not self.closed
+
+
+class EventsHandler(EventStreamHandler):
+    """``run`` events with a run's summary whenever it changes, whoever runs it."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        self.start_stream()
+        marker = self.service.change_marker()
+        seen = self.service.recent_signatures()
+        if not await self.send("ready", {"runs": len(seen)}):
+            return
+        last_write = time.monotonic()
+        while not self.closed:
+            await asyncio.sleep(WATCH_SECONDS)
+            current = self.service.change_marker()
+            if current != marker:
+                marker = current
+                signatures = self.service.recent_signatures()
+                changed = [r for r, s in signatures.items() if seen.get(r) != s]
+                seen = signatures
+                for run_id in sorted(changed):
+                    try:
+                        summary = self.service.summary_of(run_id)
+                    except MlpipeError:
+                        continue
+                    if not await self.send("run", summary):
+                        return
+                    last_write = time.monotonic()
+            if time.monotonic() - last_write > KEEPALIVE_SECONDS:
+                if not await self.send("keepalive", {}):
+                    return
+                last_write = time.monotonic()
+
+
+class LogStreamHandler(EventStreamHandler):
+    """``log`` events with new text of a step's log, then ``end`` when the step has ended."""
+
+    @web.authenticated
+    async def get(self, run: str, step: str) -> None:
+        offset = self.int_argument("offset", 0) or 0
+        chunk = self.service.read_log(run, step, offset=offset)  # errors answer before streaming
+        self.start_stream()
+        last_write = time.monotonic()
+        while True:
+            if chunk.text:
+                if not await self.send("log", {"text": chunk.text, "offset": chunk.offset,
+                                               "run_id": chunk.run_id}):
+                    return
+                last_write = time.monotonic()
+            if chunk.final and not chunk.text:
+                await self.send("end", {"offset": chunk.offset})
+                self.finish()
+                return
+            if time.monotonic() - last_write > KEEPALIVE_SECONDS:
+                if not await self.send("keepalive", {}):
+                    return
+                last_write = time.monotonic()
+            await asyncio.sleep(WATCH_SECONDS)
+            if self.closed:
+                return
+            chunk = self.service.read_log(run, step, offset=chunk.offset)
+
+
+_RUN = r"(?P<run>[^/]+)"
+_STEP = r"(?P<step>[^/]+)"
+
+ROUTES: list[tuple[str, type[MlpipeHandler]]] = [
+    ("notebooks", NotebooksHandler),
+    (r"notebooks/(?P<path>.+)", NotebookHandler),
+    ("runs", RunsHandler),
+    (f"runs/{_RUN}", RunHandler),
+    (f"runs/{_RUN}/cancel", CancelHandler),
+    (f"runs/{_RUN}/steps/{_STEP}", StepHandler),
+    (f"runs/{_RUN}/steps/{_STEP}/rerun", RerunHandler),
+    (f"runs/{_RUN}/steps/{_STEP}/log", LogHandler),
+    (f"runs/{_RUN}/steps/{_STEP}/log/stream", LogStreamHandler),
+    (f"runs/{_RUN}/steps/{_STEP}/output", OutputHandler),
+    (f"runs/{_RUN}/steps/{_STEP}/output\\.html", OutputHtmlHandler),
+    ("events", EventsHandler),
+    (r"openapi\.json", OpenApiHandler),
+]
+
+
+def handlers(base_url: str) -> list[tuple[str, type[MlpipeHandler]]]:
+    """The routes, anchored under the server's base URL."""
+    return [(url_path_join(base_url, API_PREFIX, pattern) + "$", handler)
+            for pattern, handler in ROUTES]

@@ -1,0 +1,464 @@
+"""What the REST handlers ask of the library: one object per Jupyter server.
+
+It turns the store's records into JSON-ready dictionaries, maps paths between the server
+root and the file system (refusing anything outside the root), starts runs in background
+threads of the server process and keeps them so that they can be canceled. Runs started
+elsewhere (the CLI, a kernel) are seen through the store like any other.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlpipe_jupyter.errors import ConflictError, MlpipeError, NotFoundError, WorkspaceError
+from mlpipe_jupyter.jupyter.background import BackgroundRun
+from mlpipe_jupyter.jupyter.run_state import layers_of
+from mlpipe_jupyter.model.grammar import STEP_MAGIC
+from mlpipe_jupyter.model.status import RunStatus
+from mlpipe_jupyter.notebook import load_pipeline
+from mlpipe_jupyter.runner.explain import explain_step
+from mlpipe_jupyter.runner.planning import Selection
+from mlpipe_jupyter.runner.runner import RunRequest
+from mlpipe_jupyter.server.errors import BadRequestError, ForbiddenPathError
+from mlpipe_jupyter.store import RunRecord, StepRunRecord, Store
+from mlpipe_jupyter.store.results import process_alive
+from mlpipe_jupyter.store.workspace import WORKSPACE_DIRNAME, Workspace, find_workspace_dir
+
+log = logging.getLogger(__name__)
+
+MAX_PAGE = 500
+# Folders never searched for notebooks: hidden ones (.mlpipe, .git, checkpoints) and these.
+_SKIPPED_FOLDERS = {"node_modules", "__pycache__", "site-packages"}
+_MAX_NOTEBOOKS = 1000
+
+
+@dataclass(frozen=True)
+class LogChunk:
+    """A piece of a step's log: ``text`` from ``start`` to ``offset`` (bytes)."""
+
+    run_id: str  # the run whose log this is (the producing run for a reused step)
+    text: str
+    offset: int
+    final: bool  # the step has ended: no more text will come
+
+
+class PipelineService:
+    """The library, as the REST API of one Jupyter server (rooted at ``root``) sees it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.expanduser().resolve()
+        self._store: Store | None = None
+        self._live: dict[str, BackgroundRun] = {}
+        self._lock = threading.Lock()
+
+    # -- the workspace ------------------------------------------------------------------
+    @property
+    def workspace_dir(self) -> Path:
+        """``$MLPIPE_HOME``, else the nearest ``.mlpipe/`` at or above the root, else a new
+        one in the root (created by the first run)."""
+        return find_workspace_dir(self.root) or self.root / WORKSPACE_DIRNAME
+
+    def store(self, create: bool = False) -> Store | None:
+        """The workspace's store; None while there is no workspace and ``create`` is False."""
+        folder = self.workspace_dir
+        if self._store is None or self._store.workspace.root != folder:
+            if not folder.is_dir() and not create:
+                return None
+            self._store = Store(Workspace(folder))
+        return self._store
+
+    def _existing_store(self) -> Store:
+        store = self.store()
+        if store is None or not store.workspace.db_path.exists():
+            raise NotFoundError("no runs yet: this server's folder has no mlpipe workspace")
+        return store
+
+    # -- paths ----------------------------------------------------------------------------
+    def resolve(self, relative: str) -> Path:
+        """A path given relative to the server root, refused when it leaves the root."""
+        if not isinstance(relative, str) or not relative.strip():
+            raise BadRequestError("a notebook path (relative to the server root) is required")
+        path = (self.root / relative.lstrip("/")).resolve()
+        if path != self.root and not path.is_relative_to(self.root):
+            raise ForbiddenPathError(f"{relative!r} is outside the Jupyter server's root folder")
+        return path
+
+    def relative(self, path: str | Path) -> str | None:
+        """``path`` relative to the root (POSIX), or None when it lies outside."""
+        resolved = Path(path).resolve()
+        if not resolved.is_relative_to(self.root):
+            return None
+        return resolved.relative_to(self.root).as_posix()
+
+    def notebook_file(self, relative: str) -> Path:
+        path = self.resolve(relative)
+        if path.suffix != ".ipynb":
+            raise BadRequestError(f"{relative!r} is not a notebook (.ipynb)")
+        if not path.is_file():
+            raise NotFoundError(f"notebook {relative!r} does not exist")
+        return path
+
+    # -- notebooks ------------------------------------------------------------------------
+    def _notebook_files(self) -> Iterator[Path]:
+        count = 0
+        for folder, subfolders, files in os.walk(self.root):
+            subfolders[:] = sorted(
+                d for d in subfolders if not d.startswith(".") and d not in _SKIPPED_FOLDERS
+            )
+            for name in sorted(files):
+                if name.endswith(".ipynb") and not name.startswith("."):
+                    count += 1
+                    if count > _MAX_NOTEBOOKS:
+                        return
+                    yield Path(folder) / name
+
+    def list_notebooks(self) -> list[dict[str, Any]]:
+        """Notebooks under the root that contain ``%%mlstep`` cells, with their steps."""
+        found = []
+        for path in self._notebook_files():
+            try:
+                if STEP_MAGIC not in path.read_text(encoding="utf-8", errors="replace"):
+                    continue
+            except OSError:
+                continue
+            found.append(self._notebook_summary(path))
+        return found
+
+    def _notebook_summary(self, path: Path) -> dict[str, Any]:
+        item: dict[str, Any] = {"path": self.relative(path), "steps": [], "parameters": {},
+                                "error": None}
+        try:
+            pipeline = load_pipeline(path)
+        except MlpipeError as exc:
+            item["error"] = str(exc)
+            return item
+        item["steps"] = [
+            {"name": s.name, "cell": s.cell, "upstream": sorted(pipeline.upstream(s.name))}
+            for s in pipeline.steps
+        ]
+        item["parameters"] = _json_safe(pipeline.parameters())
+        issues = pipeline.definition_issues(None)
+        item["error"] = "\n".join(str(i) for i in issues) or None
+        return item
+
+    def notebook(self, relative: str) -> dict[str, Any]:
+        """One notebook's pipeline: steps, DAG edges, parameters and definition errors."""
+        return self._notebook_summary(self.notebook_file(relative))
+
+    # -- runs -----------------------------------------------------------------------------
+    def list_runs(
+        self,
+        notebook: str | None = None,
+        experiment: str | None = None,
+        status: str | None = None,
+        limit: int = 20,
+        offset: int = 0,
+    ) -> dict[str, Any]:
+        """A page of runs, newest first, filtered as asked."""
+        if status is not None and status not in {s.value for s in RunStatus}:
+            known = ", ".join(s.value for s in RunStatus)
+            raise BadRequestError(f"unknown status {status!r} (one of: {known})")
+        if not 1 <= limit <= MAX_PAGE:
+            raise BadRequestError(f"limit must be between 1 and {MAX_PAGE}")
+        if offset < 0:
+            raise BadRequestError("offset must not be negative")
+        notebook_path = str(self.resolve(notebook)) if notebook else None
+        page: dict[str, Any] = {"runs": [], "limit": limit, "offset": offset}
+        store = self.store()
+        if store is None or not store.workspace.db_path.exists():
+            return page
+        store.runs.mark_dead_runs()
+        runs = store.runs.list_runs(notebook_path, experiment, status, limit, offset)
+        page["runs"] = [self.run_summary(store, run) for run in runs]
+        return page
+
+    def run_summary(self, store: Store, run: RunRecord) -> dict[str, Any]:
+        counts: dict[str, int] = {}
+        for step in store.runs.step_runs(run.id):
+            counts[step.status.value] = counts.get(step.status.value, 0) + 1
+        return {
+            "id": run.id,
+            "status": run.status.value,
+            "experiment": run.experiment,
+            "notebook": self.relative(run.notebook) or run.notebook,
+            "created_at": run.created_at,
+            "ended_at": run.ended_at,
+            "duration": run.duration,
+            "step_counts": counts,
+            "params": _json_safe(run.params),
+            "error": run.error,
+            "live": run.id in self._live,
+        }
+
+    def run(self, run_ref: str) -> dict[str, Any]:
+        """A run with its steps: statuses, durations, fingerprints, decisions, metrics."""
+        store = self._existing_store()
+        store.runs.mark_dead_runs()
+        run = store.runs.get_run(run_ref)
+        records = store.runs.step_runs(run.id)
+        layers = layers_of({r.step: r.upstream for r in records})
+        detail = self.run_summary(store, run)
+        detail.update({
+            "options": _json_safe(run.options),
+            "git": run.git,
+            "host": run.host,
+            "pid": run.pid,
+            "published": run.published,
+            "steps": [self._step(store, r, layers.get(r.step, 0)) for r in records],
+        })
+        return detail
+
+    def _step(self, store: Store, record: StepRunRecord, layer: int) -> dict[str, Any]:
+        reused = record.status.value == "reused"
+        # a reused step's metrics are those of the run that produced its result
+        metrics_run = record.reused_from if reused and record.reused_from else record.run_id
+        metrics = {m["name"]: _json_safe(m["value"])
+                   for m in store.runs.metrics(metrics_run, record.step)}
+        return {
+            "name": record.step,
+            "status": record.status.value,
+            "layer": layer,
+            "upstream": list(record.upstream),
+            "cell": record.cell,
+            "started_at": record.started_at,
+            "ended_at": record.ended_at,
+            "duration": None if reused else record.duration,
+            "attempts": record.attempts,
+            "fingerprint": record.fingerprint,
+            "reused": reused,
+            "reused_from": record.reused_from,
+            "decision": record.decision,
+            "error": record.error,
+            "compute": record.compute,
+            "metrics": metrics,
+            "has_output": store.runs.output_notebook(record.run_id, record.step).exists(),
+        }
+
+    def step(self, run_ref: str, step: str) -> dict[str, Any]:
+        """One step of a run, with the full explanation of its reuse decision."""
+        store = self._existing_store()
+        run = store.runs.get_run(run_ref)
+        record = store.runs.step_run(run.id, step)
+        records = store.runs.step_runs(run.id)
+        layers = layers_of({r.step: r.upstream for r in records})
+        detail = self._step(store, record, layers.get(step, 0))
+        detail["run_id"] = run.id
+        detail["why"] = explain_step(store, run.id, step)
+        return detail
+
+    # -- logs and output notebooks --------------------------------------------------------
+    def _log_owner(self, store: Store, run_ref: str, step: str) -> tuple[str, StepRunRecord]:
+        run = store.runs.get_run(run_ref)
+        record = store.runs.step_run(run.id, step)
+        reused = record.status.value == "reused" and record.reused_from
+        return (record.reused_from if reused else run.id) or run.id, record
+
+    def read_log(self, run_ref: str, step: str, offset: int | None = None,
+                 tail: int | None = None) -> LogChunk:
+        """The step's log from byte ``offset`` on, or its last ``tail`` lines (default 200)."""
+        if offset is not None and offset < 0:
+            raise BadRequestError("offset must not be negative")
+        if tail is not None and not 1 <= tail <= 100_000:
+            raise BadRequestError("tail must be between 1 and 100000")
+        store = self._existing_store()
+        run_id, record = self._log_owner(store, run_ref, step)
+        path = store.runs.log_path(run_id, step)
+        try:
+            with path.open("rb") as handle:
+                if offset is not None:
+                    handle.seek(offset)
+                    data = handle.read()
+                    end = offset + len(data)
+                else:
+                    data = handle.read()
+                    end = len(data)
+        except FileNotFoundError:
+            data, end = b"", offset or 0
+        text = data.decode("utf-8", errors="replace")
+        if offset is None:
+            text = "\n".join(text.splitlines()[-(tail or 200):])
+        # a reused step's log is complete; otherwise the step's own state says
+        final = store.runs.step_run(run_id, step).status.is_final or record.status.is_final
+        return LogChunk(run_id, text, end, final)
+
+    def output_notebook(self, run_ref: str, step: str, allow_hidden: bool) -> dict[str, Any]:
+        """Where the step's executed notebook is, and whether JupyterLab can open it."""
+        store = self._existing_store()
+        run_id, _ = self._log_owner(store, run_ref, step)
+        path = store.runs.output_notebook(run_id, step)
+        if not path.exists():
+            raise NotFoundError(f"step {step!r} of run {run_id} has no output notebook "
+                                "(it did not execute, or has not started yet)")
+        relative = self.relative(path)
+        hidden = relative is not None and any(p.startswith(".") for p in relative.split("/"))
+        return {
+            "run_id": run_id,
+            "step": step,
+            "path": relative,
+            # JupyterLab's contents API refuses hidden folders (.mlpipe) unless allowed
+            "openable": relative is not None and (allow_hidden or not hidden),
+        }
+
+    def output_notebook_file(self, run_ref: str, step: str) -> Path:
+        store = self._existing_store()
+        run_id, _ = self._log_owner(store, run_ref, step)
+        path = store.runs.output_notebook(run_id, step)
+        if not path.exists():
+            raise NotFoundError(f"step {step!r} of run {run_id} has no output notebook")
+        return path
+
+    # -- starting and stopping runs -------------------------------------------------------
+    def start_run(
+        self,
+        notebook: str,
+        parameters: Mapping[str, Any] | None = None,
+        compute: str | None = None,
+        selection: Selection | None = None,
+        experiment: str | None = None,
+    ) -> dict[str, Any]:
+        """Start a run in a background thread; returns once it is recorded. Blocks for the
+        validation and planning, so call it off the event loop."""
+        path = self.notebook_file(notebook)
+        request = RunRequest(
+            notebook=path,
+            parameters={k: _parameter_text(v) for k, v in (parameters or {}).items()},
+            compute=compute,
+            selection=selection or Selection(),
+            experiment=experiment,
+        )
+        store = self.store(create=True)
+        background = BackgroundRun(request, store)
+        background.start()
+        if background.error is not None:
+            raise background.error
+        if background.run_id is None:
+            raise WorkspaceError("the run did not start within its start timeout")
+        with self._lock:
+            self._live[background.run_id] = background
+        threading.Thread(target=self._forget_when_done, args=(background,), daemon=True).start()
+        return {"run_id": background.run_id, "status": RunStatus.RUNNING.value}
+
+    def _forget_when_done(self, background: BackgroundRun) -> None:
+        background.wait()
+        if background.error is not None:
+            log.error("mlpipe run %s failed", background.run_id, exc_info=background.error)
+        with self._lock:
+            self._live.pop(background.run_id or "", None)
+
+    def rerun_step(self, run_ref: str, step: str) -> dict[str, Any]:
+        """A new run of the run's notebook: ``step`` (forced) and its downstream steps, with
+        the run's parameters and compute target; the other steps are reused."""
+        store = self._existing_store()
+        run = store.runs.get_run(run_ref)
+        store.runs.step_run(run.id, step)  # 404 for an unknown step
+        relative = self.relative(run.notebook)
+        if relative is None:
+            raise ForbiddenPathError(f"run {run.id}'s notebook is outside the server's root")
+        return self.start_run(
+            relative,
+            parameters=run.params,
+            compute=run.options.get("compute"),
+            selection=Selection(steps=(step,), downstream=True),
+            experiment=run.experiment,
+        )
+
+    def cancel(self, run_ref: str) -> dict[str, Any]:
+        """Cancel a running run: through its runner when this server started it, else by
+        SIGTERM to the ``mlpipe run`` process that runs it (the CLI cancels on SIGTERM)."""
+        store = self._existing_store()
+        store.runs.mark_dead_runs()
+        run = store.runs.get_run(run_ref)
+        if run.status.is_final:
+            raise ConflictError(f"run {run.id} has already ended ({run.status.value})")
+        with self._lock:
+            background = self._live.get(run.id)
+        if background is not None:
+            background.cancel()
+            return {"run_id": run.id, "status": "canceling"}
+        if run.host != socket.gethostname():
+            raise ConflictError(f"run {run.id} runs on host {run.host}; cancel it there")
+        if not _is_cli_runner(run.pid):
+            raise ConflictError(
+                f"run {run.id} is not run by an `mlpipe run` command (pid {run.pid}); "
+                "cancel it where it was started (`%mlpipe cancel` in its notebook)"
+            )
+        try:
+            os.kill(run.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            raise ConflictError(f"run {run.id} has already ended") from None
+        return {"run_id": run.id, "status": "canceling"}
+
+    def shutdown(self) -> None:
+        """Cancel the runs this server started (the server is stopping)."""
+        with self._lock:
+            live = list(self._live.values())
+        for background in live:
+            background.cancel()
+        for background in live:
+            background.wait(30)
+
+    # -- change detection (for live updates) ----------------------------------------------
+    def change_marker(self) -> tuple[int, ...] | None:
+        """Changes whenever any process commits to the store (cheap: two pragmas)."""
+        store = self.store()
+        if store is None or not store.workspace.db_path.exists():
+            return None
+        try:
+            version = store.workspace.query("PRAGMA data_version")[0][0]
+        except Exception:  # a store being created or removed: try again next time
+            return None
+        # data_version ignores this connection's own commits (runs of this server)
+        return (int(version), store.workspace.db.total_changes)
+
+    def recent_signatures(self, limit: int = 50) -> dict[str, str]:
+        """A short signature of each recent or running run, to find the ones that changed."""
+        store = self.store()
+        if store is None or not store.workspace.db_path.exists():
+            return {}
+        rows = store.workspace.query(
+            "SELECT r.id, r.status, r.ended_at, (SELECT group_concat(s.step || ':' || s.status "
+            "|| ':' || s.attempts, ',') FROM step_runs s WHERE s.run_id = r.id) AS steps, "
+            "(SELECT count(*) FROM metrics m WHERE m.run_id = r.id) AS metrics "
+            "FROM runs r WHERE r.id IN (SELECT id FROM runs ORDER BY created_at DESC LIMIT ?) "
+            "OR r.status = 'running'",
+            (limit,),
+        )
+        return {r["id"]: json.dumps([r["status"], r["ended_at"], r["steps"], r["metrics"]])
+                for r in rows}
+
+    def summary_of(self, run_id: str) -> dict[str, Any]:
+        store = self._existing_store()
+        return self.run_summary(store, store.runs.get_run(run_id))
+
+
+def _is_cli_runner(pid: int) -> bool:
+    """Whether ``pid`` is an ``mlpipe run`` process (never a kernel: SIGTERM kills those)."""
+    if not process_alive(pid):
+        return False
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False  # no /proc: we cannot tell, so we don't signal
+    words = [a.decode(errors="replace") for a in argv]
+    if any("ipykernel" in w for w in words):
+        return False
+    return "run" in words and any("mlpipe" in w for w in words)
+
+
+def _parameter_text(value: Any) -> str:
+    """A JSON parameter value as the ``-p NAME=VALUE`` text the runner parses (a literal)."""
+    return value if isinstance(value, str) else repr(value)
+
+
+def _json_safe(value: Any) -> Any:
+    """Values as JSON can carry them (records may hold tuples or repr'd objects)."""
+    return json.loads(json.dumps(value, default=repr))

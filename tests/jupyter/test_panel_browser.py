@@ -1,0 +1,200 @@
+"""The mlpipe sidebar panel in a real JupyterLab, driven by headless Chromium.
+
+Needs Debian's chromium and Python playwright (see test_browser.py), and the built
+labextension (``pip install -e .`` builds it into mlpipe_jupyter/labextension). Screenshots
+are kept in test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlpipe_jupyter.store import Store
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+BUILT = REPO / "mlpipe_jupyter" / "labextension"
+ARTIFACTS = REPO / "test-artifacts"
+
+PIPE = [
+    "%%mlstep make --output data --param n=3\nimport time\ntime.sleep(2)\n"
+    "(outputs.data / 'n.txt').write_text(str(n))\nprint('made', n)\n",
+    "%%mlstep count --input d=make.data --output report\n"
+    "context.log('n', int((inputs.d / 'n.txt').read_text()))\n",
+]
+SLOW = ["%%mlstep wait --output out\nimport time\nprint('waiting', flush=True)\ntime.sleep(300)\n"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def lab(store: Store, tmp_path: Path, write_notebook: Any) -> Iterator[str]:
+    """JupyterLab with this checkout's server extension and panel; yields the lab URL."""
+    assert (BUILT / "package.json").exists(), "build the panel: pip install -e . (or jlpm build)"
+    write_notebook(tmp_path / "pipe.ipynb", PIPE)
+    write_notebook(tmp_path / "slow.ipynb", SLOW)
+    # this checkout's labextension first on the search path, whatever is installed
+    jupyter_path = tmp_path / "jupyter-data"
+    (jupyter_path / "labextensions").mkdir(parents=True)
+    (jupyter_path / "labextensions" / "mlpipe-jupyter").symlink_to(BUILT)
+    config = tmp_path / "server-config.json"
+    config.write_text(json.dumps(
+        {"ServerApp": {"jpserver_extensions": {"mlpipe_jupyter.server": True}}}))
+    port, token = _free_port(), secrets.token_hex(16)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "JUPYTER_PATH": str(jupyter_path)}
+    log = tmp_path / "lab.log"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
+         f"--port={port}", "--ip=127.0.0.1", f"--IdentityProvider.token={token}",
+         "--LabApp.news_url=None", f"--LabApp.workspaces_dir={tmp_path / 'lab-workspaces'}",
+         f"--ServerApp.root_dir={tmp_path}", f"--config={config}"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"),
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/mlpipe/api/runs?token={token}", timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise RuntimeError(log.read_text()) from None
+                time.sleep(0.3)
+        yield f"{base}/lab?token={token}"
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def _cli_run(folder: Path, notebook: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "mlpipe_jupyter", "run", notebook, "-q"], cwd=folder,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def test_panel_follows_cli_runs_opens_logs_and_cancels(
+    lab: str, store: Store, tmp_path: Path,
+) -> None:
+    from playwright import sync_api as playwright  # the `test` extra installs it
+
+    assert Path(CHROMIUM).exists(), "apt-get install -y chromium"
+    ARTIFACTS.mkdir(exist_ok=True)
+    runs: list[subprocess.Popen[bytes]] = []
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(lab)
+            tab = page.locator(".lm-TabBar-tab[data-id='mlpipe-panel']")
+            tab.wait_for(timeout=90_000)
+            tab.click()
+            panel = page.locator("#mlpipe-panel")
+            panel.locator("text=No runs yet").wait_for(timeout=30_000)
+
+            # a run started from the CLI shows up, and its status follows live to succeeded
+            runs.append(_cli_run(tmp_path, "pipe.ipynb"))
+            item = panel.locator(".mlpipe-run-item").first
+            item.wait_for(timeout=60_000)
+            panel.locator(".mlpipe-run-item[data-status='running']").wait_for(timeout=60_000)
+            item.click()
+            panel.locator(".mlpipe-step[data-step='make']").wait_for(timeout=30_000)
+            panel.locator(".mlpipe-run-item[data-status='succeeded']").wait_for(timeout=120_000)
+            assert runs[0].wait(60) == 0
+            panel.locator(".mlpipe-step[data-step='count'][data-status='succeeded']").wait_for(
+                timeout=30_000)
+
+            # a step's details and log
+            panel.locator(".mlpipe-step[data-step='make']").click()
+            detail = panel.locator(".mlpipe-step-detail[data-step='make']")
+            detail.wait_for(timeout=10_000)
+            assert "make: succeeded" in detail.inner_text()
+            panel.locator(".mlpipe-log", has_text="made 3").wait_for(timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "panel-succeeded.png"))
+
+            # a long run, canceled from the panel
+            runs.append(_cli_run(tmp_path, "slow.ipynb"))
+            running = panel.locator(".mlpipe-run-item[data-status='running']")
+            running.wait_for(timeout=60_000)
+            running.click()
+            panel.locator(".mlpipe-step[data-step='wait'][data-status='running']").wait_for(
+                timeout=90_000)
+            panel.locator(".mlpipe-step[data-step='wait']").click()
+            panel.locator(".mlpipe-log", has_text="waiting").wait_for(timeout=60_000)
+            page.screenshot(path=str(ARTIFACTS / "panel-running.png"))
+            panel.locator(".mlpipe-cancel").click()
+            panel.locator(".mlpipe-run-item[data-status='canceled']").wait_for(timeout=60_000)
+            assert runs[1].wait(60) == 130
+            page.screenshot(path=str(ARTIFACTS / "panel-canceled.png"))
+        finally:
+            browser.close()
+            for run in runs:
+                if run.poll() is None:
+                    run.kill()
+    latest = store.runs.list_runs(limit=2)
+    assert [r.status.value for r in latest] == ["canceled", "succeeded"]
+
+
+def test_run_as_pipeline_from_the_notebook_toolbar(lab: str, store: Store) -> None:
+    from playwright import sync_api as playwright
+
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(lab.replace("/lab?", "/lab/tree/pipe.ipynb?"))
+            page.locator("text=/\\bIdle\\b/ >> visible=true").first.wait_for(timeout=90_000)
+            select = page.locator(".jp-Dialog button:has-text('Select')")
+            if select.count():
+                select.first.click()
+            page.locator(".mlpipe-run-button").first.click()
+            dialog = page.locator(".jp-Dialog")
+            dialog.locator("input[name='n']").fill("7")
+            dialog.locator("button:has-text('Run')").click()
+            panel = page.locator("#mlpipe-panel")
+            panel.locator(".mlpipe-run-item[data-status='succeeded']").wait_for(timeout=120_000)
+            panel.locator(".mlpipe-step[data-step='count'][data-status='succeeded']").wait_for(
+                timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "panel-run-from-toolbar.png"))
+        finally:
+            browser.close()
+    run = store.runs.get_run("latest")
+    assert run.status.value == "succeeded" and run.params == {"n": 7}
+
+
+def test_built_panel_is_compatible_with_this_jupyterlab(tmp_path: Path) -> None:
+    """The shared @jupyterlab packages the panel was built against match the installed
+    JupyterLab (otherwise JupyterLab disables it with a warning)."""
+    (tmp_path / "labextensions").mkdir()
+    (tmp_path / "labextensions" / "mlpipe-jupyter").symlink_to(BUILT)
+    listing = subprocess.run(
+        [sys.executable, "-m", "jupyterlab.labextensions", "list", "--verbose"],
+        env={**os.environ, "JUPYTER_PATH": str(tmp_path)}, capture_output=True, text=True,
+        check=True,
+    )
+    text = listing.stdout + listing.stderr
+    line = next(row for row in text.splitlines() if "mlpipe-jupyter v" in row)
+    assert "OK" in line and "not compatible" not in text, text
