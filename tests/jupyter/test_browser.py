@@ -26,6 +26,8 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
+# the widget in the notebook's output, not the sidebar panel (which draws the same classes)
+WIDGET = ".jp-OutputArea .mlpipe-dag"
 
 
 def _free_port() -> int:
@@ -94,21 +96,21 @@ def test_run_all_draws_the_live_dag(lab: str, store: Store) -> None:
             page.locator("li.lm-MenuBar-item:has-text('Run')").click()
             page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
 
-            done = page.locator(".mlpipe-step[data-status='succeeded']")
+            done = page.locator(f"{WIDGET} .mlpipe-step[data-status='succeeded']")
             done.nth(1).wait_for(timeout=120_000)
             assert done.count() == 2
-            head = page.locator(".mlpipe-head").first.inner_text()
+            head = page.locator(f"{WIDGET} .mlpipe-head").first.inner_text()
             assert "succeeded" in head and "pipe.ipynb" in head
 
-            page.locator(".mlpipe-step[data-step='count']").click()
-            details = page.locator(".mlpipe-details").first
+            page.locator(f"{WIDGET} .mlpipe-step[data-step='count']").click()
+            details = page.locator(f"{WIDGET} .mlpipe-details").first
             details.wait_for(timeout=10_000)
             text = details.inner_text()
             assert "count: succeeded" in text and "lines" in text
             # kept for humans: what the widget looked like (test-artifacts/ is git-ignored)
             artifacts = REPO / "test-artifacts"
             artifacts.mkdir(exist_ok=True)
-            page.locator(".mlpipe-dag").first.screenshot(path=str(artifacts / "dag-widget.png"))
+            page.locator(WIDGET).first.screenshot(path=str(artifacts / "dag-widget.png"))
         finally:
             browser.close()
     run = store.runs.get_run("latest")
