@@ -90,3 +90,15 @@ class StepFailedError(MlpipeError):
 
 class NotebookError(MlpipeError):
     """A notebook file cannot be read as a Jupyter notebook."""
+
+
+class ScheduleDefinitionError(MlpipeError):
+    """A schedule (cron, time zone, interval, policy, trigger) is invalid; nothing was stored."""
+
+
+class PublishedPipelineNotFoundError(NotFoundError):
+    """A published pipeline name or version that does not exist (bad input for a trigger)."""
+
+
+class ConflictError(MlpipeError):
+    """The request clashes with the current state: a disabled version, a taken name."""
