@@ -353,6 +353,10 @@ def build_parser() -> argparse.ArgumentParser:
     boot = isub.add_parser("bootstrap", help="build the runner base image without a registry")
     boot.add_argument("--force", action="store_true", help="build again even if present")
     image.set_defaults(func=cmd_image)
+
+    from mlpipe_jupyter.cli.scheduling import add_parsers as add_scheduling_parsers
+
+    add_scheduling_parsers(sub)
     return parser
 
 
@@ -367,9 +371,12 @@ def main(argv: list[str] | None = None) -> int:
             EnvironmentDefinitionError,
             NotebookError,
             ParameterError,
+            PublishedPipelineNotFoundError,
+            ScheduleDefinitionError,
         )
 
-        bad_input = (DefinitionError, ParameterError, NotebookError, EnvironmentDefinitionError)
+        bad_input = (DefinitionError, ParameterError, NotebookError, EnvironmentDefinitionError,
+                     ScheduleDefinitionError, PublishedPipelineNotFoundError)
         return EXIT_USAGE if isinstance(error, bad_input) else EXIT_FAILED
     except KeyboardInterrupt:
         print("mlpipe: interrupted", file=sys.stderr)

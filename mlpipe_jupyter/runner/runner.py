@@ -207,7 +207,7 @@ class Runner:
             for index, name in enumerate(order)
         ]
         experiment = request.experiment or notebook.stem
-        options = {
+        options: dict[str, Any] = {
             "compute": default_compute, "env": request.env, "max_parallel": max_parallel,
             "steps": list(request.selection.steps), "downstream": request.selection.downstream,
             "until": request.selection.until, "regenerate": request.selection.regenerate,

@@ -27,7 +27,7 @@ from mlpipe_jupyter.errors import (
 )
 from mlpipe_jupyter.model.grammar import DATASET_NAME
 from mlpipe_jupyter.model.pipeline import Pipeline
-from mlpipe_jupyter.notebook import load_pipeline, read_code_cells
+from mlpipe_jupyter.notebook import load_pipeline, pipeline_from_cells, read_code_cells
 from mlpipe_jupyter.runner.planning import hash_file, local_modules
 from mlpipe_jupyter.store import Store
 from mlpipe_jupyter.store.environments import parse_env_ref
@@ -71,6 +71,11 @@ class PublishedPipeline:
             "git": self.git, "description": self.description, "created_at": self.created_at,
             "disabled": self.disabled, "default": self.is_default,
         }
+
+
+def load_published_pipeline(published: PublishedPipeline) -> Pipeline:
+    """The pipeline of a published snapshot; messages name it ``NAME@vN``."""
+    return pipeline_from_cells(read_code_cells(published.notebook), source=published.ref)
 
 
 def check_name(name: str, what: str = "published pipeline") -> None:

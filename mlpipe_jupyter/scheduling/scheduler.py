@@ -349,7 +349,8 @@ class Scheduler:
         try:
             prepared = prepare_run(
                 self.store, schedule.pipeline, schedule.version, schedule.params,
-                {schedule.dataset: firing.dataset_version} if firing.dataset_version else None,
+                {schedule.dataset: firing.dataset_version}
+                if schedule.dataset and firing.dataset_version else None,
             )
         except MlpipeError as error:
             self._finish(firing, FAILED, f"could not start: {error}", now, expect=firing.status)

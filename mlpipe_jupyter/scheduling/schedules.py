@@ -29,7 +29,6 @@ from mlpipe_jupyter.errors import (
     ScheduleDefinitionError,
 )
 from mlpipe_jupyter.model.parameters import resolve_parameters
-from mlpipe_jupyter.notebook import load_pipeline
 from mlpipe_jupyter.scheduling.cron import CronExpression, load_timezone
 from mlpipe_jupyter.scheduling.policies import (
     MISSED_POLICIES,
@@ -40,7 +39,12 @@ from mlpipe_jupyter.scheduling.policies import (
     format_duration,
     upcoming,
 )
-from mlpipe_jupyter.scheduling.publishing import check_name, get_published, runnable
+from mlpipe_jupyter.scheduling.publishing import (
+    check_name,
+    get_published,
+    load_published_pipeline,
+    runnable,
+)
 from mlpipe_jupyter.scheduling.triggering import parameter_text
 from mlpipe_jupyter.store import Store
 
@@ -202,7 +206,7 @@ def create_schedule(
         raise ScheduleDefinitionError(f"--timeout {timeout}: must be more than 0")
     published = runnable(store, pipeline, version)
     texts = {k: parameter_text(v) for k, v in (params or {}).items()}
-    resolve_parameters(load_pipeline(published.notebook), texts)
+    resolve_parameters(load_published_pipeline(published), texts)
     dataset_seen = None
     if on_dataset is not None:
         if on_dataset not in published.datasets:

@@ -21,8 +21,11 @@ from typing import Any
 
 from mlpipe_jupyter.errors import DefinitionError, DefinitionIssue, NotFoundError
 from mlpipe_jupyter.model.parameters import resolve_parameters
-from mlpipe_jupyter.notebook import load_pipeline
-from mlpipe_jupyter.scheduling.publishing import PublishedPipeline, runnable
+from mlpipe_jupyter.scheduling.publishing import (
+    PublishedPipeline,
+    load_published_pipeline,
+    runnable,
+)
 from mlpipe_jupyter.store import Store
 from mlpipe_jupyter.store.runs import RunRecord, new_run_id
 from mlpipe_jupyter.store.workspace import HOME_VARIABLE
@@ -73,7 +76,7 @@ def prepare_run(
     """
     published = runnable(store, name, version)
     texts = {k: parameter_text(v) for k, v in (parameters or {}).items()}
-    pipeline = load_pipeline(published.notebook)
+    pipeline = load_published_pipeline(published)
     resolve_parameters(pipeline, texts)
     known = store.datasets.versions()
     issues = pipeline.definition_issues(known)
