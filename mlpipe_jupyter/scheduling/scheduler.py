@@ -62,9 +62,10 @@ HEARTBEAT_SECONDS = 5.0
 KILL_GRACE_SECONDS = 20.0  # between SIGTERM (cancel cleanly) and SIGKILL of a run
 
 # Exit codes of `mlpipe run` (cli.main), and LOST for a run whose process vanished
-# without recording an end (killed with its scheduler).
+# without recording an end (killed with its scheduler); not a code a process can return
+# (Popen gives -N for death by signal N).
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELED = 0, 1, 2, 130
-LOST = -1
+LOST = -1000
 
 
 class Clock(Protocol):
@@ -344,8 +345,8 @@ class Scheduler:
             self._finish(firing, CANCELED, "schedule deleted", now, expect=firing.status)
             return
         schedule = _schedule(schedule_row[0])
-        if self._blocked(firing, schedule):
-            return
+        if schedule.paused or self._blocked(firing, schedule):
+            return  # a paused schedule holds its pending firings and retries too
         try:
             prepared = prepare_run(
                 self.store, schedule.pipeline, schedule.version, schedule.params,

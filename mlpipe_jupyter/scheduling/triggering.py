@@ -135,7 +135,7 @@ def wait_for_run(store: Store, run_id: str, timeout: float | None = None,
         if deadline is not None and time.time() > deadline:
             raise TimeoutError(f"run {run_id} did not finish within {timeout} s")
         time.sleep(poll_seconds)
-        if record is None and deadline is None and launch_log.exists():
+        if record is None and launch_log.exists():
             # the process ended before recording the run: say why instead of waiting forever
             text = launch_log.read_text(errors="replace").strip()
             if text and "mlpipe:" in text:
