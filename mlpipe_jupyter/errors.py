@@ -92,5 +92,14 @@ class NotebookError(MlpipeError):
     """A notebook file cannot be read as a Jupyter notebook."""
 
 
+class ScheduleDefinitionError(MlpipeError):
+    """A schedule (cron, time zone, interval, policy, trigger) is invalid; nothing was stored."""
+
+
+class PublishedPipelineNotFoundError(NotFoundError):
+    """A published pipeline name or version that does not exist (bad input for a trigger)."""
+
+
 class ConflictError(MlpipeError):
-    """The request conflicts with the current state (cancel a run that has ended, ...)."""
+    """The request conflicts with the current state: cancel a run that has ended, trigger
+    a disabled published version, take a name that is taken."""

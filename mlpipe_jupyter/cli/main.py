@@ -41,6 +41,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         selection=Selection(tuple(args.step), args.downstream, args.until, args.regenerate),
         max_parallel=args.max_parallel,
         experiment=args.experiment,
+        published=args.published,
+        run_id=args.run_id,
+        dataset_versions=_dataset_pins(args.dataset_version),
     )
     runner = Runner()
     if not args.quiet:
@@ -56,6 +59,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if result.status.value == "canceled":
         return EXIT_CANCELED
     return 0 if result.ok else EXIT_FAILED
+
+
+def _dataset_pins(items: list[str]) -> dict[str, int]:
+    from mlpipe_jupyter.errors import ParameterError
+
+    pins: dict[str, int] = {}
+    for item in items:
+        name, _, version = item.partition("@")
+        version = version.removeprefix("v")
+        if not name or not version.isdigit():
+            raise ParameterError(f"--dataset-version {item!r} must be NAME@vN")
+        pins[name] = int(version)
+    return pins
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -268,6 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     run.add_argument("-v", "--verbose", action="store_true", help="also show queued steps")
     run.add_argument("--json", action="store_true", help="print the result as JSON at the end")
+    # set by triggers and the scheduler: the run id is known before the run starts, the run
+    # is marked with the published version, and a dataset trigger pins the version that fired
+    run.add_argument("--run-id", help=argparse.SUPPRESS)
+    run.add_argument("--published", metavar="NAME@vN", help=argparse.SUPPRESS)
+    run.add_argument("--dataset-version", action="append", default=[], metavar="NAME@vN",
+                     help="read this version of a dataset input that names none (repeatable)")
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check", help="validate a notebook's pipeline without running it")
@@ -331,6 +353,10 @@ def build_parser() -> argparse.ArgumentParser:
     boot = isub.add_parser("bootstrap", help="build the runner base image without a registry")
     boot.add_argument("--force", action="store_true", help="build again even if present")
     image.set_defaults(func=cmd_image)
+
+    from mlpipe_jupyter.cli.scheduling import add_parsers as add_scheduling_parsers
+
+    add_scheduling_parsers(sub)
     return parser
 
 
@@ -345,9 +371,12 @@ def main(argv: list[str] | None = None) -> int:
             EnvironmentDefinitionError,
             NotebookError,
             ParameterError,
+            PublishedPipelineNotFoundError,
+            ScheduleDefinitionError,
         )
 
-        bad_input = (DefinitionError, ParameterError, NotebookError, EnvironmentDefinitionError)
+        bad_input = (DefinitionError, ParameterError, NotebookError, EnvironmentDefinitionError,
+                     ScheduleDefinitionError, PublishedPipelineNotFoundError)
         return EXIT_USAGE if isinstance(error, bad_input) else EXIT_FAILED
     except KeyboardInterrupt:
         print("mlpipe: interrupted", file=sys.stderr)

@@ -120,6 +120,7 @@ class Planner:
         environment_of: Callable[[str, str | None], str],
         default_compute: str,
         default_env: str | None = None,
+        dataset_versions: Mapping[str, int] | None = None,
     ) -> None:
         self.store = store
         self.pipeline = pipeline
@@ -130,6 +131,7 @@ class Planner:
         self.environment_of = environment_of
         self.default_compute = default_compute
         self.default_env = default_env
+        self.dataset_versions = dict(dataset_versions or {})
 
     def plan(self, selection: Selection) -> dict[str, StepPlan]:
         scope = self._scope(selection)
@@ -213,7 +215,8 @@ class Planner:
         input_paths: dict[str, Path] = {}
         for ref in step.header.inputs:
             if isinstance(ref, DatasetInput):
-                version = self.store.datasets.get(ref.dataset, ref.version)
+                pinned = ref.version if ref.version is not None else self.dataset_versions.get(ref.dataset)
+                version = self.store.datasets.get(ref.dataset, pinned)
                 inputs[ref.name] = version.identity
                 input_paths[ref.name] = version.path
             else:

@@ -54,7 +54,11 @@ class RunRequest:
     selection: Selection = field(default_factory=Selection)
     max_parallel: int | None = None
     experiment: str | None = None
-    published: str | None = None
+    published: str | None = None  # "NAME@vN" for runs of a published pipeline
+    run_id: str | None = None  # chosen by the caller (a trigger returns it before the run starts)
+    # dataset name -> version for `dataset:NAME` inputs that name no version (a dataset
+    # trigger pins the version that fired instead of whatever is latest at plan time)
+    dataset_versions: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -91,7 +95,7 @@ class Runner:
         pipeline = load_pipeline(request.notebook)  # messages name the path as the user gave it
         notebook = request.notebook.expanduser().resolve()
         parameters, store = self._validate(pipeline, request)
-        run_id = new_run_id()
+        run_id = request.run_id or new_run_id()
         try:
             return self._run(store, pipeline, notebook, run_id, parameters, request)
         finally:
@@ -109,6 +113,14 @@ class Runner:
         datasets = store.datasets.versions() if store and store.workspace.db_path.exists() else {}
         issues = pipeline.definition_issues(datasets)
         issues += request.selection.check(pipeline)
+        for name, version in sorted(request.dataset_versions.items()):
+            if name not in pipeline.datasets_used():
+                issues.append(DefinitionIssue(
+                    "the pipeline reads no such dataset", field=f"--dataset-version {name}@v{version}"))
+            elif version not in datasets.get(name, []):
+                issues.append(DefinitionIssue(
+                    f"dataset {name!r} has no version {version}",
+                    field=f"--dataset-version {name}@v{version}"))
         computes = {request.compute or DEFAULT_COMPUTE}
         computes |= {s.header.compute for s in pipeline.steps if s.header.compute}
         for name in sorted(computes):
@@ -180,6 +192,7 @@ class Runner:
             lambda compute, env: self._executor(compute).environment_fingerprint(env),
             default_compute,
             request.env,
+            request.dataset_versions,
         )
         plans = planner.plan(request.selection)
         max_parallel = request.max_parallel or _default_parallel()
@@ -194,11 +207,13 @@ class Runner:
             for index, name in enumerate(order)
         ]
         experiment = request.experiment or notebook.stem
-        options = {
+        options: dict[str, Any] = {
             "compute": default_compute, "env": request.env, "max_parallel": max_parallel,
             "steps": list(request.selection.steps), "downstream": request.selection.downstream,
             "until": request.selection.until, "regenerate": request.selection.regenerate,
         }
+        if request.dataset_versions:
+            options["dataset_versions"] = dict(request.dataset_versions)
         store.runs.create_run(
             run_id, experiment, str(notebook), parameters, options, git_info(notebook.parent),
             planned, published=request.published,

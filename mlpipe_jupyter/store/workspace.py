@@ -17,7 +17,7 @@ from mlpipe_jupyter.errors import WorkspaceError
 
 WORKSPACE_DIRNAME = ".mlpipe"
 HOME_VARIABLE = "MLPIPE_HOME"
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -53,6 +53,35 @@ CREATE TABLE IF NOT EXISTS datasets (
 CREATE TABLE IF NOT EXISTS environments (
     name TEXT NOT NULL, version INTEGER NOT NULL, spec TEXT NOT NULL,
     spec_hash TEXT NOT NULL, created_at REAL NOT NULL, PRIMARY KEY (name, version));
+-- schema 3: published pipelines, schedules, firings, scheduler heartbeats
+CREATE TABLE IF NOT EXISTS published_pipelines (
+    name TEXT NOT NULL, version INTEGER NOT NULL, content_hash TEXT NOT NULL,
+    notebook TEXT NOT NULL, source TEXT NOT NULL, steps TEXT NOT NULL,
+    parameters TEXT NOT NULL, environments TEXT NOT NULL, datasets TEXT NOT NULL,
+    files TEXT NOT NULL, git TEXT NOT NULL, description TEXT,
+    created_at REAL NOT NULL, disabled INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (name, version));
+CREATE TABLE IF NOT EXISTS published_defaults (
+    name TEXT PRIMARY KEY, version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS schedules (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE,
+    pipeline TEXT NOT NULL, version INTEGER, kind TEXT NOT NULL,
+    cron TEXT, timezone TEXT NOT NULL, every_seconds REAL, dataset TEXT,
+    params TEXT NOT NULL, missed TEXT NOT NULL, overlap TEXT NOT NULL,
+    max_retries INTEGER NOT NULL, retry_backoff REAL NOT NULL, timeout REAL,
+    paused INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL, anchor REAL NOT NULL,
+    cursor REAL NOT NULL, dataset_seen INTEGER, missed_total INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS firings (
+    schedule_id INTEGER NOT NULL, fire_key TEXT NOT NULL, fire_time REAL NOT NULL,
+    status TEXT NOT NULL, late INTEGER NOT NULL DEFAULT 0, dataset_version INTEGER,
+    attempt INTEGER NOT NULL DEFAULT 0, run_id TEXT, run_ids TEXT NOT NULL DEFAULT '[]',
+    owner TEXT, pid INTEGER, deadline REAL, next_attempt_at REAL,
+    error TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL,
+    PRIMARY KEY (schedule_id, fire_key));
+CREATE INDEX IF NOT EXISTS firings_by_status ON firings (status, schedule_id);
+CREATE TABLE IF NOT EXISTS schedulers (
+    id TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL,
+    started_at REAL NOT NULL, heartbeat_at REAL NOT NULL, stopped_at REAL);
 """
 
 
