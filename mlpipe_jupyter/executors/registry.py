@@ -16,6 +16,7 @@ DEFAULT_COMPUTE = "local"
 _BUILTIN = {
     "local": "mlpipe_jupyter.executors.local:LocalExecutor",
     "docker": "mlpipe_jupyter.executors.docker.executor:DockerExecutor",
+    "dask": "mlpipe_jupyter.executors.dask.executor:DaskExecutor",
 }
 
 
