@@ -247,3 +247,74 @@ def test_cancel_stops_a_step_running_on_a_worker(dask_cluster: SubprocessCluster
     while process.children(recursive=True) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not process.children(recursive=True)
+
+
+# -- named compute targets (.mlpipe/compute.json) and the compute CLI ---------------------------
+def test_compute_targets_are_stored_in_the_workspace(store: Store) -> None:
+    from mlpipe_jupyter.errors import NotFoundError
+    from mlpipe_jupyter.store.compute import ComputeTargets
+
+    targets = ComputeTargets(store.workspace)
+    targets.add("cluster", "dask", "tcp://h:8786")
+    assert targets.get("cluster").address == "tcp://h:8786"
+    assert (store.workspace.root / "compute.json").exists()
+    with pytest.raises(ExecutorError, match="--replace"):
+        targets.add("cluster", "dask", "tcp://other:8786")
+    targets.add("cluster", "dask", "tcp://other:8786", replace=True)
+    assert targets.names() == ["cluster"]
+    for bad in ("local", "dask", "9lives", "a/b"):
+        with pytest.raises(ExecutorError, match="bad compute target name"):
+            targets.add(bad, "dask", "tcp://h:1")
+    with pytest.raises(ExecutorError, match="not supported"):
+        targets.add("s3", "dask", "tcp://h:1", datastore="s3-bucket")
+    targets.remove("cluster")
+    with pytest.raises(NotFoundError):
+        targets.get("cluster")
+
+
+def test_unknown_compute_names_list_the_stored_targets(store: Store, workspace_dir: Path) -> None:
+    from mlpipe_jupyter.errors import DefinitionError
+    from mlpipe_jupyter.store.compute import ComputeTargets
+
+    ComputeTargets(store.workspace).add("cluster", "dask", "tcp://h:8786")
+    notebook = write_notebook(workspace_dir / "n.ipynb", [
+        "%%mlstep a --output o --compute clutser\n(outputs.o / 'f').write_text('x')",
+    ])
+    with pytest.raises(DefinitionError, match="named targets: cluster"):
+        run_notebook(notebook, store=store)
+
+
+@pytest.mark.slow
+@pytest.mark.dask
+def test_compute_cli_and_runs_on_a_named_target(dask_cluster: SubprocessCluster,
+                                                workspace_dir: Path) -> None:
+    from tests.conftest import run_cli
+
+    added = run_cli("compute", "add", "cluster", "--dask", dask_cluster.address)
+    assert added.returncode == 0, added.stderr
+    assert "reachable, 3 workers" in added.stdout
+    assert run_cli("compute", "add", "gone", "--dask", "tcp://127.0.0.1:9").returncode == 0
+    listed = run_cli("compute", "list")
+    assert listed.returncode == 0, listed.stderr
+    line = {row.split()[0]: row for row in listed.stdout.splitlines() if row.strip()}
+    assert "reachable, 3 workers, 3 threads" in line["cluster"]
+    assert "unreachable" in line["gone"]
+    shown = run_cli("compute", "show", "cluster")
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"w3\s+tcp://127\.0\.0\.1:\d+\s+1\s+-\s+GPU=1", shown.stdout), shown.stdout
+    assert run_cli("compute", "show", "gone").returncode == 1
+
+    notebook = write_notebook(workspace_dir / "named.ipynb", FAN_OUT[:2])
+    ran = run_cli("run", str(notebook), "--compute", "cluster", "--json")
+    assert ran.returncode == 0, ran.stderr
+    store = Store.open()
+    run_id = store.runs.list_runs()[0].id
+    assert store.runs.step_run(run_id, "make").compute == "cluster"
+    assert _workers(store, run_id, "make")
+
+    failed = run_cli("run", str(notebook), "--compute", "gone", "--regenerate")
+    assert failed.returncode == 1
+    assert "dask scheduler tcp://127.0.0.1:9 is unreachable" in failed.stderr
+    assert len(store.runs.list_runs()) == 1  # nothing was recorded for the failed start
+    assert run_cli("compute", "remove", "gone").returncode == 0
+    store.close()
