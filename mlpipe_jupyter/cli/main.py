@@ -243,6 +243,12 @@ def cmd_image(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compute(args: argparse.Namespace) -> int:
+    from mlpipe_jupyter.cli.compute import run_compute_command
+
+    return run_compute_command(args)
+
+
 # -- parser ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -331,6 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
     boot = isub.add_parser("bootstrap", help="build the runner base image without a registry")
     boot.add_argument("--force", action="store_true", help="build again even if present")
     image.set_defaults(func=cmd_image)
+
+    from mlpipe_jupyter.cli.compute import add_compute_parser
+
+    add_compute_parser(sub, cmd_compute)
     return parser
 
 
