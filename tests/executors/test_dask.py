@@ -318,3 +318,30 @@ def test_compute_cli_and_runs_on_a_named_target(dask_cluster: SubprocessCluster,
     assert len(store.runs.list_runs()) == 1  # nothing was recorded for the failed start
     assert run_cli("compute", "remove", "gone").returncode == 0
     store.close()
+
+
+@pytest.mark.slow
+@pytest.mark.dask
+def test_losing_every_worker_ends_the_run_instead_of_hanging(
+        tmp_path: Path, store: Store, workspace_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlpipe_jupyter.executors.dask.executor as dask_executor
+
+    monkeypatch.setattr(dask_executor, "DEFAULT_NO_WORKER_TIMEOUT", 3.0)
+    cluster = SubprocessCluster(tmp_path / "cluster", (WorkerSpec("only"),)).start()
+    try:
+        notebook = write_notebook(workspace_dir / "alone.ipynb", SLOW_STEP)
+        runner = Runner(store)
+        thread, box = _run_in_thread(runner, RunRequest(notebook=notebook,
+                                                        compute=cluster.compute))
+        _wait_for_worker_line(store, "slow")
+        cluster.kill_worker("only")
+        thread.join(RUN_BOUND_SECONDS)
+        assert not thread.is_alive(), "the run hung with no workers left"
+        [result] = box
+        assert result.status is RunStatus.FAILED
+        [report] = result.failures
+        # either the scheduler drops the task or our watchdog gives up waiting for a worker
+        assert "has no workers" in report or "no workers left" in report, report
+    finally:
+        cluster.stop()

@@ -74,13 +74,15 @@ class DaskExecutor(Executor):
     def __init__(self, target: str = "dask", workspace: Any = None, address: str | None = None,
                  datastore: str | None = None,
                  connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-                 no_worker_timeout: float = DEFAULT_NO_WORKER_TIMEOUT, **_options: Any) -> None:
+                 no_worker_timeout: float | None = None, **_options: Any) -> None:
         self.target = target
         self.workspace = workspace
         self.address = address or scheduler_address(target)
         self.datastore = datastore
         self.connect_timeout = connect_timeout
-        self.no_worker_timeout = no_worker_timeout
+        # read at run time (not bound at import) so a deployment or a test can change it
+        self.no_worker_timeout = (DEFAULT_NO_WORKER_TIMEOUT if no_worker_timeout is None
+                                  else no_worker_timeout)
         self._client: Any = None
         self._lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}  # by Dask key
@@ -241,11 +243,26 @@ class DaskExecutor(Executor):
                 return StepOutcome(task, ok=False, canceled=True, error="canceled",
                                    ended_at=time.time())
             return StepOutcome(task, ok=False, ended_at=time.time(),
-                               error=f"the dask scheduler {self.address} dropped the step "
-                                     "(the connection to it was lost)")
+                               error=self._dropped_reason(future))
         exc = future.exception()
         return StepOutcome(task, ok=False, error=self._describe_error(exc),
                            exception_name=type(exc).__name__, ended_at=time.time())
+
+    def _dropped_reason(self, future: Any) -> str:
+        """Why the cluster cancelled a step we did not cancel (its workers gone, or us cut off)."""
+        try:
+            future.result(timeout=1)
+            detail = ""
+        except Exception as exc:  # FutureCancelledError carries the scheduler's reason
+            detail = f": {str(exc).strip().splitlines()[0]}" if str(exc).strip() else ""
+        try:
+            workers = worker_resources(self._client)
+        except Exception:
+            return f"lost the connection to the dask scheduler {self.address}{detail}"
+        if not workers:
+            return (f"the dask cluster {self.address} dropped the step: it has no workers left "
+                    f"(start some with `dask worker {self.address}`){detail}")
+        return f"the dask cluster {self.address} dropped the step{detail}"
 
     def _describe_error(self, exc: BaseException) -> str:
         name = type(exc).__name__
