@@ -31,6 +31,10 @@ Workloads and targets (``ratio`` = mlpipe time / baseline, PASS when ratio <= ta
    A copied output would be ~2 GiB. Target <= 1.5 (no copy).
 7. **docker overhead**: the chain with ``--compute docker`` and locally, both cold; the
    difference per step against T. Target <= 0.3 (skip with ``--no-docker``).
+8. **dask fan-out**: the fan-out workload with ``--compute dask://...`` on a local cluster
+   of 2 one-thread worker processes (started and stopped by the benchmark), against the same
+   workload on the local executor with ``--max-parallel 2`` (the same parallelism).
+   Target <= 1.3 (skip with ``--no-dask``; skipped when dask is not installed).
 
 Usage::
 
@@ -86,6 +90,8 @@ EDIT_TARGET = 1.5
 BIG_TARGET = 1.0
 DU_TARGET = 1.5
 DOCKER_OVERHEAD_TARGET = 0.3  # extra time per step in a container, as a fraction of T
+DASK_WORKERS = 2
+DASK_FAN_OUT_TARGET = 1.3  # dask fan-out time / local fan-out time at the same parallelism
 
 
 class BenchmarkError(RuntimeError):
@@ -313,10 +319,12 @@ def write_like_dd(path: Path, blocks: int) -> None:
 class Bench:
     """Runs the workloads in ``root`` (a temporary folder) and collects the report rows."""
 
-    def __init__(self, root: Path, verbose: bool = False, with_docker: bool = True) -> None:
+    def __init__(self, root: Path, verbose: bool = False, with_docker: bool = True,
+                 with_dask: bool = True) -> None:
         self.root = root
         self.verbose = verbose
         self.with_docker = with_docker
+        self.with_dask = with_dask
         self.mlpipe = find_tool("mlpipe")
         self.papermill = find_tool("papermill")
         # No __pycache__ written into the source tree by the runs we start.
@@ -471,14 +479,45 @@ class Bench:
                 DOCKER_OVERHEAD_TARGET),
         ]
 
+    def dask_fan_out(self) -> list[Row]:
+        """Workload 8: the fan-out on a 2-worker local Dask cluster against the local
+        executor at the same parallelism; the cluster is subprocesses on loopback."""
+        repo = Path(__file__).resolve().parents[1]
+        sys.path.insert(0, str(repo))
+        from tests.executors.dask_cluster import SubprocessCluster, WorkerSpec
+
+        timings = {}
+        cluster = SubprocessCluster(
+            self.root / "dask-cluster", [WorkerSpec(f"w{i}") for i in range(DASK_WORKERS)]
+        ).start()
+        try:
+            for compute in ("local", cluster.compute):
+                kind = compute.split("://")[0]
+                folder, env = self.workload_dir(f"fanout-{kind}")
+                env["PYTHONPATH"] = os.pathsep.join(
+                    p for p in (str(repo), env.get("PYTHONPATH", "")) if p)
+                notebook = write_notebook(folder / "fanout.ipynb",
+                                          fan_out_pipeline(FAN_OUT_STEPS, FAN_OUT_SLEEP))
+                timings[kind] = self.mlpipe_run(notebook, env, "--compute", compute,
+                                                "--max-parallel", str(DASK_WORKERS))
+                self.log(f"mlpipe fan-out on {kind}: {timings[kind]:.2f} s")
+        finally:
+            cluster.stop()
+        return [Row(
+            f"fan-out of {FAN_OUT_STEPS} × sleep({FAN_OUT_SLEEP:g}) on a {DASK_WORKERS}-worker "
+            f"dask cluster", timings["dask"],
+            f"local, `--max-parallel {DASK_WORKERS}`", timings["local"], DASK_FAN_OUT_TARGET,
+        )]
+
     def run(self) -> list[Row]:
         self.measure_t()
         chain = self.chain()
         fan = self.fan_out()
         big = self.big_output()
         docker = self.docker_overhead() if self.with_docker else []
-        # report order: chain, fan-out, no-op, edit, 1 GiB, du, docker
-        return [chain[0], *fan, chain[1], chain[2], *big, *docker]
+        dask = self.dask_fan_out() if self.with_dask else []
+        # report order: chain, fan-out, no-op, edit, 1 GiB, du, docker, dask
+        return [chain[0], *fan, chain[1], chain[2], *big, *docker, *dask]
 
 
 def header(bench: Bench, load_before: float) -> str:
@@ -504,9 +543,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-docker", action="store_true",
                         help="skip the docker overhead row (needs a Docker engine and "
                         "`mlpipe image bootstrap`)")
+    parser.add_argument("--no-dask", action="store_true",
+                        help="skip the dask fan-out row (automatic when dask[distributed] "
+                        "is not installed)")
+    parser.add_argument("--only-dask", action="store_true",
+                        help="measure T and the dask fan-out row only")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where to make the temporary folder (default: the system's)")
     return parser.parse_args(argv)
+
+
+def _has_dask() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("distributed") is not None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -515,8 +565,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="mlpipe-bench-", dir=args.workdir))
     try:
-        bench = Bench(root, verbose=args.verbose, with_docker=not args.no_docker)
-        rows = bench.run()
+        bench = Bench(root, verbose=args.verbose, with_docker=not args.no_docker,
+                      with_dask=not args.no_dask and _has_dask())
+        if args.only_dask:
+            bench.measure_t()
+            rows = bench.dask_fan_out() if bench.with_dask else []
+        else:
+            rows = bench.run()
     except BenchmarkError as error:
         print(f"benchmark failed: {error}", file=sys.stderr)
         return 2

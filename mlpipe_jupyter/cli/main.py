@@ -259,6 +259,12 @@ def cmd_image(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compute(args: argparse.Namespace) -> int:
+    from mlpipe_jupyter.cli.compute import run_compute_command
+
+    return run_compute_command(args)
+
+
 # -- parser ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -354,9 +360,11 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--force", action="store_true", help="build again even if present")
     image.set_defaults(func=cmd_image)
 
+    from mlpipe_jupyter.cli.compute import add_compute_parser
     from mlpipe_jupyter.cli.scheduling import add_parsers as add_scheduling_parsers
 
     add_scheduling_parsers(sub)
+    add_compute_parser(sub, cmd_compute)
     return parser
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from functools import lru_cache
 from importlib.metadata import entry_points
 from typing import Any
@@ -16,6 +17,7 @@ DEFAULT_COMPUTE = "local"
 _BUILTIN = {
     "local": "mlpipe_jupyter.executors.local:LocalExecutor",
     "docker": "mlpipe_jupyter.executors.docker.executor:DockerExecutor",
+    "dask": "mlpipe_jupyter.executors.dask.executor:DaskExecutor",
 }
 
 
@@ -33,17 +35,32 @@ def executor_class_name(name: str) -> str:
     return name.split("://", 1)[0]
 
 
-def check_compute_name(name: str) -> str | None:
-    """The problem with a compute target name, or None."""
+def check_compute_name(name: str, named: Collection[str] = ()) -> str | None:
+    """The problem with a compute target name, or None. ``named``: the workspace's stored
+    targets (``mlpipe compute add``), known by their names."""
     known = known_executors()
+    if name in named:
+        return None
     if executor_class_name(name) not in known:
-        return f"unknown compute target {name!r} (known: {', '.join(sorted(known))})"
+        extra = f"; named targets: {', '.join(sorted(named))}" if named else ""
+        return f"unknown compute target {name!r} (known: {', '.join(sorted(known))}{extra})"
     return None
 
 
 def create_executor(name: str, **options: Any) -> Executor:
+    """The executor for a compute name: an executor name, ``scheme://...``, or a target
+    stored in the workspace given as ``workspace=`` (which brings its address and datastore)."""
     known = known_executors()
     kind = executor_class_name(name)
+    workspace = options.get("workspace")
+    if kind not in known and workspace is not None and "://" not in name:
+        from mlpipe_jupyter.store.compute import ComputeTargets
+
+        targets = ComputeTargets(workspace)
+        if name in targets.names():
+            target = targets.get(name)
+            kind = target.kind
+            options = {**options, "address": target.address, "datastore": target.datastore}
     if kind not in known:
         raise ExecutorError(f"unknown compute target {name!r} (known: {', '.join(sorted(known))})")
     module_name, _, class_name = known[kind].partition(":")

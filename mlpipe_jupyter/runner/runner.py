@@ -35,6 +35,7 @@ from mlpipe_jupyter.notebook import load_pipeline
 from mlpipe_jupyter.render import notebook_error, render_step, write_step_notebook
 from mlpipe_jupyter.runner.planning import EXECUTE, REUSE, Planner, Selection, StepPlan
 from mlpipe_jupyter.store import Store
+from mlpipe_jupyter.store.compute import ComputeTargets
 from mlpipe_jupyter.store.results import discard
 from mlpipe_jupyter.store.runs import new_run_id
 from mlpipe_jupyter.store.snapshot import git_info, snapshot_notebook
@@ -123,8 +124,9 @@ class Runner:
                     field=f"--dataset-version {name}@v{version}"))
         computes = {request.compute or DEFAULT_COMPUTE}
         computes |= {s.header.compute for s in pipeline.steps if s.header.compute}
+        named = ComputeTargets(store.workspace).names() if store else []
         for name in sorted(computes):
-            problem = check_compute_name(name)
+            problem = check_compute_name(name, named)
             if problem:
                 step = next((s for s in pipeline.steps if s.header.compute == name), None)
                 issues.append(DefinitionIssue(

@@ -1,0 +1,94 @@
+"""``mlpipe compute add/list/show/remove``: named compute targets of the workspace.
+
+Its own module so the compute commands stay out of the way of the main parser; it parses,
+calls the store and the dask probe, and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from mlpipe_jupyter.reports import table as _table
+from mlpipe_jupyter.reports import when as _when
+
+PROBE_TIMEOUT = 2.0
+
+
+def add_compute_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> None:
+    """Add ``compute`` and its actions to the ``mlpipe`` sub-parsers."""
+    compute = sub.add_parser("compute", help="named compute targets (Dask clusters)")
+    csub = compute.add_subparsers(dest="compute_command", metavar="ACTION")
+    csub.required = True
+    add = csub.add_parser("add", help="name a Dask cluster: steps then use --compute NAME")
+    add.add_argument("name")
+    add.add_argument("--dask", required=True, metavar="ADDRESS",
+                     help="the scheduler: tcp://HOST:PORT (or dask://HOST:PORT)")
+    add.add_argument("--datastore", default="shared",
+                     help="how workers reach the workspace's data (default and only one so "
+                          "far: shared, the same paths on every node)")
+    add.add_argument("--replace", action="store_true", help="change an existing target")
+    csub.add_parser("list", help="the targets, and whether each is reachable")
+    show = csub.add_parser("show", help="a target with its workers and their resources")
+    show.add_argument("name")
+    remove = csub.add_parser("remove", help="forget a target")
+    remove.add_argument("name")
+    compute.set_defaults(func=func)
+
+
+def _store(create: bool = False) -> Any:
+    from mlpipe_jupyter.store import Store
+
+    return Store.open(create=create)
+
+
+def _resources(resources: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:g}" for k, v in sorted(resources.items())) or "-"
+
+
+def run_compute_command(args: argparse.Namespace) -> int:
+    from mlpipe_jupyter.executors.dask.cluster import probe, scheduler_address
+    from mlpipe_jupyter.store.compute import ComputeTargets
+
+    if args.compute_command == "add":
+        targets = ComputeTargets(_store(create=True).workspace)
+        target = targets.add(args.name, "dask", scheduler_address(args.dask), args.datastore,
+                             replace=args.replace)
+        info = probe(target.address, PROBE_TIMEOUT)
+        print(f"added compute target {target.name}: dask scheduler {target.address}, "
+              f"datastore {target.datastore} ({info.summary()})")
+        print(f"use it with `mlpipe run NOTEBOOK --compute {target.name}` or "
+              f"`%%mlstep ... --compute {target.name}`")
+        return 0
+    targets = ComputeTargets(_store().workspace)
+    if args.compute_command == "remove":
+        targets.remove(args.name)
+        print(f"removed compute target {args.name}")
+        return 0
+    if args.compute_command == "list":
+        rows = [["local", "built in", "this machine", "-", "reachable"],
+                ["docker", "built in", "containers on this machine", "-", "-"]]
+        for target in targets.all():
+            info = probe(target.address, PROBE_TIMEOUT)
+            rows.append([target.name, target.kind, target.address, target.datastore,
+                         info.summary()])
+        print(_table(rows, ["NAME", "KIND", "WHERE", "DATASTORE", "STATUS"]))
+        print("\nany Dask scheduler also works directly: --compute dask://HOST:PORT")
+        return 0
+    target = targets.get(args.name)
+    info = probe(target.address, PROBE_TIMEOUT)
+    print(f"compute target {target.name}")
+    print(f"  kind:      {target.kind}")
+    print(f"  scheduler: {target.address}")
+    print(f"  datastore: {target.datastore}")
+    print(f"  added:     {_when(target.created_at)}")
+    print(f"  status:    {info.summary()}")
+    if info.workers:
+        rows = [[str(w.get("name")), addr, str(w.get("nthreads")),
+                 f"{int(w['memory_limit']) / 2**30:.1f} GiB" if w.get("memory_limit") else "-",
+                 _resources(w.get("resources") or {})]
+                for addr, w in sorted(info.workers.items())]
+        print()
+        print(_table(rows, ["WORKER", "ADDRESS", "THREADS", "MEMORY", "RESOURCES"]))
+    return 0 if info.reachable else 1

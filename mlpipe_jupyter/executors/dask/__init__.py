@@ -1,0 +1,1 @@
+"""The ``dask`` compute target: step notebooks run on the workers of a Dask cluster."""

@@ -1,0 +1,322 @@
+"""The ``dask`` compute target: each step is a task on a Dask cluster's workers.
+
+``--compute dask://HOST:PORT`` (or a named target from ``mlpipe compute add``) submits every
+ready step to the scheduler; independent steps run on different workers at once. A worker
+runs the step notebook with papermill in a fresh kernel (``worker.run_step``). The
+datastore is a shared filesystem: the runner's paths (step notebook, log, staging folder,
+inputs) are the same on every node, so outputs land in the staging folder and the runner
+commits them as for local runs.
+
+Faults become outcomes, never hangs:
+- a worker lost mid-step: the scheduler runs the task again on another worker, up to its
+  ``distributed.scheduler.allowed-failures`` (default 3); beyond, the step fails with the
+  cause ("the worker running the step was lost ...");
+- no worker can take a step (none left, or none declares the requested resources): the
+  step fails at once, or after ``no_worker_timeout`` seconds when workers disappear;
+- the scheduler goes away: every pending step fails with that cause.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlpipe_jupyter.errors import ExecutorError
+from mlpipe_jupyter.executors.base import Executor, OutcomeCallback, StepOutcome, StepTask
+from mlpipe_jupyter.executors.dask.cluster import (
+    DEFAULT_CONNECT_TIMEOUT,
+    connect,
+    dask_resources,
+    placement_problem,
+    scheduler_address,
+    worker_resources,
+)
+from mlpipe_jupyter.executors.dask.worker import cancel_event_names, run_step
+from mlpipe_jupyter.model.fingerprint import hash_text
+
+log = logging.getLogger(__name__)
+
+# How long pending steps may wait for a suitable worker once none is left.
+DEFAULT_NO_WORKER_TIMEOUT = 30.0
+WATCHDOG_INTERVAL_SECONDS = 1.0
+
+
+@dataclass
+class _Pending:
+    task: StepTask
+    on_done: OutcomeCallback
+    future: Any
+    wanted: dict[str, float]
+    unplaceable_since: float | None = None
+    reported: bool = False
+
+
+@dataclass
+class Placement:
+    """Where an attempt of a step ran (kept for ``placements`` and the tests)."""
+
+    worker: str
+    worker_name: str
+    host: str
+    pid: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class DaskExecutor(Executor):
+    """Submits steps to a Dask scheduler; see the module docstring."""
+
+    name = "dask"
+
+    def __init__(self, target: str = "dask", workspace: Any = None, address: str | None = None,
+                 datastore: str | None = None,
+                 connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+                 no_worker_timeout: float | None = None, **_options: Any) -> None:
+        self.target = target
+        self.workspace = workspace
+        self.address = address or scheduler_address(target)
+        self.datastore = datastore
+        self.connect_timeout = connect_timeout
+        # read at run time (not bound at import) so a deployment or a test can change it
+        self.no_worker_timeout = (DEFAULT_NO_WORKER_TIMEOUT if no_worker_timeout is None
+                                  else no_worker_timeout)
+        self._client: Any = None
+        self._lock = threading.Lock()
+        self._pending: dict[str, _Pending] = {}  # by Dask key
+        self._canceled: set[tuple[str, str | None]] = set()
+        self._env_fingerprint: str | None = None
+        self._watchdog: threading.Thread | None = None
+        self._closing = threading.Event()
+        #: (run id, step) -> where each finished attempt ran
+        self.placements: dict[tuple[str, str], list[Placement]] = {}
+
+    # -- before the run ---------------------------------------------------------------------
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = connect(self.address, self.connect_timeout)
+        return self._client
+
+    def check(self) -> None:
+        """Connect, and require at least one worker, before anything runs."""
+        if self.datastore not in (None, "shared"):
+            raise ExecutorError(
+                f"compute target {self.target!r}: datastore {self.datastore!r} is not supported "
+                "yet; dask steps need a shared filesystem (datastore 'shared')"
+            )
+        client = self.client
+        deadline = time.monotonic() + self.connect_timeout
+        while not client.nthreads():
+            if time.monotonic() > deadline:
+                raise ExecutorError(
+                    f"the dask cluster {self.address} has no workers; start some with "
+                    f"`dask worker {self.address}`"
+                )
+            time.sleep(0.2)
+
+    def environment_fingerprint(self, env: str | None) -> str:
+        """The workers' Python and packages: the same fingerprint as a local run when every
+        worker has the runner's software, so results are reused across machines."""
+        if env is not None:
+            raise ExecutorError(
+                f"--env {env}: steps on the dask compute target run in the workers' Python; "
+                "environments (containers) on dask workers are not supported yet"
+            )
+        if self._env_fingerprint is None:
+            from mlpipe_jupyter.executors.local import local_environment_fingerprint
+
+            found = set(self.client.run(local_environment_fingerprint).values())
+            if len(found) == 1:
+                self._env_fingerprint = found.pop()
+            else:  # mixed software: results depend on which worker ran them
+                self._env_fingerprint = f"dask:mixed:{hash_text(chr(10).join(sorted(found)))[:16]}"
+        return self._env_fingerprint
+
+    # -- running ----------------------------------------------------------------------------
+    def submit(self, task: StepTask, on_done: OutcomeCallback) -> None:
+        if self._is_canceled(task):
+            on_done(StepOutcome(task, ok=False, canceled=True, error="canceled"))
+            return
+        wanted = dask_resources(task.resources)
+        try:
+            problem = placement_problem(wanted, worker_resources(self.client), self.address)
+        except Exception as exc:  # the scheduler went away since check()
+            problem = f"the dask scheduler {self.address} stopped answering: {exc}"
+        if problem:
+            on_done(StepOutcome(task, ok=False, error=problem, started_at=time.time(),
+                                ended_at=time.time()))
+            return
+        spec = {
+            "run_id": task.run_id, "step": task.step, "attempt": task.attempt,
+            "step_notebook": str(task.step_notebook), "output_notebook": str(task.output_notebook),
+            "log_path": str(task.log_path), "cwd": str(task.cwd),
+            "parameters": dict(task.parameters), "kernel_name": task.kernel_name,
+            "timeout_seconds": task.timeout_seconds,
+            "staging": str(task.staging) if task.staging else None,
+            "outputs": sorted(p.name for p in task.staging.iterdir() if p.is_dir())
+            if task.staging and task.staging.is_dir() else [],
+        }
+        key = f"mlpipe-{task.run_id}-{task.step}-{task.attempt}-{time.time_ns()}"
+        future = self.client.submit(run_step, spec, key=key, pure=False,
+                                    resources=wanted or None, retries=0)
+        with self._lock:
+            self._pending[key] = _Pending(task, on_done, future, wanted)
+        future.add_done_callback(self._on_future_done)
+        self._start_watchdog()
+
+    def cancel(self, run_id: str, step: str | None = None) -> None:
+        with self._lock:
+            self._canceled.add((run_id, step))
+            victims = [p for p in self._pending.values() if p.task.run_id == run_id
+                       and (step is None or p.task.step == step)]
+        if not victims or self._client is None:
+            return
+        from distributed import Event
+
+        # The event stops a step that already runs (its kernel is killed on the worker);
+        # cancelling the future drops the ones still queued and reports them here.
+        run_event, step_event = cancel_event_names(run_id, step or "")
+        try:
+            event = Event(run_event if step is None else step_event, client=self._client)
+            event.set()
+        except Exception:
+            log.debug("setting the cancel event failed", exc_info=True)
+        try:
+            self._client.cancel([p.future for p in victims], force=True)
+        except Exception:
+            log.debug("cancelling futures failed", exc_info=True)
+
+    def close(self) -> None:
+        self._closing.set()
+        if self._watchdog is not None:
+            self._watchdog.join(timeout=5)
+        # Cancel events stay set on purpose: clearing them here, right after cancel, would
+        # race the workers' watchers that have not looked yet. They are a few bytes each.
+        if self._client is not None:
+            try:
+                self._client.close(timeout=5)
+            except Exception:
+                log.debug("closing the dask client failed", exc_info=True)
+            self._client = None
+
+    # -- outcomes -----------------------------------------------------------------------------
+    def _is_canceled(self, task: StepTask) -> bool:
+        return (task.run_id, task.step) in self._canceled or (task.run_id, None) in self._canceled
+
+    def _report(self, key: str, make: Any) -> None:
+        """Call the task's callback once, whoever (callback or watchdog) gets there first."""
+        with self._lock:
+            pending = self._pending.pop(key, None)
+        if pending is None:
+            return
+        try:
+            outcome = make(pending)
+        except Exception as exc:  # never let a task end without an outcome
+            log.exception("step %s: building its outcome failed", pending.task.step)
+            outcome = StepOutcome(pending.task, ok=False, error=f"internal error: {exc!r}",
+                                  ended_at=time.time())
+        pending.on_done(outcome)
+
+    def _on_future_done(self, future: Any) -> None:
+        self._report(future.key, lambda p: self._outcome(p, future))
+
+    def _outcome(self, pending: _Pending, future: Any) -> StepOutcome:
+        task = pending.task
+        status = future.status
+        if status == "finished":
+            result = future.result()
+            self.placements.setdefault((task.run_id, task.step), []).append(Placement(
+                result.get("worker", ""), result.get("worker_name", ""), result.get("host", ""),
+                int(result.get("pid", 0))))
+            return StepOutcome(
+                task, ok=bool(result["ok"]), error=result.get("error"),
+                exception_name=result.get("ename"), exception_value=result.get("evalue"),
+                cell_index=result.get("cell_index"), canceled=bool(result.get("canceled")),
+                timed_out=bool(result.get("timed_out")), started_at=result.get("started_at"),
+                ended_at=result.get("ended_at"),
+            )
+        if status == "cancelled" or self._is_canceled(task):
+            if self._is_canceled(task):
+                return StepOutcome(task, ok=False, canceled=True, error="canceled",
+                                   ended_at=time.time())
+            return StepOutcome(task, ok=False, ended_at=time.time(),
+                               error=self._dropped_reason(future))
+        exc = future.exception()
+        return StepOutcome(task, ok=False, error=self._describe_error(exc),
+                           exception_name=type(exc).__name__, ended_at=time.time())
+
+    def _dropped_reason(self, future: Any) -> str:
+        """Why the cluster cancelled a step we did not cancel (its workers gone, or us cut off)."""
+        try:
+            future.result(timeout=1)
+            detail = ""
+        except Exception as exc:  # FutureCancelledError carries the scheduler's reason
+            detail = f": {str(exc).strip().splitlines()[0]}" if str(exc).strip() else ""
+        try:
+            workers = worker_resources(self._client)
+        except Exception:
+            return f"lost the connection to the dask scheduler {self.address}{detail}"
+        if not workers:
+            return (f"the dask cluster {self.address} dropped the step: it has no workers left "
+                    f"(start some with `dask worker {self.address}`){detail}")
+        return f"the dask cluster {self.address} dropped the step{detail}"
+
+    def _describe_error(self, exc: BaseException) -> str:
+        name = type(exc).__name__
+        if name == "KilledWorker":
+            # The count is the scheduler's allowed-failures + 1; its message says it (our own
+            # dask config may differ from the scheduler's).
+            found = re.search(r"on (\d+) different workers", str(exc))
+            count = int(found.group(1)) if found else 0
+            lost = {0: "more often than the scheduler allows", 1: "once"}.get(count, f"{count} times")
+            last = getattr(exc, "last_worker", None)
+            where = f"; the last was {getattr(last, 'address', last)}" if last else ""
+            return (f"the worker running the step was lost {lost} (killed, out of memory, or "
+                    f"disconnected; see distributed.scheduler.allowed-failures){where}")
+        return f"the step's task failed on the dask cluster: {name}: {exc}"
+
+    # -- watchdog: a pending step must never wait forever -----------------------------------
+    def _start_watchdog(self) -> None:
+        with self._lock:
+            if self._watchdog is not None:
+                return
+            self._watchdog = threading.Thread(target=self._watch, daemon=True,
+                                              name="mlpipe-dask-watchdog")
+        self._watchdog.start()
+
+    def _watch(self) -> None:
+        while not self._closing.wait(WATCHDOG_INTERVAL_SECONDS):
+            with self._lock:
+                pending = list(self._pending.items())
+            if not pending:
+                continue
+            try:
+                workers = worker_resources(self._client)
+            except Exception as exc:
+                message = f"lost the connection to the dask scheduler {self.address}: {exc}"
+                for key, _ in pending:
+                    self._fail(key, message)
+                continue
+            now = time.monotonic()
+            for key, item in pending:
+                problem = placement_problem(item.wanted, workers, self.address)
+                if problem is None:
+                    item.unplaceable_since = None
+                elif item.unplaceable_since is None:
+                    item.unplaceable_since = now
+                elif now - item.unplaceable_since > self.no_worker_timeout:
+                    self._fail(key, f"{problem} (waited {self.no_worker_timeout:g} s)")
+
+    def _fail(self, key: str, message: str) -> None:
+        with self._lock:
+            pending = self._pending.get(key)
+        if pending is not None:
+            try:
+                self._client.cancel([pending.future], force=True)
+            except Exception:
+                log.debug("cancelling an unplaceable task failed", exc_info=True)
+        self._report(key, lambda p: StepOutcome(p.task, ok=False, error=message,
+                                                ended_at=time.time()))

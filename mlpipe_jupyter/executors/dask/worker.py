@@ -1,0 +1,167 @@
+"""What runs on a Dask worker: one step notebook, executed by papermill in a fresh kernel.
+
+This module is imported by the workers, so it holds no runner state: ``run_step`` gets a
+plain dict (paths, parameters, limits) and returns a plain dict, both cheap to pickle.
+Paths are the runner's paths: with a shared-filesystem datastore they are valid on every
+worker. The log is appended as the step runs, so ``mlpipe logs -f`` follows a step on any
+worker. Cancel reaches a running step through a Dask ``Event`` (``future.cancel()`` alone
+cannot stop a task that has started), and a timeout is enforced here, next to the kernel.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# How often the watcher looks at the cancel events and the deadline.
+WATCH_INTERVAL_SECONDS = 0.3
+
+
+def cancel_event_names(run_id: str, step: str) -> tuple[str, str]:
+    """The Dask ``Event`` names that cancel one step, or every step of its run."""
+    return f"mlpipe-cancel:{run_id}", f"mlpipe-cancel:{run_id}:{step}"
+
+
+def _worker_identity() -> tuple[str, str]:
+    """(worker address, worker name) of the Dask worker running this task, if any."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+        return str(worker.address), str(worker.name)
+    except Exception:  # called outside a worker (unit tests, local debugging)
+        return "", ""
+
+
+def _reset_outputs(staging: str | None, outputs: list[str]) -> None:
+    """Empty the output folders: a retry after a lost worker must not see its half-writes."""
+    if not staging:
+        return
+    for name in outputs:
+        folder = Path(staging) / name
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+
+
+class _Watcher(threading.Thread):
+    """Kills the step's kernel when the step is canceled or runs out of time."""
+
+    def __init__(self, kernel: Any, spec: dict[str, Any]) -> None:
+        super().__init__(daemon=True, name="mlpipe-dask-watch")
+        self.kernel = kernel
+        self.reason: str | None = None  # "canceled" or "timed_out" once it acted
+        self._halt = threading.Event()
+        timeout = spec.get("timeout_seconds")
+        self._deadline = time.monotonic() + float(timeout) if timeout else None
+        self._events = self._open_events(spec)
+
+    @staticmethod
+    def _open_events(spec: dict[str, Any]) -> list[Any]:
+        try:
+            from distributed import Event, get_client
+
+            # Resolved here, in the task's thread: get_client() only finds the worker's
+            # client from a task thread, not from the watcher thread that polls.
+            client = get_client()
+            return [Event(name, client=client)
+                    for name in cancel_event_names(spec["run_id"], spec["step"])]
+        except Exception:  # not on a worker: no cancel, only the timeout
+            log.debug("no cancel events: not on a dask worker", exc_info=True)
+            return []
+
+    def run(self) -> None:
+        while not self._halt.wait(WATCH_INTERVAL_SECONDS):
+            if self._deadline is not None and time.monotonic() > self._deadline:
+                self.reason = "timed_out"
+            elif any(self._is_set(event) for event in self._events):
+                self.reason = "canceled"
+            if self.reason:
+                self.kernel.kill()
+                return
+
+    @staticmethod
+    def _is_set(event: Any) -> bool:
+        try:
+            return bool(event.is_set())
+        except Exception:  # the scheduler is briefly unreachable: ask again next time
+            log.debug("cancel event check failed", exc_info=True)
+            return False
+
+    def stop(self) -> None:
+        self._halt.set()
+
+
+def run_step(spec: dict[str, Any]) -> dict[str, Any]:
+    """Execute one step notebook here; never raises for a failing step.
+
+    Returns ``ok``, ``error``, ``ename``, ``evalue``, ``cell_index``, ``canceled``,
+    ``timed_out``, ``started_at``, ``ended_at``, ``worker`` (address), ``worker_name``,
+    ``host`` and ``pid``.
+    """
+    from mlpipe_jupyter.executors.kernels import start_kernel
+    from mlpipe_jupyter.executors.local import _import_papermill
+
+    started = time.time()
+    address, name = _worker_identity()
+    result: dict[str, Any] = {
+        "ok": False, "error": None, "ename": None, "evalue": None, "cell_index": None,
+        "canceled": False, "timed_out": False, "started_at": started, "ended_at": None,
+        "worker": address, "worker_name": name, "host": socket.gethostname(), "pid": os.getpid(),
+    }
+    log_path = Path(spec["log_path"])
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("a", encoding="utf-8") as log_file:
+        # The first line says where the step ran: after a lost worker the log shows both.
+        log_file.write(f"--- mlpipe: step {spec['step']} on dask worker {address or '?'} "
+                       f"({name}, host {result['host']}, pid {result['pid']}) ---\n")
+        log_file.flush()
+        _reset_outputs(spec.get("staging"), list(spec.get("outputs", [])))
+        papermill = _import_papermill()
+        from papermill.exceptions import PapermillExecutionError
+
+        from mlpipe_jupyter.executors.papermill_engine import ENGINE_NAME
+
+        try:
+            kernel = start_kernel(spec["kernel_name"], Path(spec["cwd"]))
+        except Exception as exc:
+            result.update(error=f"the kernel could not start on worker {address}: {exc}",
+                          ended_at=time.time())
+            return result
+        watcher = _Watcher(kernel, spec)
+        watcher.start()
+        try:
+            papermill.execute_notebook(
+                spec["step_notebook"], spec["output_notebook"],
+                parameters=dict(spec["parameters"]), kernel_name=spec["kernel_name"],
+                engine_name=ENGINE_NAME, km=kernel.manager, kc=kernel.client,
+                progress_bar=False, stdout_file=log_file, stderr_file=log_file,
+            )
+            result["ok"] = True
+        except PapermillExecutionError as exc:
+            result.update(error=f"{exc.ename}: {exc.evalue}", ename=exc.ename,
+                          evalue=exc.evalue, cell_index=exc.cell_index)
+        except Exception as exc:
+            if watcher.reason == "timed_out":
+                result.update(timed_out=True, error=f"timed out after {spec['timeout_seconds']:g} s "
+                              "(--timeout); the kernel was stopped")
+            elif watcher.reason == "canceled":
+                result.update(canceled=True, error="canceled")
+            elif type(exc).__name__ == "DeadKernelError":
+                result.update(error=f"the kernel died on worker {address} (out of memory, or "
+                              "the process was killed)", ename="DeadKernelError")
+            else:
+                result.update(error=f"{type(exc).__name__}: {exc}", ename=type(exc).__name__)
+        finally:
+            watcher.stop()
+            kernel.shutdown()
+            result["ended_at"] = time.time()
+    return result
