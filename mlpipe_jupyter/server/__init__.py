@@ -8,6 +8,7 @@ its workspace (see docs/scheduling.md), started with the server and stopped with
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 from pathlib import Path
 from typing import Any
@@ -76,9 +77,12 @@ class MlpipeExtension(ExtensionApp):
             scheduler.stop()
 
     async def stop_extension(self) -> None:
-        self.stop_scheduler()
+        """The server is stopping: stop the scheduler and cancel this server's runs (off the
+        event loop: a graceful stop may wait for runs to cancel)."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.stop_scheduler)
         if self.service is not None:
-            self.service.shutdown()
+            await loop.run_in_executor(None, self.service.shutdown)
 
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:

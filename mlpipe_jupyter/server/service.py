@@ -36,7 +36,7 @@ from mlpipe_jupyter.runner.planning import Selection
 from mlpipe_jupyter.runner.runner import RunRequest
 from mlpipe_jupyter.scheduling import publishing, schedules
 from mlpipe_jupyter.scheduling.publishing import PublishedPipeline
-from mlpipe_jupyter.scheduling.triggering import trigger_published
+from mlpipe_jupyter.scheduling.triggering import prepare_run, start_run
 from mlpipe_jupyter.server.errors import BadRequestError, ForbiddenPathError
 from mlpipe_jupyter.store import RunRecord, StepRunRecord, Store
 from mlpipe_jupyter.store.results import process_alive
@@ -442,13 +442,17 @@ class PipelineService:
 
     def trigger(self, name: str, version: int | None,
                 parameters: Mapping[str, Any] | None) -> dict[str, Any]:
-        """Start a run of a published pipeline (a detached ``mlpipe run`` process)."""
+        """Start a run of a published pipeline (a detached ``mlpipe run`` process); returns
+        its id and the version it runs, without waiting for the run to be recorded."""
         store = self._scheduling_store()
         if store is None:
             raise PublishedPipelineNotFoundError(f"no published pipeline named {name!r} "
                                                  "(this server's folder has no mlpipe workspace)")
-        run_id = trigger_published(store, name, version, parameters)
-        return {"run_id": run_id, "published": name, "version": version}
+        # trigger_published, keeping the version it resolved (the default may change)
+        prepared = prepare_run(store, name, version, parameters)
+        start_run(store, prepared)
+        return {"run_id": prepared.run_id, "published": prepared.published.ref,
+                "version": prepared.published.version}
 
     def list_schedules(self) -> dict[str, Any]:
         """Schedules with their next fire times and the status of their last firing."""

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from mlpipe_jupyter.scheduling.publishing import publish
+from mlpipe_jupyter.scheduling.schedules import create_schedule
 from mlpipe_jupyter.store import Store
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -20,17 +25,34 @@ def jp_server_config() -> dict[str, Any]:
     }
 
 
-async def test_the_server_hosts_a_scheduler(project: Path, jp_serverapp: Any) -> None:
+@pytest.fixture
+def every_second(project: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
+    """pipe.ipynb published with a schedule firing every second; runs import this checkout."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
+    store = Store.open(project, create=True)
+    publish(store, project / "pipe.ipynb", "pipe")
+    create_schedule(store, "pipe", name="often", every_seconds=1)
+    return store
+
+
+async def test_the_server_hosts_a_scheduler(every_second: Store, jp_serverapp: Any) -> None:
     extension = jp_serverapp.web_app.settings["mlpipe_extension"]
     assert extension.run_scheduler is True and extension.scheduler is not None
     scheduler_id = extension.scheduler.id
-    store = Store.open(project)
-    deadline = time.time() + 20
+    store = every_second
+    deadline = time.time() + 30
     while True:  # the scheduler heartbeats in the workspace's store
         rows = store.workspace.query("SELECT * FROM schedulers WHERE id=?", (scheduler_id,))
         if rows and rows[0]["stopped_at"] is None:
             break
         assert time.time() < deadline, "the hosted scheduler never heartbeat"
+        await asyncio.sleep(0.2)
+    while True:  # and fires the schedule: a run of the published pipeline starts
+        rows = store.workspace.query("SELECT * FROM firings WHERE run_id IS NOT NULL")
+        if rows:
+            break
+        assert time.time() < deadline, "the hosted scheduler never fired"
         await asyncio.sleep(0.2)
 
     await extension.stop_extension()  # what the server does when it stops

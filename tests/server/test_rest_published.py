@@ -101,6 +101,7 @@ async def test_trigger_runs_the_published_version(api: Any, published: Store,
     status, body = await api("POST", "published", "pipe", "trigger",
                              body={"parameters": {"n": 5}})
     assert status == 202, body
+    assert body["published"] == "pipe@v1" and body["version"] == 1
     run_id = body["run_id"]
     deadline = time.time() + 60  # the run is recorded once its process has started
     while (await api("GET", "runs", run_id))[0] == 404:
