@@ -36,6 +36,7 @@ def every_second(project: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
     return store
 
 
+@pytest.mark.slow  # a real run
 async def test_the_server_hosts_a_scheduler(every_second: Store, jp_serverapp: Any) -> None:
     extension = jp_serverapp.web_app.settings["mlpipe_extension"]
     assert extension.run_scheduler is True and extension.scheduler is not None

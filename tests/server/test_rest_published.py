@@ -96,6 +96,7 @@ async def test_trigger_needs_authentication(
     assert not published.runs.list_runs(None, None, None, 10, 0)
 
 
+@pytest.mark.slow  # a real run
 async def test_trigger_runs_the_published_version(api: Any, published: Store,
                                                   project: Path) -> None:
     status, body = await api("POST", "published", "pipe", "trigger",
