@@ -56,6 +56,40 @@ export interface IOutputLink {
   html_url: string;
 }
 
+export interface IPublishedVersion {
+  name: string;
+  version: number;
+  ref: string;
+  description: string | null;
+  created_at: number;
+  disabled: boolean;
+  default: boolean;
+}
+
+export interface IPublished {
+  name: string;
+  default_version: number | null;
+  versions: IPublishedVersion[];
+}
+
+export interface ISchedule {
+  id: number;
+  name: string;
+  pipeline: string;
+  version: number | null;
+  kind: string;
+  paused: boolean;
+  trigger: string;
+  next_fire_times: string[];
+  last_firing: {
+    fire_time: string;
+    status: string;
+    run_id: string | null;
+    run_status: string | null;
+    error: string | null;
+  } | null;
+}
+
 /** An answer of the API that is not 2xx: carries the server's message. */
 export class ApiError extends Error {
   constructor(

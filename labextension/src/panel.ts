@@ -8,8 +8,10 @@ import {
   enc,
   follow,
   IOutputLink,
+  IPublished,
   IRunDetail,
   IRunSummary,
+  ISchedule,
   IStep,
   post,
   request
@@ -52,10 +54,14 @@ export class MlpipePanel extends Widget {
     this.addClass('mlpipe-panel');
     this.title.caption = 'mlpipe pipelines';
     this.listBox = el('div', this.node, undefined, 'mlpipe-runs');
+    this.publishedBox = el('div', this.node, undefined, 'mlpipe-published');
     this.detailBox = el('div', this.node, undefined, 'mlpipe-run-detail');
   }
 
   private listBox: HTMLDivElement;
+  private publishedBox: HTMLDivElement;
+  private published: IPublished[] = [];
+  private schedules: ISchedule[] = [];
   private detailBox: HTMLDivElement;
   private runs: IRunSummary[] = [];
   private current: IRunDetail | null = null;
@@ -77,6 +83,7 @@ export class MlpipePanel extends Widget {
   private startFollowing(): void {
     this.stopEvents?.();
     void this.refreshList();
+    void this.refreshPublished();
     this.stopEvents = follow(
       'events',
       (event, data) => {
@@ -131,6 +138,7 @@ export class MlpipePanel extends Widget {
       this.runs.unshift(summary);
     }
     this.drawList();
+    void this.refreshPublished(); // a schedule's last run may be this one
     if (this.current && this.current.id === summary.id) {
       void this.showRun(summary.id);
     }
@@ -162,6 +170,89 @@ export class MlpipePanel extends Widget {
       el('span', item, seconds(run.duration), 'mlpipe-run-time');
       item.title = `${run.id}\n${run.notebook}\nstarted ${when(run.created_at)}`;
       item.onclick = () => void this.showRun(run.id);
+    }
+  }
+
+  /** Published pipelines and schedules (the "Published" section). */
+  async refreshPublished(): Promise<void> {
+    try {
+      const [published, schedules] = await Promise.all([
+        request<{ published: IPublished[] }>('published'),
+        request<{ schedules: ISchedule[] }>('schedules')
+      ]);
+      this.published = published.published;
+      this.schedules = schedules.schedules;
+    } catch (error) {
+      this.publishedBox.replaceChildren();
+      el('div', this.publishedBox, String((error as Error).message), 'mlpipe-error');
+      return;
+    }
+    this.drawPublished();
+  }
+
+  private drawPublished(): void {
+    this.publishedBox.replaceChildren();
+    const head = el('div', this.publishedBox, undefined, 'mlpipe-head');
+    el('span', head, 'Published', 'mlpipe-title');
+    const reload = el('button', head, '⟳', 'mlpipe-button');
+    reload.title = 'Reload published pipelines and schedules';
+    reload.onclick = () => void this.refreshPublished();
+    if (!this.published.length) {
+      el('div', this.publishedBox, 'Nothing published: `mlpipe publish NOTEBOOK --name NAME`.', 'mlpipe-empty');
+      return;
+    }
+    const list = el('ul', this.publishedBox, undefined, 'mlpipe-published-list');
+    for (const pipeline of this.published) {
+      const item = el('li', list, undefined, 'mlpipe-published-item');
+      item.dataset.name = pipeline.name;
+      el('span', item, pipeline.name, 'mlpipe-run-name');
+      const current = pipeline.versions.find(v => v.default);
+      const note = current ? `v${current.version}${current.disabled ? ' (disabled)' : ''}` : '';
+      el('span', item, note, 'mlpipe-run-time');
+      item.title = `${pipeline.versions.length} version(s); default ${note || 'none'}` +
+        (current?.description ? `\n${current.description}` : '');
+    }
+    if (!this.schedules.length) {
+      return;
+    }
+    const table = el('table', this.publishedBox, undefined, 'mlpipe-schedules');
+    const header = el('tr', table);
+    for (const title of ['schedule', 'next', 'last run', '']) {
+      el('th', header, title);
+    }
+    for (const schedule of this.schedules) {
+      const tr = el('tr', table, undefined, 'mlpipe-schedule');
+      tr.dataset.schedule = schedule.name;
+      tr.dataset.paused = String(schedule.paused);
+      const name = el('td', tr, schedule.name, 'mlpipe-schedule-name');
+      name.title = `${schedule.pipeline}${schedule.version ? '@v' + schedule.version : ''}: ${schedule.trigger}`;
+      const next = schedule.paused
+        ? 'paused'
+        : schedule.next_fire_times.length
+          ? new Date(schedule.next_fire_times[0]).toLocaleString()
+          : schedule.trigger;
+      el('td', tr, next, 'mlpipe-schedule-next');
+      const last = schedule.last_firing;
+      const lastText = last ? last.run_status || last.status : '—';
+      const lastCell = el('td', tr, lastText, 'mlpipe-schedule-last');
+      if (last) {
+        lastCell.style.color = COLORS[lastText] || '';
+        lastCell.title = `${last.fire_time}${last.run_id ? ' run ' + last.run_id : ''}${last.error ? '\n' + last.error : ''}`;
+        if (last.run_id) {
+          const runId = last.run_id;
+          lastCell.style.cursor = 'pointer';
+          lastCell.onclick = () => void this.showRun(runId);
+        }
+      }
+      const action = schedule.paused ? 'resume' : 'pause';
+      const button = el('button', el('td', tr), schedule.paused ? 'Resume' : 'Pause',
+        `mlpipe-button mlpipe-schedule-${action}`);
+      button.onclick = () =>
+        void this.act(
+          post<ISchedule>(`schedules/${enc(schedule.name)}/${action}`).then(() =>
+            this.refreshPublished()
+          )
+        );
     }
   }
 

@@ -14,6 +14,7 @@ from mlpipe_jupyter.errors import (
     NotebookError,
     NotFoundError,
     ParameterError,
+    ScheduleDefinitionError,
 )
 
 
@@ -32,6 +33,7 @@ STATUS_BY_ERROR: tuple[tuple[type[BaseException], int], ...] = (
     (ParameterError, 400),
     (NotebookError, 400),
     (HeaderSyntaxError, 400),
+    (ScheduleDefinitionError, 400),
     (ForbiddenPathError, 403),
     (NotFoundError, 404),
     (ConflictError, 409),

@@ -218,6 +218,56 @@ def _render_html(path: str) -> str:
     return str(body)
 
 
+class PublishedListHandler(MlpipeHandler):
+    @web.authenticated
+    def get(self) -> None:
+        self.reply(self.service.list_published())
+
+
+class PublishedHandler(MlpipeHandler):
+    @web.authenticated
+    def get(self, name: str) -> None:
+        self.reply(self.service.published(name))
+
+
+class TriggerHandler(MlpipeHandler):
+    @web.authenticated
+    async def post(self, name: str) -> None:
+        body = self.json_body()
+        version = _field(body, "version", int, None)
+        if isinstance(version, bool):
+            raise BadRequestError("field 'version' must be int")
+        parameters = _field(body, "parameters", dict, {})
+        loop = asyncio.get_running_loop()
+        started = await loop.run_in_executor(
+            None, lambda: self.service.trigger(name, version, parameters))
+        self.reply(started, status=202)
+
+
+class SchedulesHandler(MlpipeHandler):
+    @web.authenticated
+    def get(self) -> None:
+        self.reply(self.service.list_schedules())
+
+
+class ScheduleHandler(MlpipeHandler):
+    @web.authenticated
+    def get(self, schedule: str) -> None:
+        self.reply(self.service.schedule(schedule))
+
+
+class SchedulePauseHandler(MlpipeHandler):
+    @web.authenticated
+    def post(self, schedule: str) -> None:
+        self.reply(self.service.set_schedule_paused(schedule, True))
+
+
+class ScheduleResumeHandler(MlpipeHandler):
+    @web.authenticated
+    def post(self, schedule: str) -> None:
+        self.reply(self.service.set_schedule_paused(schedule, False))
+
+
 class OpenApiHandler(MlpipeHandler):
     @web.authenticated
     def get(self) -> None:
@@ -322,6 +372,8 @@ class LogStreamHandler(EventStreamHandler):
 
 _RUN = r"(?P<run>[^/]+)"
 _STEP = r"(?P<step>[^/]+)"
+_NAME = r"(?P<name>[^/]+)"
+_SCHEDULE = r"(?P<schedule>[^/]+)"
 
 ROUTES: list[tuple[str, type[MlpipeHandler]]] = [
     ("notebooks", NotebooksHandler),
@@ -335,6 +387,13 @@ ROUTES: list[tuple[str, type[MlpipeHandler]]] = [
     (f"runs/{_RUN}/steps/{_STEP}/log/stream", LogStreamHandler),
     (f"runs/{_RUN}/steps/{_STEP}/output", OutputHandler),
     (f"runs/{_RUN}/steps/{_STEP}/output\\.html", OutputHtmlHandler),
+    ("published", PublishedListHandler),
+    (f"published/{_NAME}", PublishedHandler),
+    (f"published/{_NAME}/trigger", TriggerHandler),
+    ("schedules", SchedulesHandler),
+    (f"schedules/{_SCHEDULE}", ScheduleHandler),
+    (f"schedules/{_SCHEDULE}/pause", SchedulePauseHandler),
+    (f"schedules/{_SCHEDULE}/resume", ScheduleResumeHandler),
     ("events", EventsHandler),
     (r"openapi\.json", OpenApiHandler),
 ]

@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlpipe_jupyter.errors import ConflictError, MlpipeError, NotFoundError, WorkspaceError
+from mlpipe_jupyter.errors import (
+    ConflictError,
+    MlpipeError,
+    NotFoundError,
+    PublishedPipelineNotFoundError,
+    WorkspaceError,
+)
 from mlpipe_jupyter.jupyter.background import BackgroundRun
 from mlpipe_jupyter.jupyter.run_state import layers_of
 from mlpipe_jupyter.model.grammar import STEP_MAGIC
@@ -28,6 +34,9 @@ from mlpipe_jupyter.notebook import load_pipeline
 from mlpipe_jupyter.runner.explain import explain_step
 from mlpipe_jupyter.runner.planning import Selection
 from mlpipe_jupyter.runner.runner import RunRequest
+from mlpipe_jupyter.scheduling import publishing, schedules
+from mlpipe_jupyter.scheduling.publishing import PublishedPipeline
+from mlpipe_jupyter.scheduling.triggering import prepare_run, start_run
 from mlpipe_jupyter.server.errors import BadRequestError, ForbiddenPathError
 from mlpipe_jupyter.store import RunRecord, StepRunRecord, Store
 from mlpipe_jupyter.store.results import process_alive
@@ -406,6 +415,98 @@ class PipelineService:
         for background in live:
             background.wait(30)
 
+    # -- published pipelines and schedules ------------------------------------------------
+    def _scheduling_store(self) -> Store | None:
+        store = self.store()
+        if store is None or not store.workspace.db_path.exists():
+            return None
+        return store
+
+    def list_published(self) -> dict[str, Any]:
+        """Published pipelines, one entry per name with its versions and default version."""
+        store = self._scheduling_store()
+        if store is None:
+            return {"published": []}
+        by_name: dict[str, list[PublishedPipeline]] = {}
+        for version in publishing.list_published(store):
+            by_name.setdefault(version.name, []).append(version)
+        return {"published": [_published_entry(n, v) for n, v in by_name.items()]}
+
+    def published(self, name: str) -> dict[str, Any]:
+        """One published pipeline: every version, and which one is the default."""
+        store = self._scheduling_store()
+        if store is None:
+            raise PublishedPipelineNotFoundError(f"no published pipeline named {name!r} "
+                                                 "(this server's folder has no mlpipe workspace)")
+        return _published_entry(name, publishing.list_published(store, name))
+
+    def trigger(self, name: str, version: int | None,
+                parameters: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Start a run of a published pipeline (a detached ``mlpipe run`` process); returns
+        its id and the version it runs, without waiting for the run to be recorded."""
+        store = self._scheduling_store()
+        if store is None:
+            raise PublishedPipelineNotFoundError(f"no published pipeline named {name!r} "
+                                                 "(this server's folder has no mlpipe workspace)")
+        # trigger_published, keeping the version it resolved (the default may change)
+        prepared = prepare_run(store, name, version, parameters)
+        start_run(store, prepared)
+        return {"run_id": prepared.run_id, "published": prepared.published.ref,
+                "version": prepared.published.version}
+
+    def list_schedules(self) -> dict[str, Any]:
+        """Schedules with their next fire times and the status of their last firing."""
+        store = self._scheduling_store()
+        if store is None:
+            return {"schedules": []}
+        return {"schedules": [self._schedule(store, s) for s in schedules.list_schedules(store)]}
+
+    def schedule(self, ref: str) -> dict[str, Any]:
+        store = self._scheduling_store()
+        if store is None:
+            raise NotFoundError(f"no schedule named {ref!r} (this server's folder has no "
+                                "mlpipe workspace)")
+        return self._schedule(store, self._find_schedule(store, ref))
+
+    def set_schedule_paused(self, ref: str, paused: bool) -> dict[str, Any]:
+        """Pause or resume a schedule (resuming drops the fire times that passed)."""
+        store = self._scheduling_store()
+        if store is None:
+            raise NotFoundError(f"no schedule named {ref!r} (this server's folder has no "
+                                "mlpipe workspace)")
+        found = self._find_schedule(store, ref)
+        return self._schedule(store, schedules.set_paused(store, found.name, paused))
+
+    @staticmethod
+    def _find_schedule(store: Store, ref: str) -> schedules.Schedule:
+        """A schedule by name, else by numeric id."""
+        try:
+            return schedules.get_schedule(store, ref)
+        except NotFoundError:
+            if ref.isdigit():
+                for candidate in schedules.list_schedules(store):
+                    if candidate.id == int(ref):
+                        return candidate
+            raise
+
+    def _schedule(self, store: Store, schedule: schedules.Schedule) -> dict[str, Any]:
+        data = _json_safe(schedule.to_dict())
+        last = schedules.firings(store, schedule, limit=1)
+        data["last_firing"] = None
+        if last:
+            firing = last[0]
+            run_status = None
+            if firing.run_id:
+                try:
+                    run_status = store.runs.get_run(firing.run_id).status.value
+                except NotFoundError:
+                    run_status = None
+            data["last_firing"] = {
+                "fire_time": schedules.iso(firing.fire_time), "status": firing.status,
+                "run_id": firing.run_id, "run_status": run_status, "error": firing.error,
+            }
+        return data
+
     # -- change detection (for live updates) ----------------------------------------------
     def change_marker(self) -> tuple[int, ...] | None:
         """Changes whenever any process commits to the store (cheap: two pragmas)."""
@@ -452,6 +553,15 @@ def _is_cli_runner(pid: int) -> bool:
     if any("ipykernel" in w for w in words):
         return False
     return "run" in words and any("mlpipe" in w for w in words)
+
+
+def _published_entry(name: str, versions: list[PublishedPipeline]) -> dict[str, Any]:
+    default = next((v for v in versions if v.is_default), None)
+    return {
+        "name": name,
+        "default_version": default.version if default else None,
+        "versions": [_json_safe(v.to_dict()) for v in versions],
+    }
 
 
 def _parameter_text(value: Any) -> str:

@@ -198,3 +198,47 @@ def test_built_panel_is_compatible_with_this_jupyterlab(tmp_path: Path) -> None:
     text = listing.stdout + listing.stderr
     line = next(row for row in text.splitlines() if "mlpipe-jupyter v" in row)
     assert "OK" in line and "not compatible" not in text, text
+
+
+def test_panel_shows_published_pipelines_and_pauses_a_schedule(
+    lab: str, store: Store, tmp_path: Path,
+) -> None:
+    from playwright import sync_api as playwright
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for command in (["publish", "pipe.ipynb", "--name", "pipe"],
+                    ["schedule", "create", "pipe", "--cron", "0 6 * * *", "--name", "daily"]):
+        subprocess.run([sys.executable, "-m", "mlpipe_jupyter", *command], cwd=tmp_path,
+                       env=env, check=True, capture_output=True)
+    [schedule] = store.workspace.query("SELECT * FROM schedules")
+    assert schedule["name"] == "daily" and not schedule["paused"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(lab)
+            tab = page.locator(".lm-TabBar-tab[data-id='mlpipe-panel']")
+            tab.wait_for(timeout=90_000)
+            tab.click()
+            panel = page.locator("#mlpipe-panel")
+            item = panel.locator(".mlpipe-published-item[data-name='pipe']")
+            item.wait_for(timeout=30_000)
+            assert "v1" in item.inner_text()
+            row = panel.locator(".mlpipe-schedule[data-schedule='daily'][data-paused='false']")
+            row.wait_for(timeout=30_000)
+            next_fire = row.locator(".mlpipe-schedule-next").inner_text()
+            assert next_fire != "paused" and any(c.isdigit() for c in next_fire), next_fire
+            assert row.locator(".mlpipe-schedule-last").inner_text() == "—"
+            page.screenshot(path=str(ARTIFACTS / "panel-published.png"))
+
+            row.locator(".mlpipe-schedule-pause").click()
+            paused = panel.locator(".mlpipe-schedule[data-schedule='daily'][data-paused='true']")
+            paused.wait_for(timeout=30_000)
+            assert paused.locator(".mlpipe-schedule-next").inner_text() == "paused"
+            paused.locator(".mlpipe-schedule-resume").wait_for(timeout=10_000)
+            page.screenshot(path=str(ARTIFACTS / "panel-schedule-paused.png"))
+        finally:
+            browser.close()
+    [schedule] = store.workspace.query("SELECT * FROM schedules")
+    assert schedule["paused"] == 1

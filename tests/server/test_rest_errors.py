@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,8 @@ async def test_every_route_requires_authentication(
 ) -> None:
     for pattern, _ in ROUTES:
         path = (pattern.replace("(?P<run>[^/]+)", "latest").replace("(?P<step>[^/]+)", "make")
-                .replace("(?P<path>.+)", "pipe.ipynb").replace("\\", ""))
+                .replace("(?P<path>.+)", "pipe.ipynb").replace("(?P<name>[^/]+)", "pipe")
+                .replace("(?P<schedule>[^/]+)", "nightly").replace("\\", ""))
         for method in ("GET", "POST"):
             response = await http_server_client.fetch(
                 f"{jp_base_url}mlpipe/api/{path}", method=method, raise_error=False,
@@ -137,16 +139,13 @@ def test_openapi_document_matches_the_routes() -> None:
 
     spec = openapi_document()
     validate(spec)
-    routed = {
-        "/" + pattern.replace("(?P<run>[^/]+)", "{run}").replace("(?P<step>[^/]+)", "{step}")
-        .replace("(?P<path>.+)", "{path}").replace("\\", "")
-        for pattern, _ in ROUTES
-    }
+    def documented_path(pattern: str) -> str:
+        return "/" + re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", pattern).replace("\\", "")
+
+    routed = {documented_path(pattern) for pattern, _ in ROUTES}
     assert set(spec["paths"]) == routed
     for path, handler in ROUTES:
-        documented = spec["paths"]["/" + path.replace("(?P<run>[^/]+)", "{run}")
-                                    .replace("(?P<step>[^/]+)", "{step}")
-                                    .replace("(?P<path>.+)", "{path}").replace("\\", "")]
+        documented = spec["paths"][documented_path(path)]
         implemented = {m.lower() for m in ("GET", "POST") if m.lower() in vars(handler)}
         assert set(documented) == implemented, path
 
