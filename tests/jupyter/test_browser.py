@@ -8,12 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,19 +15,13 @@ from typing import Any
 import pytest
 
 from mlpipe_jupyter.store import Store
+from tests.jupyter.lab import CHROMIUM, running_lab
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
 # the widget in the notebook's output, not the sidebar panel (which draws the same classes)
 WIDGET = ".jp-OutputArea .mlpipe-dag"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -49,34 +37,9 @@ def lab(store: Store, tmp_path: Path, write_notebook: Any) -> Iterator[str]:
         "(outputs.report / 'n.txt').write_text(str(n))\n",
         "%mlpipe run --wait",
     ])
-    port, token = _free_port(), secrets.token_hex(16)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    workspaces = tmp_path / "lab-workspaces"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
-         f"--port={port}", "--ip=127.0.0.1", f"--IdentityProvider.token={token}",
-         "--LabApp.news_url=None", f"--LabApp.workspaces_dir={workspaces}",
-         f"--ServerApp.root_dir={tmp_path}"],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "lab.log").open("w"),
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
-                break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    raise RuntimeError((tmp_path / "lab.log").read_text()) from None
-                time.sleep(0.3)
-        yield f"{base}/lab/tree/pipe.ipynb?token={token}"
-    finally:
-        server.terminate()
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    with running_lab(tmp_path, env, stop_seconds=20) as running:
+        yield f"{running.base}/lab/tree/pipe.ipynb?token={running.token}"
 
 
 def test_run_all_draws_the_live_dag(lab: str, store: Store) -> None:

@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,11 +18,11 @@ from typing import Any
 import pytest
 
 from mlpipe_jupyter.store import Store
+from tests.jupyter.lab import CHROMIUM, running_lab
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
 BUILT = REPO / "mlpipe_jupyter" / "labextension"
 ARTIFACTS = REPO / "test-artifacts"
 
@@ -37,12 +33,6 @@ PIPE = [
     "context.log('n', int((inputs.d / 'n.txt').read_text()))\n",
 ]
 SLOW = ["%%mlstep wait --output out\nimport time\nprint('waiting', flush=True)\ntime.sleep(300)\n"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -58,34 +48,9 @@ def lab(store: Store, tmp_path: Path, write_notebook: Any) -> Iterator[str]:
     config = tmp_path / "server-config.json"
     config.write_text(json.dumps(
         {"ServerApp": {"jpserver_extensions": {"mlpipe_jupyter.server": True}}}))
-    port, token = _free_port(), secrets.token_hex(16)
     env = {**os.environ, "PYTHONPATH": str(REPO), "JUPYTER_PATH": str(jupyter_path)}
-    log = tmp_path / "lab.log"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
-         f"--port={port}", "--ip=127.0.0.1", f"--IdentityProvider.token={token}",
-         "--LabApp.news_url=None", f"--LabApp.workspaces_dir={tmp_path / 'lab-workspaces'}",
-         f"--ServerApp.root_dir={tmp_path}", f"--config={config}"],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"),
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/mlpipe/api/runs?token={token}", timeout=2)
-                break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    raise RuntimeError(log.read_text()) from None
-                time.sleep(0.3)
-        yield f"{base}/lab?token={token}"
-    finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    with running_lab(tmp_path, env, [f"--config={config}"], ready_path="/mlpipe/api/runs") as running:
+        yield f"{running.base}/lab?token={running.token}"
 
 
 def _cli_run(folder: Path, notebook: str) -> subprocess.Popen[bytes]:

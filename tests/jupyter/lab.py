@@ -1,0 +1,62 @@
+"""A real ``jupyter lab`` for browser tests: started on a free loopback port with a token,
+waited for, and stopped. Shared by the widget and panel browser tests."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@dataclass(frozen=True)
+class Lab:
+    base: str  # http://127.0.0.1:PORT
+    token: str
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def running_lab(root: Path, env: dict[str, str], extra_args: Sequence[str] = (),
+                ready_path: str = "/api/status", stop_seconds: float = 30) -> Iterator[Lab]:
+    """JupyterLab serving ``root``; ready when ``ready_path`` answers with the token."""
+    port, token = _free_port(), secrets.token_hex(16)
+    log = root / "lab.log"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
+         f"--port={port}", "--ip=127.0.0.1", f"--IdentityProvider.token={token}",
+         "--LabApp.news_url=None", f"--LabApp.workspaces_dir={root / 'lab-workspaces'}",
+         f"--ServerApp.root_dir={root}", *extra_args],
+        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"),
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}{ready_path}?token={token}", timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise RuntimeError(log.read_text()) from None
+                time.sleep(0.3)
+        yield Lab(base, token)
+    finally:
+        server.terminate()
+        try:
+            server.wait(stop_seconds)
+        except subprocess.TimeoutExpired:
+            server.kill()
