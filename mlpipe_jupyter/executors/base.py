@@ -40,6 +40,7 @@ class StepTask:
     kernel_name: str = "python3"
     timeout_seconds: float | None = None
     resources: Resources = field(default_factory=Resources)
+    result_id: str | None = None  # where the outputs are committed (remote datastores use it)
 
 
 @dataclass(frozen=True)

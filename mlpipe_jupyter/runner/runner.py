@@ -358,6 +358,7 @@ class _Execution:
             input_paths=plan.input_paths, staging=staging, env=plan.env,
             network=plan.step.header.network,
             timeout_seconds=plan.step.header.timeout_seconds, resources=plan.step.header.resources,
+            result_id=plan.result_id,
         )
         self._set(name, StepStatus.RUNNING, started_at=time.time(), attempts=attempt)
         self.runner._executor(plan.compute).submit(task, self.outcomes.put)

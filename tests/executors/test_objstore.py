@@ -1,0 +1,134 @@
+"""The dask compute target with an object-storage datastore: a real S3 server (moto) and
+a real 2-worker Dask cluster on loopback, sharing no folder with the runner's outputs."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mlpipe_jupyter.errors import ExecutorError
+from mlpipe_jupyter.model.status import StepStatus
+from mlpipe_jupyter.runner.runner import run_notebook
+from mlpipe_jupyter.store import Store
+from mlpipe_jupyter.store.compute import ComputeTargets
+from mlpipe_jupyter.store.datastores import Datastores, check_url
+from tests.conftest import write_notebook
+
+pytest.importorskip("distributed")
+pytest.importorskip("s3fs")
+pytest.importorskip("moto.server")
+
+from tests.executors.dask_cluster import SubprocessCluster  # noqa: E402
+
+SECRET = "mlpipe-test-secret-key-9f8e7d"
+BUCKET = "mlpipe-test"
+
+PIPELINE = [
+    "%%mlstep make --output o --param n=3\n(outputs.o / 'n').write_text(str(n))\n"
+    "(outputs.o / 'sub').mkdir()\n(outputs.o / 'sub' / 'x.txt').write_text('deep')",
+    "%%mlstep square --input i=make.o --output o --output empty\n"
+    "x = int((inputs.i / 'n').read_text())\n"
+    "assert (inputs.i / 'sub' / 'x.txt').read_text() == 'deep'\n"
+    "(outputs.o / 'v').write_text(str(x * x))\nprint('squared', x)\n"
+    "import mlpipe_jupyter\nmlpipe_jupyter.log('x', x)",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def s3_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, SubprocessCluster]]:
+    """A moto S3 server and a 2-worker dask cluster that reach it through the standard
+    AWS environment variables (the workers inherit them)."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": SECRET,
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    cluster = None
+    try:
+        import s3fs
+
+        s3fs.S3FileSystem.clear_instance_cache()
+        s3fs.S3FileSystem().mkdir(BUCKET)
+        cluster = SubprocessCluster(tmp_path_factory.mktemp("dask-s3")).start()
+        yield f"http://127.0.0.1:{port}", cluster
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        server.stop()
+
+
+def test_datastore_urls_carry_no_credentials() -> None:
+    assert check_url("s3://b/p/") == "s3://b/p"
+    for bad in ("s3://", "http://x/y", "s3://key:secret@b/p", "b/p", "s3://b/p?key=1"):
+        with pytest.raises(ExecutorError):
+            check_url(bad)
+
+
+def test_compute_target_may_name_a_datastore(store: Store) -> None:
+    with pytest.raises(ExecutorError, match="not supported"):
+        ComputeTargets(store.workspace).add("c", "dask", "tcp://h:1", "nope")
+    Datastores(store.workspace).add("objs", "s3://bucket/prefix")
+    target = ComputeTargets(store.workspace).add("c", "dask", "tcp://h:1", "objs")
+    assert target.datastore == "objs"
+    assert Datastores(store.workspace).get("objs").url == "s3://bucket/prefix"
+
+
+@pytest.mark.slow
+@pytest.mark.dask
+def test_steps_on_dask_with_an_s3_datastore(s3_cluster: tuple[str, SubprocessCluster],
+                                            store: Store, workspace_dir: Path) -> None:
+    import s3fs
+
+    _, cluster = s3_cluster
+    Datastores(store.workspace).add("objs", f"s3://{BUCKET}/ws")
+    ComputeTargets(store.workspace).add("cl", "dask", cluster.address, "objs")
+    notebook = write_notebook(workspace_dir / "p.ipynb", PIPELINE)
+    result = run_notebook(notebook, {"n": "5"}, compute="cl", store=store)
+    assert result.ok, result.failures
+
+    square = store.runs.step_run(result.run_id, "square")
+    local = store.results.path(square.result_id or "", "o")
+    assert (local / "v").read_text() == "25"
+    assert store.results.path(square.result_id or "", "empty").is_dir()
+    assert [m["value"] for m in store.runs.metrics(result.run_id, "square")] == [5]
+    log = store.runs.log_path(result.run_id, "square").read_text()
+    assert "squared 5" in log and "on dask worker" in log
+    assert store.runs.output_notebook(result.run_id, "square").is_file()
+
+    fs = s3fs.S3FileSystem()
+    fs.invalidate_cache()
+    make = store.runs.step_run(result.run_id, "make")
+    for step_run, files in ((make, {"o/n": "5", "o/sub/x.txt": "deep"}), (square, {"o/v": "25"})):
+        prefix = f"{BUCKET}/ws/results/{step_run.result_id}"
+        assert fs.exists(f"{prefix}/_COMMITTED")
+        for name, text in files.items():
+            assert fs.cat_file(f"{prefix}/{name}").decode() == text
+    assert not fs.exists(f"{BUCKET}/ws/staging") or not fs.find(f"{BUCKET}/ws/staging")
+
+    # the secret reaches neither the run records nor the logs nor the workspace's files
+    for path in store.workspace.root.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+
+    # a re-run reuses everything
+    again = run_notebook(notebook, {"n": "5"}, compute="cl", store=store)
+    assert set(again.step_status.values()) == {StepStatus.REUSED}
