@@ -132,3 +132,55 @@ def test_steps_on_dask_with_an_s3_datastore(s3_cluster: tuple[str, SubprocessClu
     # a re-run reuses everything
     again = run_notebook(notebook, {"n": "5"}, compute="cl", store=store)
     assert set(again.step_status.values()) == {StepStatus.REUSED}
+
+
+@pytest.mark.slow
+@pytest.mark.dask
+def test_dataset_inputs_are_uploaded_and_results_reused_across_workspaces(
+        s3_cluster: tuple[str, SubprocessCluster], store: Store, workspace_dir: Path,
+        tmp_path: Path) -> None:
+    """A dataset input goes up once under data/<hash>/; a second workspace (another machine)
+    with the same datastore downloads the committed results instead of running the steps."""
+    import s3fs
+
+    from mlpipe_jupyter.store.workspace import Workspace
+
+    _, cluster = s3_cluster
+    cells = ["%%mlstep total --input d=dataset:nums --output o\n"
+             "s = sum(int(x) for x in (inputs.d / 'nums.txt').read_text().split())\n"
+             "(outputs.o / 'sum').write_text(str(s))"]
+    data = tmp_path / "nums"
+    data.mkdir()
+    (data / "nums.txt").write_text("1 2 3 4\n")
+
+    def setup(target: Store) -> None:
+        Datastores(target.workspace).add("objs", f"s3://{BUCKET}/shared-ws")
+        ComputeTargets(target.workspace).add("cl", "dask", cluster.address, "objs")
+        target.datasets.register("nums", data)
+
+    setup(store)
+    first = run_notebook(write_notebook(workspace_dir / "d.ipynb", cells), compute="cl",
+                         store=store)
+    assert first.ok, first.failures
+    result_id = store.runs.step_run(first.run_id, "total").result_id
+    assert (store.results.path(result_id or "", "o") / "sum").read_text() == "10"
+    fs = s3fs.S3FileSystem()
+    fs.invalidate_cache()
+    uploaded = [k for k in fs.find(f"{BUCKET}/shared-ws/data") if k.endswith("nums.txt")]
+    assert len(uploaded) == 1 and fs.cat_file(uploaded[0]) == b"1 2 3 4\n"
+
+    other_dir = tmp_path / "elsewhere"
+    other_dir.mkdir()
+    other = Store(Workspace(other_dir / ".mlpipe"))
+    other.workspace.ensure_created()
+    try:
+        setup(other)
+        second = run_notebook(write_notebook(other_dir / "d.ipynb", cells), compute="cl",
+                              store=other)
+        assert second.ok, second.failures
+        assert other.runs.step_run(second.run_id, "total").result_id == result_id
+        assert (other.results.path(result_id or "", "o") / "sum").read_text() == "10"
+        assert "already committed in the datastore" in \
+            other.runs.log_path(second.run_id, "total").read_text()
+    finally:
+        other.close()

@@ -186,6 +186,8 @@ class DaskExecutor(Executor):
                     f"{self._objstore_url}: {type(exc).__name__}: {exc}")))
                 return
             function = run_step_objstore
+            if self._reuse_remote(task, on_done):
+                return
         key = f"mlpipe-{task.run_id}-{task.step}-{task.attempt}-{time.time_ns()}"
         future = self.client.submit(function, spec, key=key, pure=False,
                                     resources=wanted or None, retries=0)
@@ -243,6 +245,7 @@ class DaskExecutor(Executor):
             raise ExecutorError("the step has no result id")
         fs, root = objstore.filesystem(self._objstore_url)
         results_dir = Path(self.workspace.results_dir).resolve() if self.workspace else None
+        data_dir = Path(self.workspace.data_dir).resolve() if self.workspace else None
         inputs: dict[str, dict[str, str]] = {}
         for name, path in task.input_paths.items():
             path = Path(path)
@@ -251,8 +254,10 @@ class DaskExecutor(Executor):
                 result_id, output = resolved.relative_to(results_dir).parts[:2]
                 folder, prefix = results_dir / result_id, f"results/{result_id}"
                 inputs[name] = {"host": str(path), "prefix": f"{prefix}/{output}"}
-            else:
-                folder, prefix = resolved, f"data/{objstore.folder_hash(resolved)}"
+            else:  # a dataset version: its folder in the workspace is named by its content
+                digest = (resolved.name if data_dir is not None and resolved.parent == data_dir
+                          else objstore.folder_hash(resolved))
+                folder, prefix = resolved, f"data/{digest}"
                 inputs[name] = {"host": str(path), "prefix": prefix}
             objstore.publish_folder(fs, folder, f"{root}/{prefix}",
                                     f"{root}/staging/{objstore.unique_suffix()}")
@@ -261,6 +266,28 @@ class DaskExecutor(Executor):
             "metrics_path": str(task.step_notebook.parent / "metrics.jsonl"),
             "notebook_text": task.step_notebook.read_text(encoding="utf-8"),
         }
+
+    def _reuse_remote(self, task: StepTask, on_done: OutcomeCallback) -> bool:
+        """When the datastore already holds the committed result (another machine ran the
+        same step with the same inputs, code and software), download it instead of running
+        the step again: result ids are content-addressed, so it is the same result."""
+        from mlpipe_jupyter.executors.dask import objstore
+
+        assert self._objstore_url is not None
+        try:
+            fs, root = objstore.filesystem(self._objstore_url)
+            if not objstore.is_committed(fs, f"{root}/results/{task.result_id}"):
+                return False
+        except Exception:
+            log.debug("checking the datastore for a committed result failed", exc_info=True)
+            return False
+        started = time.time()
+        message = (f"--- mlpipe: step {task.step}: result {task.result_id} is already committed "
+                   f"in the datastore {self._objstore_url}; downloaded instead of run ---\n")
+        problem = self._materialise(task, {"ok": True, "log_text": message})
+        on_done(StepOutcome(task, ok=problem is None, error=problem, started_at=started,
+                            ended_at=time.time()))
+        return True
 
     def _materialise(self, task: StepTask, result: dict[str, Any]) -> str | None:
         """Write what the worker sent back next to the run, and download the committed
