@@ -6,6 +6,10 @@ runs the step notebook with papermill in a fresh kernel (``worker.run_step``). T
 datastore is a shared filesystem: the runner's paths (step notebook, log, staging folder,
 inputs) are the same on every node, so outputs land in the staging folder and the runner
 commits them as for local runs.
+With an object-store datastore (``mlpipe datastore add``; an fsspec URL), nothing is
+shared: inputs go up to the datastore before submit, the worker runs
+``worker.run_step_objstore`` and commits the outputs there, and the executor downloads the
+committed result into the staging folder (see docs/dask.md).
 
 Faults become outcomes, never hangs:
 - a worker lost mid-step: the scheduler runs the task again on another worker, up to its
