@@ -184,3 +184,26 @@ def test_dataset_inputs_are_uploaded_and_results_reused_across_workspaces(
             other.runs.log_path(second.run_id, "total").read_text()
     finally:
         other.close()
+
+
+@pytest.mark.slow
+@pytest.mark.dask
+def test_a_failing_step_commits_nothing_to_the_datastore(
+        s3_cluster: tuple[str, SubprocessCluster], store: Store, workspace_dir: Path) -> None:
+    import s3fs
+
+    _, cluster = s3_cluster
+    Datastores(store.workspace).add("objs", f"s3://{BUCKET}/failing")
+    ComputeTargets(store.workspace).add("cl", "dask", cluster.address, "objs")
+    notebook = write_notebook(workspace_dir / "f.ipynb", [
+        "%%mlstep bad --output o\n(outputs.o / 'half').write_text('x')\nprint('about to fail')\n"
+        "raise ValueError('boom')",
+    ])
+    result = run_notebook(notebook, compute="cl", store=store)
+    assert not result.ok
+    assert "ValueError: boom" in result.failures[0]
+    assert "about to fail" in store.runs.log_path(result.run_id, "bad").read_text()
+    assert store.runs.output_notebook(result.run_id, "bad").is_file()
+    fs = s3fs.S3FileSystem()
+    fs.invalidate_cache()
+    assert not fs.find(f"{BUCKET}/failing/results")
