@@ -16,7 +16,7 @@ from mlpipe_jupyter.runner.runner import run_notebook
 from mlpipe_jupyter.store import Store
 from mlpipe_jupyter.store.compute import ComputeTargets
 from mlpipe_jupyter.store.datastores import Datastores, check_url
-from tests.conftest import write_notebook
+from tests.conftest import run_cli, write_notebook
 
 pytest.importorskip("distributed")
 pytest.importorskip("s3fs")
@@ -90,6 +90,22 @@ def test_compute_target_may_name_a_datastore(store: Store) -> None:
     target = ComputeTargets(store.workspace).add("c", "dask", "tcp://h:1", "objs")
     assert target.datastore == "objs"
     assert Datastores(store.workspace).get("objs").url == "s3://bucket/prefix"
+
+
+def test_datastore_cli(workspace_dir: Path) -> None:
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    added = run_cli("datastore", "add", "objs", "s3://bucket/prefix/", env=env)
+    assert added.returncode == 0, added.stderr
+    listed = run_cli("datastore", "list", env=env)
+    assert "objs" in listed.stdout and "s3://bucket/prefix" in listed.stdout
+    assert "s3://bucket/prefix" in run_cli("datastore", "show", "objs", env=env).stdout
+    refused = run_cli("datastore", "add", "leak", "s3://AKIA:secret@bucket/p", env=env)
+    assert refused.returncode != 0 and "no credentials" in refused.stderr
+    target = run_cli("compute", "add", "cl", "--dask", "tcp://127.0.0.1:9", "--datastore",
+                     "objs", env=env)
+    assert target.returncode == 0, target.stderr
+    assert run_cli("datastore", "remove", "objs", env=env).returncode == 0
+    assert "objs" not in run_cli("datastore", "list", env=env).stdout
 
 
 @pytest.mark.slow
