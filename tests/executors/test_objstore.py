@@ -140,8 +140,9 @@ def test_steps_on_dask_with_an_s3_datastore(s3_cluster: tuple[str, SubprocessClu
             assert fs.cat_file(f"{prefix}/{name}").decode() == text
     assert not fs.exists(f"{BUCKET}/ws/staging") or not fs.find(f"{BUCKET}/ws/staging")
 
-    # the secret reaches neither the run records nor the logs nor the workspace's files
-    for path in store.workspace.root.rglob("*"):
+    # the secret reaches neither the run records, the step logs, the workspace's files
+    # nor the scheduler's and workers' logs
+    for path in [*store.workspace.root.rglob("*"), *cluster.folder.rglob("*")]:
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), path
 
