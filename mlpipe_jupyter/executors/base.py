@@ -78,6 +78,12 @@ class Executor(ABC):
     def prepare(self, cwd: Path, expected_tasks: int, max_parallel: int) -> None:  # noqa: B027
         """Get ready for about ``expected_tasks`` tasks (start kernels or containers early)."""
 
+    def fetch_result(self, result_id: str, into: Path) -> bool:
+        """Download the committed result ``result_id`` from the target's own datastore into
+        ``into`` (one folder per output); False when the target has none or lacks it.
+        Lets results computed on another machine be reused (object-store datastores)."""
+        return False
+
     @abstractmethod
     def submit(self, task: StepTask, on_done: OutcomeCallback) -> None:
         """Start ``task`` (soon, not necessarily now) and call ``on_done`` once when it ends."""

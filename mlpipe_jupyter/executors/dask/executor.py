@@ -271,6 +271,18 @@ class DaskExecutor(Executor):
             "notebook_text": task.step_notebook.read_text(encoding="utf-8"),
         }
 
+    def fetch_result(self, result_id: str, into: Path) -> bool:
+        if self._objstore_url is None:
+            return False
+        from mlpipe_jupyter.executors.dask import objstore
+
+        fs, root = objstore.filesystem(self._objstore_url)
+        prefix = f"{root}/results/{result_id}"
+        if not objstore.is_committed(fs, prefix):
+            return False
+        objstore.download_folder(fs, prefix, into)
+        return True
+
     def _reuse_remote(self, task: StepTask, on_done: OutcomeCallback) -> bool:
         """When the datastore already holds the committed result (another machine ran the
         same step with the same inputs, code and software), download it instead of running
