@@ -3,7 +3,8 @@
 This module is imported by the workers, so it holds no runner state: ``run_step`` gets a
 plain dict (paths, parameters, limits) and returns a plain dict, both cheap to pickle.
 Paths are the runner's paths: with a shared-filesystem datastore they are valid on every
-worker. The log is appended as the step runs, so ``mlpipe logs -f`` follows a step on any
+worker. With an object-store datastore ``run_step_objstore`` wraps ``run_step``: inputs are
+downloaded, paths rewritten to a worker-local folder, outputs uploaded and committed. The log is appended as the step runs, so ``mlpipe logs -f`` follows a step on any
 worker. Cancel reaches a running step through a Dask ``Event`` (``future.cancel()`` alone
 cannot stop a task that has started), and a timeout is enforced here, next to the kernel.
 """
