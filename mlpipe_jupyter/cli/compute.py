@@ -26,8 +26,9 @@ def add_compute_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> N
     add.add_argument("--dask", required=True, metavar="ADDRESS",
                      help="the scheduler: tcp://HOST:PORT (or dask://HOST:PORT)")
     add.add_argument("--datastore", default="shared",
-                     help="how workers reach the workspace's data (default and only one so "
-                          "far: shared, the same paths on every node)")
+                     help="how workers reach the workspace's data: shared (default: the "
+                          "same paths on every node), or a datastore from `mlpipe datastore "
+                          "add` (object storage)")
     add.add_argument("--replace", action="store_true", help="change an existing target")
     csub.add_parser("list", help="the targets, and whether each is reachable")
     show = csub.add_parser("show", help="a target with its workers and their resources")
@@ -92,3 +93,47 @@ def run_compute_command(args: argparse.Namespace) -> int:
         print()
         print(_table(rows, ["WORKER", "ADDRESS", "THREADS", "MEMORY", "RESOURCES"]))
     return 0 if info.reachable else 1
+
+
+def add_datastore_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> None:
+    """Add ``datastore`` and its actions to the ``mlpipe`` sub-parsers."""
+    datastore = sub.add_parser("datastore", help="object storage that Dask workers reach")
+    dsub = datastore.add_subparsers(dest="datastore_command", metavar="ACTION")
+    dsub.required = True
+    add = dsub.add_parser("add", help="name an fsspec URL (credentials come from the "
+                                      "environment and config files, never from here)")
+    add.add_argument("name")
+    add.add_argument("url", help="e.g. s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, abfs://CONTAINER/PREFIX")
+    add.add_argument("--replace", action="store_true", help="change an existing datastore")
+    dsub.add_parser("list", help="the datastores")
+    show = dsub.add_parser("show", help="one datastore")
+    show.add_argument("name")
+    remove = dsub.add_parser("remove", help="forget a datastore (its objects stay)")
+    remove.add_argument("name")
+    datastore.set_defaults(func=func)
+
+
+def run_datastore_command(args: argparse.Namespace) -> int:
+    from mlpipe_jupyter.store.datastores import Datastores
+
+    if args.datastore_command == "add":
+        stores = Datastores(_store(create=True).workspace)
+        store = stores.add(args.name, args.url, replace=args.replace)
+        print(f"added datastore {store.name}: {store.url}")
+        print(f"use it with `mlpipe compute add NAME --dask tcp://HOST:PORT "
+              f"--datastore {store.name}`")
+        return 0
+    stores = Datastores(_store().workspace)
+    if args.datastore_command == "remove":
+        stores.remove(args.name)
+        print(f"removed datastore {args.name}")
+        return 0
+    if args.datastore_command == "list":
+        rows = [[s.name, s.url, _when(s.created_at)] for s in stores.all()]
+        print(_table(rows, ["NAME", "URL", "ADDED"]))
+        return 0
+    store = stores.get(args.name)
+    print(f"datastore {store.name}")
+    print(f"  url:   {store.url}")
+    print(f"  added: {_when(store.created_at)}")
+    return 0

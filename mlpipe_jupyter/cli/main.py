@@ -265,6 +265,12 @@ def cmd_compute(args: argparse.Namespace) -> int:
     return run_compute_command(args)
 
 
+def cmd_datastore(args: argparse.Namespace) -> int:
+    from mlpipe_jupyter.cli.compute import run_datastore_command
+
+    return run_datastore_command(args)
+
+
 # -- parser ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -360,11 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--force", action="store_true", help="build again even if present")
     image.set_defaults(func=cmd_image)
 
-    from mlpipe_jupyter.cli.compute import add_compute_parser
+    from mlpipe_jupyter.cli.compute import add_compute_parser, add_datastore_parser
     from mlpipe_jupyter.cli.scheduling import add_parsers as add_scheduling_parsers
 
     add_scheduling_parsers(sub)
     add_compute_parser(sub, cmd_compute)
+    add_datastore_parser(sub, cmd_datastore)
     return parser
 
 

@@ -40,6 +40,7 @@ class StepTask:
     kernel_name: str = "python3"
     timeout_seconds: float | None = None
     resources: Resources = field(default_factory=Resources)
+    result_id: str | None = None  # where the outputs are committed (remote datastores use it)
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,12 @@ class Executor(ABC):
 
     def prepare(self, cwd: Path, expected_tasks: int, max_parallel: int) -> None:  # noqa: B027
         """Get ready for about ``expected_tasks`` tasks (start kernels or containers early)."""
+
+    def fetch_result(self, result_id: str, into: Path) -> bool:
+        """Download the committed result ``result_id`` from the target's own datastore into
+        ``into`` (one folder per output); False when the target has none or lacks it.
+        Lets results computed on another machine be reused (object-store datastores)."""
+        return False
 
     @abstractmethod
     def submit(self, task: StepTask, on_done: OutcomeCallback) -> None:

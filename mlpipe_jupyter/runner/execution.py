@@ -173,6 +173,7 @@ class Execution:
             input_paths=plan.input_paths, staging=staging, env=plan.env,
             network=plan.step.header.network,
             timeout_seconds=plan.step.header.timeout_seconds, resources=plan.step.header.resources,
+            result_id=plan.result_id,
         )
         self._set(name, StepStatus.RUNNING, started_at=time.time(), attempts=attempt)
         self.executor_for(plan.compute).submit(task, self.outcomes.put)

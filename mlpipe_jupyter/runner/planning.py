@@ -121,6 +121,7 @@ class Planner:
         default_compute: str,
         default_env: str | None = None,
         dataset_versions: Mapping[str, int] | None = None,
+        remote_result: Callable[[Step, str, str], bool] | None = None,
     ) -> None:
         self.store = store
         self.pipeline = pipeline
@@ -132,6 +133,9 @@ class Planner:
         self.default_compute = default_compute
         self.default_env = default_env
         self.dataset_versions = dict(dataset_versions or {})
+        # (step, compute, fingerprint) -> whether the compute target's datastore had the
+        # committed result and it is now committed locally (results from other machines)
+        self.remote_result = remote_result
 
     def plan(self, selection: Selection) -> dict[str, StepPlan]:
         scope = self._scope(selection)
@@ -160,6 +164,13 @@ class Planner:
                     else "--regenerate" if selection.regenerate and name in scope
                     else "the step has --no-reuse"
                 )
+            elif previous is None and self.remote_result is not None and \
+                    self.remote_result(step, compute, plan.fingerprint or ""):
+                plan.action = REUSE
+                plan.result_id = plan.fingerprint
+                plan.reason = ("reused the result committed in the compute target's datastore "
+                               "(computed elsewhere): code, parameters, inputs and environment "
+                               "are the same")
             elif previous is not None:
                 plan.action = REUSE
                 plan.result_id = previous

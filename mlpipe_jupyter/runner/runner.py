@@ -33,9 +33,12 @@ from mlpipe_jupyter.runner.execution import Execution, RunResult, initial_status
 from mlpipe_jupyter.runner.planning import EXECUTE, Planner, Selection
 from mlpipe_jupyter.store import Store
 from mlpipe_jupyter.store.compute import ComputeTargets
+from mlpipe_jupyter.store.results import discard
 from mlpipe_jupyter.store.runs import new_run_id
 from mlpipe_jupyter.store.snapshot import git_info, snapshot_notebook
 from mlpipe_jupyter.store.workspace import Workspace, find_workspace_dir
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -158,6 +161,26 @@ class Runner:
             self._executors[compute] = executor
         return self._executors[compute]
 
+    def _fetch_remote(self, store: Store, run_id: str, step: Step, compute: str,
+                      fingerprint: str) -> bool:
+        """Commit locally a result the compute target's datastore already holds."""
+        executor = self._executor(compute)
+        if type(executor).fetch_result is Executor.fetch_result:
+            return False
+        staging = store.results.new_staging(run_id, step.name,
+                                            [o.name for o in step.header.outputs])
+        try:
+            if not executor.fetch_result(fingerprint, staging):
+                discard(staging)
+                return False
+            store.results.commit(staging, fingerprint, fingerprint, run_id, step.name)
+            return True
+        except Exception as exc:  # the step just runs: reuse is an optimisation
+            discard(staging)
+            log.warning("step %s: could not fetch its result from the datastore: %s",
+                        step.name, exc)
+            return False
+
     # -- the run ----------------------------------------------------------------------------
     def _run(
         self,
@@ -177,6 +200,8 @@ class Runner:
             default_compute,
             request.env,
             request.dataset_versions,
+            lambda step, compute, fingerprint: self._fetch_remote(
+                store, run_id, step, compute, fingerprint),
         )
         plans = planner.plan(request.selection)
         max_parallel = request.max_parallel or _default_parallel()

@@ -88,8 +88,15 @@ class ComputeTargets:
                 f"with a letter, and none of {', '.join(sorted(RESERVED))}"
             )
         if datastore not in DATASTORES:
-            raise ExecutorError(f"datastore {datastore!r} is not supported for compute targets "
-                                f"(supported: {', '.join(DATASTORES)})")
+            from mlpipe_jupyter.store.datastores import Datastores, check_url
+
+            if "://" in datastore:
+                check_url(datastore)
+            elif datastore not in Datastores(self.workspace).names():
+                raise ExecutorError(
+                    f"datastore {datastore!r} is not supported for compute targets (supported: "
+                    f"{', '.join(DATASTORES)}, a datastore from `mlpipe datastore add`, or an "
+                    "fsspec URL such as s3://BUCKET/PREFIX)")
         targets = self._load()
         if name in targets and not replace:
             raise ExecutorError(f"compute target {name!r} exists; use --replace to change it")

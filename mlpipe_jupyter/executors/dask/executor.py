@@ -6,6 +6,10 @@ runs the step notebook with papermill in a fresh kernel (``worker.run_step``). T
 datastore is a shared filesystem: the runner's paths (step notebook, log, staging folder,
 inputs) are the same on every node, so outputs land in the staging folder and the runner
 commits them as for local runs.
+With an object-store datastore (``mlpipe datastore add``; an fsspec URL), nothing is
+shared: inputs go up to the datastore before submit, the worker runs
+``worker.run_step_objstore`` and commits the outputs there, and the executor downloads the
+committed result into the staging folder (see docs/dask.md).
 
 Faults become outcomes, never hangs:
 - a worker lost mid-step: the scheduler runs the task again on another worker, up to its
@@ -23,6 +27,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mlpipe_jupyter.errors import ExecutorError
@@ -35,7 +40,11 @@ from mlpipe_jupyter.executors.dask.cluster import (
     scheduler_address,
     worker_resources,
 )
-from mlpipe_jupyter.executors.dask.worker import cancel_event_names, run_step
+from mlpipe_jupyter.executors.dask.worker import (
+    cancel_event_names,
+    run_step,
+    run_step_objstore,
+)
 from mlpipe_jupyter.model.fingerprint import hash_text
 
 log = logging.getLogger(__name__)
@@ -84,6 +93,7 @@ class DaskExecutor(Executor):
         self.no_worker_timeout = (DEFAULT_NO_WORKER_TIMEOUT if no_worker_timeout is None
                                   else no_worker_timeout)
         self._client: Any = None
+        self._objstore_url: str | None = None  # set by check() for an object-store datastore
         self._lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}  # by Dask key
         self._canceled: set[tuple[str, str | None]] = set()
@@ -102,11 +112,22 @@ class DaskExecutor(Executor):
 
     def check(self) -> None:
         """Connect, and require at least one worker, before anything runs."""
-        if self.datastore not in (None, "shared"):
-            raise ExecutorError(
-                f"compute target {self.target!r}: datastore {self.datastore!r} is not supported "
-                "yet; dask steps need a shared filesystem (datastore 'shared')"
-            )
+        from mlpipe_jupyter.store.datastores import resolve_datastore
+
+        self._objstore_url = resolve_datastore(self.workspace, self.datastore)
+        if self._objstore_url is not None:
+            from mlpipe_jupyter.executors.dask import objstore
+
+            try:
+                fs, root = objstore.filesystem(self._objstore_url)
+                fs.invalidate_cache()
+                fs.ls(root.split("/", 1)[0])
+            except ImportError as exc:
+                raise ExecutorError(f"datastore {self._objstore_url}: the fsspec backend is "
+                                    f"missing ({exc}); e.g. pip install s3fs") from None
+            except Exception as exc:
+                raise ExecutorError(f"datastore {self._objstore_url} is unreachable: "
+                                    f"{type(exc).__name__}: {exc}") from None
         client = self.client
         deadline = time.monotonic() + self.connect_timeout
         while not client.nthreads():
@@ -159,8 +180,20 @@ class DaskExecutor(Executor):
             "outputs": sorted(p.name for p in task.staging.iterdir() if p.is_dir())
             if task.staging and task.staging.is_dir() else [],
         }
+        function = run_step
+        if self._objstore_url is not None:
+            try:
+                spec["objstore"] = self._publish_inputs(task)
+            except Exception as exc:
+                on_done(StepOutcome(task, ok=False, ended_at=time.time(), error=(
+                    f"could not upload the step's inputs to the datastore "
+                    f"{self._objstore_url}: {type(exc).__name__}: {exc}")))
+                return
+            function = run_step_objstore
+            if self._reuse_remote(task, on_done):
+                return
         key = f"mlpipe-{task.run_id}-{task.step}-{task.attempt}-{time.time_ns()}"
-        future = self.client.submit(run_step, spec, key=key, pure=False,
+        future = self.client.submit(function, spec, key=key, pure=False,
                                     resources=wanted or None, retries=0)
         with self._lock:
             self._pending[key] = _Pending(task, on_done, future, wanted)
@@ -202,6 +235,105 @@ class DaskExecutor(Executor):
                 log.debug("closing the dask client failed", exc_info=True)
             self._client = None
 
+    # -- object-store datastore ------------------------------------------------------------
+    def _publish_inputs(self, task: StepTask) -> dict[str, Any]:
+        """Upload the task's inputs that the datastore lacks; the worker's part of the spec.
+
+        An upstream result goes to ``results/<result_id>/`` (all its outputs), any other
+        folder (a dataset version) to ``data/<content hash>/``: content-addressed, so what is
+        there already is never uploaded again."""
+        from mlpipe_jupyter.executors.dask import objstore
+
+        assert self._objstore_url is not None
+        if not task.result_id:
+            raise ExecutorError("the step has no result id")
+        fs, root = objstore.filesystem(self._objstore_url)
+        results_dir = Path(self.workspace.results_dir).resolve() if self.workspace else None
+        data_dir = Path(self.workspace.data_dir).resolve() if self.workspace else None
+        inputs: dict[str, dict[str, str]] = {}
+        for name, path in task.input_paths.items():
+            path = Path(path)
+            resolved = path.resolve()
+            if results_dir is not None and resolved.is_relative_to(results_dir):
+                result_id, output = resolved.relative_to(results_dir).parts[:2]
+                folder, prefix = results_dir / result_id, f"results/{result_id}"
+                inputs[name] = {"host": str(path), "prefix": f"{prefix}/{output}"}
+            else:  # a dataset version: its folder in the workspace is named by its content
+                digest = (resolved.name if data_dir is not None and resolved.parent == data_dir
+                          else objstore.folder_hash(resolved))
+                folder, prefix = resolved, f"data/{digest}"
+                inputs[name] = {"host": str(path), "prefix": prefix}
+            objstore.publish_folder(fs, folder, f"{root}/{prefix}",
+                                    f"{root}/staging/{objstore.unique_suffix()}")
+        return {
+            "url": self._objstore_url, "result_id": task.result_id, "inputs": inputs,
+            "metrics_path": str(task.step_notebook.parent / "metrics.jsonl"),
+            "notebook_text": task.step_notebook.read_text(encoding="utf-8"),
+        }
+
+    def fetch_result(self, result_id: str, into: Path) -> bool:
+        if self._objstore_url is None:
+            return False
+        from mlpipe_jupyter.executors.dask import objstore
+
+        fs, root = objstore.filesystem(self._objstore_url)
+        prefix = f"{root}/results/{result_id}"
+        if not objstore.is_committed(fs, prefix):
+            return False
+        objstore.download_folder(fs, prefix, into)
+        return True
+
+    def _reuse_remote(self, task: StepTask, on_done: OutcomeCallback) -> bool:
+        """When the datastore already holds the committed result (another machine ran the
+        same step with the same inputs, code and software), download it instead of running
+        the step again: result ids are content-addressed, so it is the same result."""
+        from mlpipe_jupyter.executors.dask import objstore
+
+        assert self._objstore_url is not None
+        try:
+            fs, root = objstore.filesystem(self._objstore_url)
+            if not objstore.is_committed(fs, f"{root}/results/{task.result_id}"):
+                return False
+        except Exception:
+            log.debug("checking the datastore for a committed result failed", exc_info=True)
+            return False
+        started = time.time()
+        message = (f"--- mlpipe: step {task.step}: result {task.result_id} is already committed "
+                   f"in the datastore {self._objstore_url}; downloaded instead of run ---\n")
+        problem = self._materialise(task, {"ok": True, "log_text": message})
+        on_done(StepOutcome(task, ok=problem is None, error=problem, started_at=started,
+                            ended_at=time.time()))
+        return True
+
+    def _materialise(self, task: StepTask, result: dict[str, Any]) -> str | None:
+        """Write what the worker sent back next to the run, and download the committed
+        result into the task's staging folder (the runner commits it as usual)."""
+        from mlpipe_jupyter.executors.dask import objstore
+
+        if result.get("output_notebook_text") is not None:
+            task.output_notebook.parent.mkdir(parents=True, exist_ok=True)
+            task.output_notebook.write_text(result["output_notebook_text"], encoding="utf-8")
+        if result.get("log_text"):
+            with task.log_path.open("a", encoding="utf-8") as log_file:
+                log_file.write(result["log_text"])
+        if result.get("metrics_text"):
+            (task.step_notebook.parent / "metrics.jsonl").write_text(result["metrics_text"],
+                                                                    encoding="utf-8")
+        if not result.get("ok") or task.staging is None:
+            return None
+        assert self._objstore_url is not None
+        try:
+            fs, root = objstore.filesystem(self._objstore_url)
+            prefix = f"{root}/results/{task.result_id}"
+            if not objstore.is_committed(fs, prefix):
+                return f"the step's result is missing from the datastore ({prefix})"
+            for output in sorted(p.name for p in task.staging.iterdir() if p.is_dir()):
+                objstore.download_folder(fs, f"{prefix}/{output}", task.staging / output)
+        except Exception as exc:
+            return (f"could not download the step's result from the datastore: "
+                    f"{type(exc).__name__}: {exc}")
+        return None
+
     # -- outcomes -----------------------------------------------------------------------------
     def _is_canceled(self, task: StepTask) -> bool:
         return (task.run_id, task.step) in self._canceled or (task.run_id, None) in self._canceled
@@ -228,6 +360,10 @@ class DaskExecutor(Executor):
         status = future.status
         if status == "finished":
             result = future.result()
+            if self._objstore_url is not None:
+                problem = self._materialise(task, result)
+                if problem:
+                    result = {**result, "ok": False, "error": problem}
             self.placements.setdefault((task.run_id, task.step), []).append(Placement(
                 result.get("worker", ""), result.get("worker_name", ""), result.get("host", ""),
                 int(result.get("pid", 0))))

@@ -3,7 +3,8 @@
 This module is imported by the workers, so it holds no runner state: ``run_step`` gets a
 plain dict (paths, parameters, limits) and returns a plain dict, both cheap to pickle.
 Paths are the runner's paths: with a shared-filesystem datastore they are valid on every
-worker. The log is appended as the step runs, so ``mlpipe logs -f`` follows a step on any
+worker. With an object-store datastore ``run_step_objstore`` wraps ``run_step``: inputs are
+downloaded, paths rewritten to a worker-local folder, outputs uploaded and committed. The log is appended as the step runs, so ``mlpipe logs -f`` follows a step on any
 worker. Cancel reaches a running step through a Dask ``Event`` (``future.cancel()`` alone
 cannot stop a task that has started), and a timeout is enforced here, next to the kernel.
 """
@@ -165,3 +166,74 @@ def run_step(spec: dict[str, Any]) -> dict[str, Any]:
             kernel.shutdown()
             result["ended_at"] = time.time()
     return result
+
+
+def _rewrite_paths(text: str, mapping: dict[str, str]) -> str:
+    """Replace host paths (as they appear JSON-escaped in the notebook) by worker paths,
+    longest first so that a folder never shadows a path inside it."""
+    import json
+
+    for host in sorted(mapping, key=len, reverse=True):
+        text = text.replace(json.dumps(host)[1:-1], json.dumps(mapping[host])[1:-1])
+    return text
+
+
+def run_step_objstore(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run a step on a worker that shares no filesystem with the runner.
+
+    ``spec["objstore"]`` gives the datastore URL, each input's host path and its prefix in
+    the datastore, and the result id. Inputs are downloaded into a worker-local folder, the
+    notebook (sent as text) runs with its context paths rewritten to local ones, and on
+    success the outputs are uploaded and committed as ``results/<result_id>/`` with its
+    marker. The executed notebook, the log and the metrics come back as text.
+    """
+    import tempfile
+
+    from mlpipe_jupyter.executors.dask import objstore
+
+    remote = spec["objstore"]
+    fs, root = objstore.filesystem(remote["url"])
+    local = Path(tempfile.mkdtemp(prefix="mlpipe-step-"))
+    result: dict[str, Any] | None = None
+    try:
+        mapping: dict[str, str] = {}
+        for name, item in sorted(remote["inputs"].items()):
+            folder = local / "inputs" / name
+            objstore.download_folder(fs, f"{root}/{item['prefix']}", folder)
+            mapping[item["host"]] = str(folder)
+        outputs = list(spec.get("outputs", []))
+        for name in outputs:
+            mapping[str(Path(spec["staging"]) / name)] = str(local / "outputs" / name)
+        mapping[remote["metrics_path"]] = str(local / "metrics.jsonl")
+        notebook = local / "step.ipynb"
+        notebook.write_text(_rewrite_paths(remote["notebook_text"], mapping), encoding="utf-8")
+        (local / "cwd").mkdir()
+        local_spec = {**spec, "step_notebook": str(notebook),
+                      "output_notebook": str(local / "output.ipynb"),
+                      "log_path": str(local / "step.log"), "cwd": str(local / "cwd"),
+                      "staging": str(local / "outputs")}
+        result = run_step(local_spec)
+        if result["ok"]:
+            try:
+                staging = f"{root}/staging/{objstore.unique_suffix()}"
+                objstore.upload_folder(fs, local / "outputs", staging)
+                objstore.commit(fs, staging, f"{root}/results/{remote['result_id']}")
+            except Exception as exc:
+                result.update(ok=False, error=f"uploading the step's outputs to the datastore "
+                              f"failed: {type(exc).__name__}: {exc}")
+        for key, name in (("output_notebook_text", "output.ipynb"), ("log_text", "step.log"),
+                          ("metrics_text", "metrics.jsonl")):
+            path = local / name
+            result[key] = path.read_text(encoding="utf-8") if path.exists() else None
+        return result
+    except Exception as exc:
+        if result is None:
+            address, name = _worker_identity()
+            result = {"ok": False, "canceled": False, "timed_out": False, "worker": address,
+                      "worker_name": name, "host": socket.gethostname(), "pid": os.getpid(),
+                      "ended_at": time.time()}
+        result.update(ok=False, error=f"the datastore could not be used on the worker: "
+                      f"{type(exc).__name__}: {exc}")
+        return result
+    finally:
+        shutil.rmtree(local, ignore_errors=True)

@@ -1,0 +1,227 @@
+"""The dask compute target with an object-storage datastore: a real S3 server (moto) and
+a real 2-worker Dask cluster on loopback, sharing no folder with the runner's outputs."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mlpipe_jupyter.errors import ExecutorError
+from mlpipe_jupyter.model.status import StepStatus
+from mlpipe_jupyter.runner.runner import run_notebook
+from mlpipe_jupyter.store import Store
+from mlpipe_jupyter.store.compute import ComputeTargets
+from mlpipe_jupyter.store.datastores import Datastores, check_url
+from tests.conftest import run_cli, write_notebook
+
+pytest.importorskip("distributed")
+pytest.importorskip("s3fs")
+pytest.importorskip("moto.server")
+
+from tests.executors.dask_cluster import SubprocessCluster  # noqa: E402
+
+SECRET = "mlpipe-test-secret-key-9f8e7d"
+BUCKET = "mlpipe-test"
+
+PIPELINE = [
+    "%%mlstep make --output o --param n=3\n(outputs.o / 'n').write_text(str(n))\n"
+    "(outputs.o / 'sub').mkdir()\n(outputs.o / 'sub' / 'x.txt').write_text('deep')",
+    "%%mlstep square --input i=make.o --output o --output empty\n"
+    "x = int((inputs.i / 'n').read_text())\n"
+    "assert (inputs.i / 'sub' / 'x.txt').read_text() == 'deep'\n"
+    "(outputs.o / 'v').write_text(str(x * x))\nprint('squared', x)\n"
+    "import mlpipe_jupyter\nmlpipe_jupyter.log('x', x)",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def s3_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, SubprocessCluster]]:
+    """A moto S3 server and a 2-worker dask cluster that reach it through the standard
+    AWS environment variables (the workers inherit them)."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": SECRET,
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    cluster = None
+    try:
+        import s3fs
+
+        s3fs.S3FileSystem.clear_instance_cache()
+        s3fs.S3FileSystem().mkdir(BUCKET)
+        cluster = SubprocessCluster(tmp_path_factory.mktemp("dask-s3")).start()
+        yield f"http://127.0.0.1:{port}", cluster
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        server.stop()
+
+
+def test_datastore_urls_carry_no_credentials() -> None:
+    assert check_url("s3://b/p/") == "s3://b/p"
+    for bad in ("s3://", "http://x/y", "s3://key:secret@b/p", "b/p", "s3://b/p?key=1"):
+        with pytest.raises(ExecutorError):
+            check_url(bad)
+
+
+def test_compute_target_may_name_a_datastore(store: Store) -> None:
+    with pytest.raises(ExecutorError, match="not supported"):
+        ComputeTargets(store.workspace).add("c", "dask", "tcp://h:1", "nope")
+    Datastores(store.workspace).add("objs", "s3://bucket/prefix")
+    target = ComputeTargets(store.workspace).add("c", "dask", "tcp://h:1", "objs")
+    assert target.datastore == "objs"
+    assert Datastores(store.workspace).get("objs").url == "s3://bucket/prefix"
+
+
+def test_datastore_cli(workspace_dir: Path) -> None:
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    added = run_cli("datastore", "add", "objs", "s3://bucket/prefix/", env=env)
+    assert added.returncode == 0, added.stderr
+    listed = run_cli("datastore", "list", env=env)
+    assert "objs" in listed.stdout and "s3://bucket/prefix" in listed.stdout
+    assert "s3://bucket/prefix" in run_cli("datastore", "show", "objs", env=env).stdout
+    refused = run_cli("datastore", "add", "leak", "s3://AKIA:secret@bucket/p", env=env)
+    assert refused.returncode != 0 and "no credentials" in refused.stderr
+    target = run_cli("compute", "add", "cl", "--dask", "tcp://127.0.0.1:9", "--datastore",
+                     "objs", env=env)
+    assert target.returncode == 0, target.stderr
+    assert run_cli("datastore", "remove", "objs", env=env).returncode == 0
+    assert "objs" not in run_cli("datastore", "list", env=env).stdout
+
+
+@pytest.mark.slow
+@pytest.mark.dask
+def test_steps_on_dask_with_an_s3_datastore(s3_cluster: tuple[str, SubprocessCluster],
+                                            store: Store, workspace_dir: Path) -> None:
+    import s3fs
+
+    _, cluster = s3_cluster
+    Datastores(store.workspace).add("objs", f"s3://{BUCKET}/ws")
+    ComputeTargets(store.workspace).add("cl", "dask", cluster.address, "objs")
+    notebook = write_notebook(workspace_dir / "p.ipynb", PIPELINE)
+    result = run_notebook(notebook, {"n": "5"}, compute="cl", store=store)
+    assert result.ok, result.failures
+
+    square = store.runs.step_run(result.run_id, "square")
+    local = store.results.path(square.result_id or "", "o")
+    assert (local / "v").read_text() == "25"
+    assert store.results.path(square.result_id or "", "empty").is_dir()
+    assert [m["value"] for m in store.runs.metrics(result.run_id, "square")] == [5]
+    log = store.runs.log_path(result.run_id, "square").read_text()
+    assert "squared 5" in log and "on dask worker" in log
+    assert store.runs.output_notebook(result.run_id, "square").is_file()
+
+    fs = s3fs.S3FileSystem()
+    fs.invalidate_cache()
+    make = store.runs.step_run(result.run_id, "make")
+    for step_run, files in ((make, {"o/n": "5", "o/sub/x.txt": "deep"}), (square, {"o/v": "25"})):
+        prefix = f"{BUCKET}/ws/results/{step_run.result_id}"
+        assert fs.exists(f"{prefix}/_COMMITTED")
+        for name, text in files.items():
+            assert fs.cat_file(f"{prefix}/{name}").decode() == text
+    assert not fs.exists(f"{BUCKET}/ws/staging") or not fs.find(f"{BUCKET}/ws/staging")
+
+    # the secret reaches neither the run records, the step logs, the workspace's files
+    # nor the scheduler's and workers' logs
+    for path in [*store.workspace.root.rglob("*"), *cluster.folder.rglob("*")]:
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+
+    # a re-run reuses everything
+    again = run_notebook(notebook, {"n": "5"}, compute="cl", store=store)
+    assert set(again.step_status.values()) == {StepStatus.REUSED}
+
+
+@pytest.mark.slow
+@pytest.mark.dask
+def test_dataset_inputs_are_uploaded_and_results_reused_across_workspaces(
+        s3_cluster: tuple[str, SubprocessCluster], store: Store, workspace_dir: Path,
+        tmp_path: Path) -> None:
+    """A dataset input goes up once under data/<hash>/; a second workspace (another machine)
+    with the same datastore reuses the committed result (downloaded, never run again)."""
+    import s3fs
+
+    from mlpipe_jupyter.store.workspace import Workspace
+
+    _, cluster = s3_cluster
+    cells = ["%%mlstep total --input d=dataset:nums --output o\n"
+             "s = sum(int(x) for x in (inputs.d / 'nums.txt').read_text().split())\n"
+             "(outputs.o / 'sum').write_text(str(s))"]
+    data = tmp_path / "nums"
+    data.mkdir()
+    (data / "nums.txt").write_text("1 2 3 4\n")
+
+    def setup(target: Store) -> None:
+        Datastores(target.workspace).add("objs", f"s3://{BUCKET}/shared-ws")
+        ComputeTargets(target.workspace).add("cl", "dask", cluster.address, "objs")
+        target.datasets.register("nums", data)
+
+    setup(store)
+    first = run_notebook(write_notebook(workspace_dir / "d.ipynb", cells), compute="cl",
+                         store=store)
+    assert first.ok, first.failures
+    result_id = store.runs.step_run(first.run_id, "total").result_id
+    assert (store.results.path(result_id or "", "o") / "sum").read_text() == "10"
+    fs = s3fs.S3FileSystem()
+    fs.invalidate_cache()
+    uploaded = [k for k in fs.find(f"{BUCKET}/shared-ws/data") if k.endswith("nums.txt")]
+    assert len(uploaded) == 1 and fs.cat_file(uploaded[0]) == b"1 2 3 4\n"
+
+    other_dir = tmp_path / "elsewhere"
+    other_dir.mkdir()
+    other = Store(Workspace(other_dir / ".mlpipe"))
+    other.workspace.ensure_created()
+    try:
+        setup(other)
+        second = run_notebook(write_notebook(other_dir / "d.ipynb", cells), compute="cl",
+                              store=other)
+        assert second.ok, second.failures
+        assert other.runs.step_run(second.run_id, "total").result_id == result_id
+        assert (other.results.path(result_id or "", "o") / "sum").read_text() == "10"
+        # planned as reused: the step never ran here
+        assert second.step_status == {"total": StepStatus.REUSED}
+        assert "datastore" in (other.runs.step_run(second.run_id, "total").decision or "")
+    finally:
+        other.close()
+
+
+@pytest.mark.slow
+@pytest.mark.dask
+def test_a_failing_step_commits_nothing_to_the_datastore(
+        s3_cluster: tuple[str, SubprocessCluster], store: Store, workspace_dir: Path) -> None:
+    import s3fs
+
+    _, cluster = s3_cluster
+    Datastores(store.workspace).add("objs", f"s3://{BUCKET}/failing")
+    ComputeTargets(store.workspace).add("cl", "dask", cluster.address, "objs")
+    notebook = write_notebook(workspace_dir / "f.ipynb", [
+        "%%mlstep bad --output o\n(outputs.o / 'half').write_text('x')\nprint('about to fail')\n"
+        "raise ValueError('boom')",
+    ])
+    result = run_notebook(notebook, compute="cl", store=store)
+    assert not result.ok
+    assert "ValueError: boom" in result.failures[0]
+    assert "about to fail" in store.runs.log_path(result.run_id, "bad").read_text()
+    assert store.runs.output_notebook(result.run_id, "bad").is_file()
+    fs = s3fs.S3FileSystem()
+    fs.invalidate_cache()
+    assert not fs.find(f"{BUCKET}/failing/results")
