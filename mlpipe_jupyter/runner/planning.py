@@ -10,7 +10,6 @@ too, and a later ordinary run reuses whatever was committed last.
 from __future__ import annotations
 
 import ast
-import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from mlpipe_jupyter.model.pipeline import Pipeline
 from mlpipe_jupyter.model.status import StepStatus
 from mlpipe_jupyter.model.step import DatasetInput, Step
 from mlpipe_jupyter.store import Store
+from mlpipe_jupyter.store.datasets import hash_file
 from mlpipe_jupyter.store.runs import PlannedStep
 
 EXECUTE = "execute"
@@ -74,14 +74,6 @@ class StepPlan:
             components=self.components.to_dict() if self.components else None,
             compute=self.compute,
         )
-
-
-def hash_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def local_modules(code: str, folder: Path) -> list[Path]:

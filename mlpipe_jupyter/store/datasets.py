@@ -59,6 +59,15 @@ def _iter_files(root: Path) -> Iterator[Path]:
             yield Path(folder) / name
 
 
+def hash_file(path: Path) -> str:
+    """sha256 of a file's content, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def content_fingerprint(root: Path) -> tuple[str, int, int]:
     """(fingerprint, file count, byte count) of a file or folder: a manifest of paths and
     content hashes, so renaming a file or changing a byte both change it."""
@@ -66,11 +75,7 @@ def content_fingerprint(root: Path) -> tuple[str, int, int]:
     count = size = 0
     base = root if root.is_dir() else root.parent
     for path in _iter_files(root):
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        manifest.update(f"{path.relative_to(base).as_posix()}\0{digest.hexdigest()}\n".encode())
+        manifest.update(f"{path.relative_to(base).as_posix()}\0{hash_file(path)}\n".encode())
         count += 1
         size += path.stat().st_size
     return manifest.hexdigest()[:32], count, size
