@@ -1,0 +1,256 @@
+"""One step notebook in one container: how it is created, watched, stopped and removed.
+
+Shared by the ``docker`` executor (containers on the runner's engine) and by Dask workers
+that run a step's environment on their own engine, so both apply the same isolation:
+no network unless the step asks (``--network``: the host network, the only one an engine
+without a bridge has), all capabilities dropped, no-new-privileges, a pids limit, the
+starting user's uid/gid (files on the host belong to them), inputs and the notebook folder
+read-only, only the step's staging and run folders writable, no Docker socket. Every path
+is mounted at its own path, so the rendered step notebook runs unchanged.
+
+Containers are tethered to the process that starts them (see ``tether.py``): if it dies,
+the step stops, so a retry never shares its output folders with an orphan. They carry
+labels naming that process, and ``remove_dead_containers`` cleans up what a killed
+process left behind on its host.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlpipe_jupyter
+from mlpipe_jupyter.executors.docker.tether import EXIT_STARTER_GONE
+from mlpipe_jupyter.render import notebook_error
+from mlpipe_jupyter.store.results import process_alive
+
+log = logging.getLogger(__name__)
+
+LABEL_RUN = "org.mlpipe.run"
+LABEL_STEP = "org.mlpipe.step"
+LABEL_HOST = "org.mlpipe.runner-host"
+LABEL_PID = "org.mlpipe.runner-pid"
+PACKAGE_MOUNT = "/opt/mlpipe/lib"
+TETHER = f"{PACKAGE_MOUNT}/mlpipe_jupyter/executors/docker/tether.py"
+STOP_GRACE_SECONDS = 3
+PIDS_LIMIT = 1024
+
+
+@dataclass(frozen=True)
+class ContainerStep:
+    """Everything a container needs to execute one step notebook with papermill."""
+
+    run_id: str
+    step: str
+    image: str
+    step_notebook: Path
+    output_notebook: Path
+    log_path: Path
+    cwd: Path
+    parameters: Mapping[str, Any]
+    kernel_name: str = "python3"
+    read_only: tuple[Path, ...] = ()  # inputs (the cwd is always read-only)
+    writable: tuple[Path, ...] = ()  # the run folder and the staging folder
+    network: bool = False
+    cpus: float | None = None
+    memory_bytes: int | None = None
+    gpus: int | None = None
+    timeout_seconds: float | None = None
+
+
+@dataclass
+class ContainerExit:
+    """How a step's container ended."""
+
+    exit_code: int
+    oom: bool = False
+    timed_out: bool = False
+    stopped: bool = False  # stop() was called (a cancel)
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+    def verdict(self, output_notebook: Path, timeout_seconds: float | None,
+                memory_bytes: int | None, canceled: bool = False) -> dict[str, Any]:
+        """``ok``, ``error``, ``exception_name``/``exception_value``, ``timed_out`` and
+        ``canceled`` of the step, as a user should read them."""
+        if self.ok:
+            return {"ok": True}
+        if self.timed_out:
+            return {"ok": False, "timed_out": True,
+                    "error": f"timed out after {timeout_seconds:g} s (--timeout); "
+                             "the container was stopped"}
+        if canceled or self.stopped:
+            return {"ok": False, "canceled": True, "error": "canceled"}
+        raised = notebook_error(output_notebook) if self.exit_code == 1 else None
+        if raised is not None:
+            return {"ok": False, "error": f"{raised.ename}: {raised.evalue}",
+                    "exception_name": raised.ename, "exception_value": raised.evalue}
+        return {"ok": False, "error": self._reason(memory_bytes)}
+
+    def _reason(self, memory_bytes: int | None) -> str:
+        if self.exit_code == EXIT_STARTER_GONE:
+            return "the process that started the container went away; the step was stopped"
+        if self.oom or self.exit_code == 137 and memory_bytes:
+            limit = f" ({memory_bytes / 1024**2:.0f} MiB, --memory)" if memory_bytes else ""
+            return f"the container was killed for using more memory than its limit{limit}"
+        if self.exit_code == 138:
+            return "the kernel died (exit 138), most likely out of memory"
+        return f"the container exited with code {self.exit_code}; see the step's log"
+
+
+def _mounts(step: ContainerStep) -> dict[str, dict[str, str]]:
+    mounts: dict[str, dict[str, str]] = {}
+
+    def mount(path: Path, mode: str) -> None:
+        real = str(Path(path).resolve())
+        mounts[real] = {"bind": real, "mode": mode}
+
+    mount(step.cwd, "ro")
+    for path in step.read_only:
+        mount(path, "ro")
+    for path in step.writable:
+        mount(path, "rw")
+    package = Path(mlpipe_jupyter.__file__).resolve().parent
+    mounts[str(package)] = {"bind": f"{PACKAGE_MOUNT}/mlpipe_jupyter", "mode": "ro"}
+    return mounts
+
+
+def _limits(step: ContainerStep) -> dict[str, Any]:
+    from docker.types import DeviceRequest
+
+    options: dict[str, Any] = {}
+    if step.memory_bytes:
+        options["mem_limit"] = step.memory_bytes
+        options["memswap_limit"] = step.memory_bytes  # no swap: the limit is the limit
+    if step.cpus:
+        options["nano_cpus"] = int(min(step.cpus, os.cpu_count() or 1) * 1e9)
+    if step.gpus:
+        options["device_requests"] = [DeviceRequest(count=step.gpus, capabilities=[["gpu"]])]
+    return options
+
+
+class StepContainer:
+    """One step's container, from creation to removal; ``stop`` may come from any thread."""
+
+    def __init__(self, client: Any, step: ContainerStep) -> None:
+        self.client = client
+        self.step = step
+        self._container: Any = None
+        self._tether: Any = None  # the attached stdin socket, open while we live
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+
+    def run(self) -> ContainerExit:
+        """Create, start, wait (up to the timeout), and always remove the container."""
+        import requests.exceptions
+
+        step = self.step
+        params_file = step.step_notebook.parent / "parameters.json"
+        params_file.write_text(json.dumps(dict(step.parameters)), encoding="utf-8")
+        command = ["python3", TETHER, "papermill", str(step.step_notebook),
+                   str(step.output_notebook), "-f", str(params_file), "-k", step.kernel_name,
+                   "--no-progress-bar", "--log-output"]
+        with self._lock:
+            if self._stopped.is_set():
+                return ContainerExit(exit_code=-1, stopped=True)
+            self._container = self.client.containers.create(
+                step.image, command,
+                user=f"{os.getuid()}:{os.getgid()}",
+                environment={"HOME": "/tmp", "USER": "mlpipe", "PYTHONPATH": PACKAGE_MOUNT,
+                             "PYTHONDONTWRITEBYTECODE": "1"},
+                working_dir=str(step.cwd.resolve()),
+                volumes=_mounts(step),
+                network_mode="host" if step.network else "none",
+                labels={LABEL_RUN: step.run_id, LABEL_STEP: step.step,
+                        LABEL_HOST: socket.gethostname(), LABEL_PID: str(os.getpid())},
+                cap_drop=["ALL"], security_opt=["no-new-privileges"], pids_limit=PIDS_LIMIT,
+                init=True,
+                # stdin open, attached once, not detached: the engine closes it (and the
+                # tether stops the step) when our connection drops
+                stdin_open=True, detach=False,
+                **_limits(step),
+            )
+        container = self._container
+        try:
+            self._tether = container.attach_socket(params={"stdin": 1, "stream": 1})
+            container.start()
+            follower = threading.Thread(target=_follow_logs, args=(container, step.log_path),
+                                        daemon=True, name="mlpipe-container-log")
+            follower.start()
+            timed_out = False
+            try:
+                exit_code = int(container.wait(timeout=step.timeout_seconds).get("StatusCode", -1))
+            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+                timed_out = True  # docker-py 7 raises ConnectionError ("Read timed out.") here
+                container.stop(timeout=STOP_GRACE_SECONDS)
+                exit_code = int(container.wait(timeout=30).get("StatusCode", -1))
+            follower.join(timeout=5)
+            container.reload()
+            oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
+            return ContainerExit(exit_code, oom=oom, timed_out=timed_out,
+                                 stopped=self._stopped.is_set())
+        finally:
+            self._remove()
+
+    def stop(self) -> None:
+        """Stop the step (a cancel): the container gets SIGTERM, then SIGKILL."""
+        with self._lock:
+            self._stopped.set()
+            container = self._container
+        if container is not None:
+            try:
+                container.stop(timeout=STOP_GRACE_SECONDS)
+            except Exception:  # already gone
+                log.debug("stopping a container failed", exc_info=True)
+
+    def _remove(self) -> None:
+        if self._tether is not None:
+            try:
+                self._tether.close()
+            except Exception:
+                log.debug("closing the container's stdin failed", exc_info=True)
+        try:
+            self._container.remove(force=True)
+        except Exception:
+            log.debug("removing a container failed", exc_info=True)
+
+
+def engine_error_message(exc: BaseException) -> str:
+    """One line for an error the engine raised while running a step."""
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+    if "could not select device driver" in message:
+        message = "GPUs were requested (--gpus) but the Docker engine has no GPU runtime"
+    return f"docker: {message}"
+
+
+def _follow_logs(container: Any, log_path: Path) -> None:
+    """Stream the container's output into the step's log while it runs."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with log_path.open("ab") as out:
+            for chunk in container.logs(stream=True, follow=True):
+                out.write(chunk)
+                out.flush()
+    except Exception:  # the container was removed under us: the log is complete
+        log.debug("log streaming ended", exc_info=True)
+
+
+def remove_dead_containers(client: Any, labels: Iterable[str] = ()) -> int:
+    """Remove step containers started on this host by processes that are no longer alive."""
+    removed = 0
+    filters = [f"{LABEL_HOST}={socket.gethostname()}", *labels]
+    for container in client.containers.list(all=True, filters={"label": filters}):
+        pid = container.labels.get(LABEL_PID, "")
+        if pid.isdigit() and not process_alive(int(pid)):
+            container.remove(force=True)
+            removed += 1
+    return removed
