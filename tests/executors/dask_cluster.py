@@ -22,6 +22,7 @@ START_TIMEOUT = 60.0
 class WorkerSpec:
     name: str
     resources: str | None = None  # e.g. "GPU=1"
+    env: dict[str, str] = field(default_factory=dict)  # e.g. a DOCKER_HOST nobody answers on
 
 
 @dataclass
@@ -73,7 +74,8 @@ class SubprocessCluster:
         if spec.resources:
             command += ["--resources", spec.resources]
         self.worker_procs[spec.name] = subprocess.Popen(
-            command, env=self.env(), stdout=self._log(spec.name), stderr=subprocess.STDOUT,
+            command, env={**self.env(), **spec.env}, stdout=self._log(spec.name),
+            stderr=subprocess.STDOUT,
         )
 
     def wait_for_workers(self, count: int) -> None:

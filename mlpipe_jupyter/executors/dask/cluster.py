@@ -51,11 +51,16 @@ def _format(resources: Mapping[str, float]) -> str:
 
 
 def placement_problem(wanted: Mapping[str, float],
-                      workers: Mapping[str, Mapping[str, float]], address: str) -> str | None:
+                      workers: Mapping[str, Mapping[str, float]], address: str,
+                      needs: str | None = None) -> str | None:
     """Why no worker can take a task needing ``wanted`` (None when one can).
 
-    ``workers`` maps each worker address to the resources it declared.
+    ``workers`` maps each worker address to the resources it declared; when the task may
+    only run on some workers, it holds those, and ``needs`` says what they have.
     """
+    if not workers and needs:
+        return (f"no worker of the dask cluster {address} with {needs} is connected; start "
+                f"one with `dask worker {address}` on such a host")
     if not workers:
         return (f"the dask cluster {address} has no workers; start some with "
                 f"`dask worker {address}`")

@@ -2,7 +2,9 @@
 
 ``--compute dask://HOST:PORT`` (or a named target from ``mlpipe compute add``) submits every
 ready step to the scheduler; independent steps run on different workers at once. A worker
-runs the step notebook with papermill in a fresh kernel (``worker.run_step``). The
+runs the step notebook with papermill in a fresh kernel (``worker.run_step``), or, for a
+step that names an environment (``--env``), in that environment's container on a worker
+whose host has a Docker engine (the task is restricted to those workers). The
 datastore is a shared filesystem: the runner's paths (step notebook, log, staging folder,
 inputs) are the same on every node, so outputs land in the staging folder and the runner
 commits them as for local runs.
@@ -45,7 +47,10 @@ from mlpipe_jupyter.executors.dask.worker import (
     run_step,
     run_step_objstore,
 )
+from mlpipe_jupyter.executors.docker.engine import docker_engine_problem
+from mlpipe_jupyter.executors.docker.images import container_fingerprint
 from mlpipe_jupyter.model.fingerprint import hash_text
+from mlpipe_jupyter.store.environments import EnvironmentStore, EnvironmentVersion, parse_env_ref
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +65,7 @@ class _Pending:
     on_done: OutcomeCallback
     future: Any
     wanted: dict[str, float]
+    candidates: list[str] | None = None  # the workers it may run on; None: any
     unplaceable_since: float | None = None
     reported: bool = False
 
@@ -98,6 +104,8 @@ class DaskExecutor(Executor):
         self._pending: dict[str, _Pending] = {}  # by Dask key
         self._canceled: set[tuple[str, str | None]] = set()
         self._env_fingerprint: str | None = None
+        self._environments: dict[str, EnvironmentVersion] = {}
+        self._engines: dict[str, str | None] | None = None  # worker -> Docker problem
         self._watchdog: threading.Thread | None = None
         self._closing = threading.Event()
         #: (run id, step) -> where each finished attempt ran
@@ -139,13 +147,12 @@ class DaskExecutor(Executor):
             time.sleep(0.2)
 
     def environment_fingerprint(self, env: str | None) -> str:
-        """The workers' Python and packages: the same fingerprint as a local run when every
-        worker has the runner's software, so results are reused across machines."""
+        """Without ``--env``: the workers' Python and packages, the same fingerprint as a
+        local run when every worker has the runner's software, so results are reused across
+        machines. With ``--env``: the environment's definition and base image, whichever
+        worker builds it (pin package versions for results that must match everywhere)."""
         if env is not None:
-            raise ExecutorError(
-                f"--env {env}: steps on the dask compute target run in the workers' Python; "
-                "environments (containers) on dask workers are not supported yet"
-            )
+            return container_fingerprint(self._environment(env))
         if self._env_fingerprint is None:
             from mlpipe_jupyter.executors.local import local_environment_fingerprint
 
@@ -156,14 +163,61 @@ class DaskExecutor(Executor):
                 self._env_fingerprint = f"dask:mixed:{hash_text(chr(10).join(sorted(found)))[:16]}"
         return self._env_fingerprint
 
+    def _environment(self, env: str) -> EnvironmentVersion:
+        """The environment a step names, once a worker with a Docker engine is known."""
+        if env not in self._environments:
+            if self.workspace is None:
+                raise ExecutorError(f"--env {env}: environments need a workspace")
+            name, version = parse_env_ref(env)
+            environment = EnvironmentStore(self.workspace).get(name, version)
+            engines = self._docker_workers()
+            if not any(problem is None for problem in engines.values()):
+                found = "; ".join(f"{w}: {p}" for w, p in sorted(engines.items())) or "no workers"
+                raise ExecutorError(
+                    f"--env {env}: steps with an environment run in containers, and no worker "
+                    f"of the dask cluster {self.address} has a Docker engine ({found}). Start "
+                    "workers on hosts with Docker, or drop --env to run in the workers' Python"
+                )
+            self._environments[env] = environment
+        return self._environments[env]
+
+    def _docker_workers(self, refresh: bool = False) -> dict[str, str | None]:
+        """Each worker's Docker engine: None where one answers, else why not (cached)."""
+        if self._engines is None or refresh:
+            self._engines = dict(self.client.run(docker_engine_problem))
+        return self._engines
+
+    def _container_spec(self, task: StepTask) -> tuple[dict[str, Any], list[str]]:
+        """The container part of a step's spec, and the workers that can run it."""
+        assert task.env is not None
+        environment = self._environment(task.env)
+        current = set(worker_resources(self.client))
+        engines = self._docker_workers()
+        if not any(problem is None and w in current for w, problem in engines.items()):
+            engines = self._docker_workers(refresh=True)  # workers came and went since
+        candidates = sorted(w for w, problem in engines.items() if problem is None and w in current)
+        resources = task.resources
+        box = {"environment": {"name": environment.name, "version": environment.version,
+                               **environment.spec.to_dict()},
+               "network": task.network, "cpus": resources.cpus,
+               "memory_bytes": resources.memory_bytes, "gpus": resources.gpus}
+        return box, candidates
+
     # -- running ----------------------------------------------------------------------------
     def submit(self, task: StepTask, on_done: OutcomeCallback) -> None:
         if self._is_canceled(task):
             on_done(StepOutcome(task, ok=False, canceled=True, error="canceled"))
             return
         wanted = dask_resources(task.resources)
+        container: dict[str, Any] | None = None
+        candidates: list[str] | None = None  # None: any worker
         try:
-            problem = placement_problem(wanted, worker_resources(self.client), self.address)
+            if task.env is not None:
+                container, candidates = self._container_spec(task)
+            problem = placement_problem(wanted, _only(worker_resources(self.client), candidates),
+                                        self.address, _needs(candidates))
+        except ExecutorError as exc:
+            problem = str(exc)
         except Exception as exc:  # the scheduler went away since check()
             problem = f"the dask scheduler {self.address} stopped answering: {exc}"
         if problem:
@@ -179,7 +233,10 @@ class DaskExecutor(Executor):
             "staging": str(task.staging) if task.staging else None,
             "outputs": sorted(p.name for p in task.staging.iterdir() if p.is_dir())
             if task.staging and task.staging.is_dir() else [],
+            "input_paths": [str(p) for p in task.input_paths.values()],
         }
+        if container is not None:
+            spec["container"] = container
         function = run_step
         if self._objstore_url is not None:
             try:
@@ -194,9 +251,10 @@ class DaskExecutor(Executor):
                 return
         key = f"mlpipe-{task.run_id}-{task.step}-{task.attempt}-{time.time_ns()}"
         future = self.client.submit(function, spec, key=key, pure=False,
-                                    resources=wanted or None, retries=0)
+                                    resources=wanted or None, retries=0,
+                                    workers=candidates, allow_other_workers=False)
         with self._lock:
-            self._pending[key] = _Pending(task, on_done, future, wanted)
+            self._pending[key] = _Pending(task, on_done, future, wanted, candidates)
         future.add_done_callback(self._on_future_done)
         self._start_watchdog()
 
@@ -438,7 +496,8 @@ class DaskExecutor(Executor):
                 continue
             now = time.monotonic()
             for key, item in pending:
-                problem = placement_problem(item.wanted, workers, self.address)
+                problem = placement_problem(item.wanted, _only(workers, item.candidates),
+                                            self.address, _needs(item.candidates))
                 if problem is None:
                     item.unplaceable_since = None
                 elif item.unplaceable_since is None:
@@ -456,3 +515,15 @@ class DaskExecutor(Executor):
                 log.debug("cancelling an unplaceable task failed", exc_info=True)
         self._report(key, lambda p: StepOutcome(p.task, ok=False, error=message,
                                                 ended_at=time.time()))
+
+
+def _only(workers: dict[str, Any], candidates: list[str] | None) -> dict[str, Any]:
+    """The workers a task may use: all of them, or its candidates among them."""
+    if candidates is None:
+        return workers
+    return {w: r for w, r in workers.items() if w in candidates}
+
+
+def _needs(candidates: list[str] | None) -> str | None:
+    """What a restricted task needs of a worker, for the message when none is left."""
+    return None if candidates is None else "a Docker engine (the step names --env)"

@@ -1,4 +1,5 @@
-"""What runs on a Dask worker: one step notebook, executed by papermill in a fresh kernel.
+"""What runs on a Dask worker: one step notebook, executed by papermill in a fresh kernel,
+or in a container of the step's environment on the worker's Docker engine.
 
 This module is imported by the workers, so it holds no runner state: ``run_step`` gets a
 plain dict (paths, parameters, limits) and returns a plain dict, both cheap to pickle.
@@ -17,8 +18,9 @@ import shutil
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +56,14 @@ def _reset_outputs(staging: str | None, outputs: list[str]) -> None:
 
 
 class _Watcher(threading.Thread):
-    """Kills the step's kernel when the step is canceled or runs out of time."""
+    """Stops the step (``stop``) when it is canceled or runs past its deadline."""
 
-    def __init__(self, kernel: Any, spec: dict[str, Any]) -> None:
+    def __init__(self, stop: Callable[[], None], spec: dict[str, Any],
+                 timeout: float | None) -> None:
         super().__init__(daemon=True, name="mlpipe-dask-watch")
-        self.kernel = kernel
+        self._stop_step = stop
         self.reason: str | None = None  # "canceled" or "timed_out" once it acted
         self._halt = threading.Event()
-        timeout = spec.get("timeout_seconds")
         self._deadline = time.monotonic() + float(timeout) if timeout else None
         self._events = self._open_events(spec)
 
@@ -86,7 +88,7 @@ class _Watcher(threading.Thread):
             elif any(self._is_set(event) for event in self._events):
                 self.reason = "canceled"
             if self.reason:
-                self.kernel.kill()
+                self._stop_step()
                 return
 
     @staticmethod
@@ -104,13 +106,11 @@ class _Watcher(threading.Thread):
 def run_step(spec: dict[str, Any]) -> dict[str, Any]:
     """Execute one step notebook here; never raises for a failing step.
 
-    Returns ``ok``, ``error``, ``ename``, ``evalue``, ``cell_index``, ``canceled``,
-    ``timed_out``, ``started_at``, ``ended_at``, ``worker`` (address), ``worker_name``,
-    ``host`` and ``pid``.
+    In the worker's Python, or in the step's container when ``spec["container"]`` names
+    its environment (the worker needs a Docker engine). Returns ``ok``, ``error``,
+    ``ename``, ``evalue``, ``cell_index``, ``canceled``, ``timed_out``, ``started_at``,
+    ``ended_at``, ``worker`` (address), ``worker_name``, ``host`` and ``pid``.
     """
-    from mlpipe_jupyter.executors.kernels import start_kernel
-    from mlpipe_jupyter.executors.local import _import_papermill
-
     started = time.time()
     address, name = _worker_identity()
     result: dict[str, Any] = {
@@ -122,50 +122,125 @@ def run_step(spec: dict[str, Any]) -> dict[str, Any]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("a", encoding="utf-8") as log_file:
         # The first line says where the step ran: after a lost worker the log shows both.
-        log_file.write(f"--- mlpipe: step {spec['step']} on dask worker {address or '?'} "
+        where = "in a container on" if spec.get("container") else "on"
+        log_file.write(f"--- mlpipe: step {spec['step']} {where} dask worker {address or '?'} "
                        f"({name}, host {result['host']}, pid {result['pid']}) ---\n")
         log_file.flush()
         _reset_outputs(spec.get("staging"), list(spec.get("outputs", [])))
-        papermill = _import_papermill()
-        from papermill.exceptions import PapermillExecutionError
-
-        from mlpipe_jupyter.executors.papermill_engine import ENGINE_NAME
-
-        try:
-            kernel = start_kernel(spec["kernel_name"], Path(spec["cwd"]))
-        except Exception as exc:
-            result.update(error=f"the kernel could not start on worker {address}: {exc}",
-                          ended_at=time.time())
-            return result
-        watcher = _Watcher(kernel, spec)
-        watcher.start()
-        try:
-            papermill.execute_notebook(
-                spec["step_notebook"], spec["output_notebook"],
-                parameters=dict(spec["parameters"]), kernel_name=spec["kernel_name"],
-                engine_name=ENGINE_NAME, km=kernel.manager, kc=kernel.client,
-                progress_bar=False, stdout_file=log_file, stderr_file=log_file,
-            )
-            result["ok"] = True
-        except PapermillExecutionError as exc:
-            result.update(error=f"{exc.ename}: {exc.evalue}", ename=exc.ename,
-                          evalue=exc.evalue, cell_index=exc.cell_index)
-        except Exception as exc:
-            if watcher.reason == "timed_out":
-                result.update(timed_out=True, error=f"timed out after {spec['timeout_seconds']:g} s "
-                              "(--timeout); the kernel was stopped")
-            elif watcher.reason == "canceled":
-                result.update(canceled=True, error="canceled")
-            elif type(exc).__name__ == "DeadKernelError":
-                result.update(error=f"the kernel died on worker {address} (out of memory, or "
-                              "the process was killed)", ename="DeadKernelError")
-            else:
-                result.update(error=f"{type(exc).__name__}: {exc}", ename=type(exc).__name__)
-        finally:
-            watcher.stop()
-            kernel.shutdown()
-            result["ended_at"] = time.time()
+        if spec.get("container"):
+            _run_in_container(spec, log_file, result)
+        else:
+            _run_in_kernel(spec, log_file, result)
+        result["ended_at"] = time.time()
     return result
+
+
+def _run_in_kernel(spec: dict[str, Any], log_file: TextIO, result: dict[str, Any]) -> None:
+    """papermill in a fresh kernel of the worker's own Python."""
+    from mlpipe_jupyter.executors.kernels import start_kernel
+    from mlpipe_jupyter.executors.local import _import_papermill
+
+    papermill = _import_papermill()
+    from papermill.exceptions import PapermillExecutionError
+
+    from mlpipe_jupyter.executors.papermill_engine import ENGINE_NAME
+
+    address = result["worker"]
+    try:
+        kernel = start_kernel(spec["kernel_name"], Path(spec["cwd"]))
+    except Exception as exc:
+        result["error"] = f"the kernel could not start on worker {address}: {exc}"
+        return
+    watcher = _Watcher(kernel.kill, spec, spec.get("timeout_seconds"))
+    watcher.start()
+    try:
+        papermill.execute_notebook(
+            spec["step_notebook"], spec["output_notebook"],
+            parameters=dict(spec["parameters"]), kernel_name=spec["kernel_name"],
+            engine_name=ENGINE_NAME, km=kernel.manager, kc=kernel.client,
+            progress_bar=False, stdout_file=log_file, stderr_file=log_file,
+        )
+        result["ok"] = True
+    except PapermillExecutionError as exc:
+        result.update(error=f"{exc.ename}: {exc.evalue}", ename=exc.ename,
+                      evalue=exc.evalue, cell_index=exc.cell_index)
+    except Exception as exc:
+        if watcher.reason == "timed_out":
+            result.update(timed_out=True, error=f"timed out after {spec['timeout_seconds']:g} s "
+                          "(--timeout); the kernel was stopped")
+        elif watcher.reason == "canceled":
+            result.update(canceled=True, error="canceled")
+        elif type(exc).__name__ == "DeadKernelError":
+            result.update(error=f"the kernel died on worker {address} (out of memory, or "
+                          "the process was killed)", ename="DeadKernelError")
+        else:
+            result.update(error=f"{type(exc).__name__}: {exc}", ename=type(exc).__name__)
+    finally:
+        watcher.stop()
+        kernel.shutdown()
+
+
+def _run_in_container(spec: dict[str, Any], log_file: TextIO, result: dict[str, Any]) -> None:
+    """papermill in a container of the step's environment, on this worker's Docker engine.
+
+    The image is built here when the engine lacks it (one build per host at a time); the
+    container is tethered to this worker process, so a lost worker's step stops too.
+    """
+    from mlpipe_jupyter.executors.docker.containers import (
+        ContainerStep,
+        StepContainer,
+        engine_error_message,
+        remove_dead_containers,
+    )
+    from mlpipe_jupyter.executors.docker.engine import docker_client
+    from mlpipe_jupyter.executors.docker.images import build_log_path, ensure_env_image
+    from mlpipe_jupyter.store.environments import EnvironmentSpec, EnvironmentVersion
+
+    box = spec["container"]
+    env = box["environment"]
+    environment = EnvironmentVersion(env["name"], int(env["version"]),
+                                     EnvironmentSpec(env["image"], tuple(env["pip"]),
+                                                     tuple(env["apt"])))
+    address = result["worker"]
+
+    def say(line: str) -> None:
+        log_file.write(f"--- mlpipe: {line} ---\n")
+        log_file.flush()
+
+    try:
+        client = docker_client()
+        remove_dead_containers(client)
+        image = ensure_env_image(client, environment, build_log_path(environment), log=say)
+    except Exception as exc:
+        result["error"] = f"on worker {address}: {exc}"
+        return
+    step = ContainerStep(
+        run_id=spec["run_id"], step=spec["step"], image=image,
+        step_notebook=Path(spec["step_notebook"]), output_notebook=Path(spec["output_notebook"]),
+        log_path=Path(spec["log_path"]), cwd=Path(spec["cwd"]), parameters=spec["parameters"],
+        kernel_name=spec["kernel_name"],
+        read_only=tuple(Path(p) for p in spec.get("input_paths", [])),
+        writable=tuple(Path(p) for p in (str(Path(spec["step_notebook"]).parent),
+                                         spec.get("staging")) if p),
+        network=bool(box.get("network")), cpus=box.get("cpus"),
+        memory_bytes=box.get("memory_bytes"), gpus=box.get("gpus"),
+        timeout_seconds=spec.get("timeout_seconds"),
+    )
+    container = StepContainer(client, step)
+    watcher = _Watcher(container.stop, spec, timeout=None)  # the container enforces the timeout
+    watcher.start()
+    try:
+        ended = container.run()
+        verdict = ended.verdict(step.output_notebook, step.timeout_seconds, step.memory_bytes,
+                                canceled=watcher.reason == "canceled")
+        result.update(ok=verdict["ok"], error=verdict.get("error"),
+                      ename=verdict.get("exception_name"), evalue=verdict.get("exception_value"),
+                      canceled=bool(verdict.get("canceled")),
+                      timed_out=bool(verdict.get("timed_out")))
+    except Exception as exc:
+        result["error"] = f"on worker {address}: {engine_error_message(exc)}"
+    finally:
+        watcher.stop()
 
 
 def _rewrite_paths(text: str, mapping: dict[str, str]) -> str:
@@ -211,7 +286,8 @@ def run_step_objstore(spec: dict[str, Any]) -> dict[str, Any]:
         local_spec = {**spec, "step_notebook": str(notebook),
                       "output_notebook": str(local / "output.ipynb"),
                       "log_path": str(local / "step.log"), "cwd": str(local / "cwd"),
-                      "staging": str(local / "outputs")}
+                      "staging": str(local / "outputs"),
+                      "input_paths": [str(local / "inputs" / n) for n in remote["inputs"]]}
         result = run_step(local_spec)
         if result["ok"]:
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from mlpipe_jupyter.errors import ExecutorError
@@ -25,6 +26,16 @@ def docker_client() -> Any:
     except DockerException as exc:
         raise ExecutorError(f"no Docker engine answers ({_first_line(exc)}); {START_HINT}") from None
     return client
+
+
+def docker_engine_problem() -> str | None:
+    """None when a Docker engine answers here, else why not (asked of Dask workers)."""
+    try:
+        docker_client().close()
+    except ExecutorError:
+        where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        return f"no Docker engine answers at {where}"
+    return None
 
 
 def _first_line(exc: BaseException) -> str:

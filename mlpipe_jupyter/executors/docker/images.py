@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import shlex
 import tarfile
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from mlpipe_jupyter.errors import ExecutorError
-from mlpipe_jupyter.executors.docker.bootstrap import base_image_tag
+from mlpipe_jupyter.executors.docker.bootstrap import base_image_tag, cache_dir
+from mlpipe_jupyter.model.fingerprint import hash_text
 from mlpipe_jupyter.store.environments import EnvironmentVersion
 
 ENV_REPOSITORY = "mlpipe/env"
@@ -20,6 +24,13 @@ EXTRA_CA_DIR = Path("/usr/local/share/ca-certificates")
 
 def env_image_tag(env: EnvironmentVersion) -> str:
     return f"{ENV_REPOSITORY}-{env.name}:{env.spec.content_hash}"
+
+
+def container_fingerprint(env: EnvironmentVersion) -> str:
+    """What identifies an environment wherever its image is built: its definition (the
+    content hash) and its base image. Builds of unpinned packages on different hosts may
+    differ; pinning versions makes the identity exact."""
+    return f"env:{env.spec.content_hash}@{env.spec.image or base_image_tag()}"
 
 
 def dockerfile(env: EnvironmentVersion, base: str) -> str:
@@ -58,6 +69,25 @@ def _context(text: str) -> io.BytesIO:
     return buffer
 
 
+def build_log_path(env: EnvironmentVersion) -> Path:
+    """Where a build outside a workspace (on a Dask worker) writes its log."""
+    return cache_dir().parent / "builds" / f"{env.name}-v{env.version}-{env.spec.content_hash}.log"
+
+
+@contextmanager
+def _build_lock(tag: str) -> Iterator[None]:
+    """One build of a tag at a time on this host: runners and Dask workers that share an
+    engine wait for the first build instead of repeating it."""
+    folder = Path(tempfile.gettempdir()) / "mlpipe-image-locks"
+    folder.mkdir(exist_ok=True)
+    with (folder / f"{hash_text(tag)[:16]}.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def ensure_env_image(
     client: Any, env: EnvironmentVersion, log_path: Path, log: Callable[[str], None] = print
 ) -> str:
@@ -69,6 +99,17 @@ def ensure_env_image(
         return str(client.images.get(tag).id)
     except docker.errors.ImageNotFound:
         pass
+    with _build_lock(tag):
+        try:  # built by someone else while we waited
+            return str(client.images.get(tag).id)
+        except docker.errors.ImageNotFound:
+            return _build(client, env, tag, log_path, log)
+
+
+def _build(client: Any, env: EnvironmentVersion, tag: str, log_path: Path,
+           log: Callable[[str], None]) -> str:
+    import docker.errors
+
     base = env.spec.image or base_image_tag()
     try:
         client.images.get(base)
