@@ -3,6 +3,7 @@ a real 2-worker Dask cluster on loopback, sharing no folder with the runner's ou
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from collections.abc import Iterator
@@ -225,3 +226,113 @@ def test_a_failing_step_commits_nothing_to_the_datastore(
     fs = s3fs.S3FileSystem()
     fs.invalidate_cache()
     assert not fs.find(f"{BUCKET}/failing/results")
+
+
+LIVE_STEP = [
+    "%%mlstep slow --output o\nimport time\nimport mlpipe_jupyter\n"
+    "print('first line', flush=True)\nmlpipe_jupyter.log('progress', 1)\ntime.sleep(6)\n"
+    "print('last line')\n(outputs.o / 'done').write_text('yes')",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.dask
+def test_the_log_and_metrics_stream_to_the_runner_while_the_step_runs(
+        s3_cluster: tuple[str, SubprocessCluster], store: Store, workspace_dir: Path) -> None:
+    import threading
+    import time
+
+    _, cluster = s3_cluster
+    Datastores(store.workspace).add("objs", f"s3://{BUCKET}/live")
+    ComputeTargets(store.workspace).add("cl", "dask", cluster.address, "objs")
+    notebook = write_notebook(workspace_dir / "live.ipynb", LIVE_STEP)
+    box: list = []
+
+    def run() -> None:
+        try:
+            box.append(run_notebook(notebook, compute="cl", store=store))
+        except BaseException as exc:  # surfaced below
+            box.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    seen = None
+    deadline = time.monotonic() + 90
+    while seen is None and time.monotonic() < deadline and thread.is_alive():
+        runs = store.runs.list_runs()
+        if runs:
+            log_path = store.runs.log_path(runs[0].id, "slow")
+            metrics = store.workspace.step_dir(runs[0].id, "slow") / "metrics.jsonl"
+            text = log_path.read_text() if log_path.exists() else ""
+            if "first line" in text and metrics.exists() and "progress" in metrics.read_text():
+                seen = (runs[0].id, text, metrics.read_text(),
+                        store.runs.step_run(runs[0].id, "slow").status)
+        time.sleep(0.1)
+    thread.join(180)
+    assert not thread.is_alive(), "the run hung"
+    [result] = box
+    assert not isinstance(result, BaseException), result
+    assert result.ok, result.failures
+    assert seen is not None, "the log and metrics reached the runner only when the step ended"
+    run_id, live_log, live_metrics, status = seen
+    assert status is StepStatus.RUNNING and "last line" not in live_log
+    assert live_log.count("on dask worker") == 1
+    assert [json.loads(line)["name"] for line in live_metrics.splitlines()] == ["progress"]
+
+    log = store.runs.log_path(run_id, "slow").read_text()
+    for line in ("on dask worker", "first line", "last line"):
+        assert log.count(line) == 1, log
+    assert log.index("first line") < log.index("last line")
+    assert [m["value"] for m in store.runs.metrics(run_id, "slow")] == [1]
+    step_dir = store.workspace.step_dir(run_id, "slow")
+    assert (step_dir / "metrics.jsonl").read_text() == live_metrics
+    assert (store.results.path(store.runs.step_run(run_id, "slow").result_id or "", "o")
+            / "done").read_text() == "yes"
+
+
+def test_streamed_text_is_written_once_in_order_and_the_result_fills_in(tmp_path: Path) -> None:
+    """The runner's side of the live log, fed events as the scheduler delivers them:
+    duplicates, overlaps, gaps, a re-run after a lost worker, late events, and the returned
+    text (the truth) at the end. Off a worker, the step runs without a stream."""
+    from mlpipe_jupyter.executors.base import StepTask
+    from mlpipe_jupyter.executors.dask.executor import DaskExecutor
+    from mlpipe_jupyter.executors.dask.worker import _start_tailer, stream_topic
+
+    assert _start_tailer({"run_id": "r", "step": "s", "attempt": 1},
+                         {"log": tmp_path / "nothing.log"}) is None
+
+    step_dir = tmp_path / "step"
+    step_dir.mkdir()
+    log_path = step_dir / "log.txt"
+    log_path.write_text("attempt 1 said this\n--- mlpipe: attempt 2 ---\n")
+    task = StepTask(run_id="r", step="s", attempt=2, step_notebook=step_dir / "step.ipynb",
+                    output_notebook=step_dir / "output.ipynb", log_path=log_path,
+                    cwd=tmp_path, parameters={})
+    executor = DaskExecutor("dask://127.0.0.1:9")
+    executor._topics.add(stream_topic("r"))  # as if subscribed: no scheduler here
+    executor._follow(task)
+
+    def send(key: str, file: str, offset: int, text: str, attempt: int = 2) -> None:
+        executor._on_stream_event("r", (0.0, {"step": "s", "attempt": attempt, "key": key,
+                                              "file": file, "offset": offset, "text": text}))
+
+    lost_log, lost_metrics = "head lost\nhalf", '{"name": "m", "value": 0}\n'
+    send("lost", "log", 0, lost_log)
+    send("lost", "metrics", 0, lost_metrics)
+    full_log, full_metrics = "head é\nmiddle\ntail\n", '{"name": "m", "value": 1}\n{"x": 2}\n'
+    send("new", "log", 0, "head é\n")
+    send("lost", "log", len(lost_log.encode()), " late\n")  # the old execution: ignored
+    send("new", "log", 0, "head é\n")  # duplicate
+    send("new", "log", len(b"head "), "é\nmid")  # overlap: only "mid" is new
+    send("new", "log", 100, "a gap\n")  # after a gap: skipped
+    send("new", "metrics", 0, full_metrics[:10])
+    send("new", "log", 0, "x", attempt=1)  # an earlier attempt: not ours any more
+    prior = "attempt 1 said this\n--- mlpipe: attempt 2 ---\n"
+    assert log_path.read_text() == prior + lost_log + "head é\nmid"
+    assert (step_dir / "metrics.jsonl").read_text() == full_metrics[:10]
+
+    executor._write_rest(task, {"stream_key": "new", "log_text": full_log,
+                                "metrics_text": full_metrics})
+    send("new", "log", len(full_log.encode()), "after the end\n")  # late: ignored
+    assert log_path.read_text() == prior + lost_log + full_log
+    assert (step_dir / "metrics.jsonl").read_text() == full_metrics
