@@ -295,10 +295,9 @@ def test_streamed_text_is_written_once_in_order_and_the_result_fills_in(tmp_path
     duplicates, overlaps, gaps, a re-run after a lost worker, late events, and the returned
     text (the truth) at the end. Off a worker, the step runs without a stream."""
     from mlpipe_jupyter.executors.base import StepTask
-    from mlpipe_jupyter.executors.dask.executor import DaskExecutor
-    from mlpipe_jupyter.executors.dask.worker import _start_tailer, stream_topic
+    from mlpipe_jupyter.executors.dask.streams import LiveLogs, start_tailer, stream_topic
 
-    assert _start_tailer({"run_id": "r", "step": "s", "attempt": 1},
+    assert start_tailer({"run_id": "r", "step": "s", "attempt": 1},
                          {"log": tmp_path / "nothing.log"}) is None
 
     step_dir = tmp_path / "step"
@@ -308,12 +307,12 @@ def test_streamed_text_is_written_once_in_order_and_the_result_fills_in(tmp_path
     task = StepTask(run_id="r", step="s", attempt=2, step_notebook=step_dir / "step.ipynb",
                     output_notebook=step_dir / "output.ipynb", log_path=log_path,
                     cwd=tmp_path, parameters={})
-    executor = DaskExecutor("dask://127.0.0.1:9")
-    executor._topics.add(stream_topic("r"))  # as if subscribed: no scheduler here
-    executor._follow(task)
+    live = LiveLogs()
+    live._topics.add(stream_topic("r"))  # as if subscribed: no scheduler here
+    live.follow(None, task)
 
     def send(key: str, file: str, offset: int, text: str, attempt: int = 2) -> None:
-        executor._on_stream_event("r", (0.0, {"step": "s", "attempt": attempt, "key": key,
+        live.on_event("r", (0.0, {"step": "s", "attempt": attempt, "key": key,
                                               "file": file, "offset": offset, "text": text}))
 
     lost_log, lost_metrics = "head lost\nhalf", '{"name": "m", "value": 0}\n'
@@ -331,7 +330,7 @@ def test_streamed_text_is_written_once_in_order_and_the_result_fills_in(tmp_path
     assert log_path.read_text() == prior + lost_log + "head é\nmid"
     assert (step_dir / "metrics.jsonl").read_text() == full_metrics[:10]
 
-    executor._write_rest(task, {"stream_key": "new", "log_text": full_log,
+    live.write_rest(task, {"stream_key": "new", "log_text": full_log,
                                 "metrics_text": full_metrics})
     send("new", "log", len(full_log.encode()), "after the end\n")  # late: ignored
     assert log_path.read_text() == prior + lost_log + full_log

@@ -13,8 +13,8 @@ shared: inputs go up to the datastore before submit, the worker runs
 ``worker.run_step_objstore`` and commits the outputs there, and the executor downloads the
 committed result into the staging folder (see docs/dask.md). The step's log and metrics
 still grow while it runs: the worker sends their new bytes as Dask events on the run's
-topic (``worker.stream_topic``), which the executor subscribes to and appends in order;
-when the task ends, ``_materialise`` adds what the events did not carry.
+topic (``streams.stream_topic``), which the executor subscribes to and appends in order;
+when the task ends, ``_materialise`` adds what the events did not carry (``streams.LiveLogs``).
 
 Faults become outcomes, never hangs:
 - a worker lost mid-step: the scheduler runs the task again on another worker, up to its
@@ -45,11 +45,11 @@ from mlpipe_jupyter.executors.dask.cluster import (
     scheduler_address,
     worker_resources,
 )
+from mlpipe_jupyter.executors.dask.streams import LiveLogs
 from mlpipe_jupyter.executors.dask.worker import (
     cancel_event_names,
     run_step,
     run_step_objstore,
-    stream_topic,
 )
 from mlpipe_jupyter.executors.docker.engine import docker_engine_problem
 from mlpipe_jupyter.executors.docker.images import container_fingerprint
@@ -72,19 +72,6 @@ class _Pending:
     candidates: list[str] | None = None  # the workers it may run on; None: any
     unplaceable_since: float | None = None
     reported: bool = False
-
-
-@dataclass
-class _Stream:
-    """What the worker's events have written to one submitted step's log and metrics file.
-
-    ``written`` holds, per execution (the worker's stream key), the bytes appended from each
-    file; only the newest execution's events are written (a lost worker's late ones are not).
-    """
-
-    task: StepTask
-    written: dict[str, dict[str, int]] = field(default_factory=dict)
-    current: str | None = None
 
 
 @dataclass
@@ -125,11 +112,7 @@ class DaskExecutor(Executor):
         self._engines: dict[str, str | None] | None = None  # worker -> Docker problem
         self._watchdog: threading.Thread | None = None
         self._closing = threading.Event()
-        # live logs with an object-store datastore: by (run id, step, attempt); the lock
-        # orders the event handler (client loop thread) and _materialise (callback thread)
-        self._streams: dict[tuple[str, str, int], _Stream] = {}
-        self._stream_lock = threading.Lock()
-        self._topics: set[str] = set()
+        self.live_logs = LiveLogs()  # object-store datastore: logs streamed by the workers
         #: (run id, step) -> where each finished attempt ran
         self.placements: dict[tuple[str, str], list[Placement]] = {}
 
@@ -271,7 +254,7 @@ class DaskExecutor(Executor):
             function = run_step_objstore
             if self._reuse_remote(task, on_done):
                 return
-            self._follow(task)
+            self.live_logs.follow(self.client, task)
         key = f"mlpipe-{task.run_id}-{task.step}-{task.attempt}-{time.time_ns()}"
         future = self.client.submit(function, spec, key=key, pure=False,
                                     resources=wanted or None, retries=0,
@@ -310,12 +293,7 @@ class DaskExecutor(Executor):
         # Cancel events stay set on purpose: clearing them here, right after cancel, would
         # race the workers' watchers that have not looked yet. They are a few bytes each.
         if self._client is not None:
-            for topic in sorted(self._topics):
-                try:
-                    self._client.unsubscribe_topic(topic)
-                except Exception:
-                    log.debug("unsubscribing from %s failed", topic, exc_info=True)
-            self._topics.clear()
+            self.live_logs.unsubscribe(self._client)
             try:
                 self._client.close(timeout=5)
             except Exception:
@@ -400,7 +378,7 @@ class DaskExecutor(Executor):
         if result.get("output_notebook_text") is not None:
             task.output_notebook.parent.mkdir(parents=True, exist_ok=True)
             task.output_notebook.write_text(result["output_notebook_text"], encoding="utf-8")
-        self._write_rest(task, result)
+        self.live_logs.write_rest(task, result)
         if not result.get("ok") or task.staging is None:
             return None
         assert self._objstore_url is not None
@@ -415,86 +393,6 @@ class DaskExecutor(Executor):
             return (f"could not download the step's result from the datastore: "
                     f"{type(exc).__name__}: {exc}")
         return None
-
-    # -- live log and metrics (object-store datastore) -------------------------------------
-    def _follow(self, task: StepTask) -> None:
-        """Write the events of the task's executions to its log and metrics file; subscribe
-        to the run's topic once. Without it the texts arrive with the result."""
-        topic = stream_topic(task.run_id)
-        with self._stream_lock:
-            self._streams[(task.run_id, task.step, task.attempt)] = _Stream(task)
-            if topic in self._topics:
-                return
-            self._topics.add(topic)
-        try:
-            self.client.subscribe_topic(
-                topic, lambda event, run_id=task.run_id: self._on_stream_event(run_id, event))
-        except Exception:
-            log.debug("subscribing to %s failed; logs arrive when steps end", topic,
-                      exc_info=True)
-
-    def _on_stream_event(self, run_id: str, event: Any) -> None:
-        """Append an event's text when it continues its stream exactly (on the client's loop
-        thread): duplicates, overlaps and text after a gap are dropped; the returned text
-        fills in later."""
-        try:
-            _, msg = event
-            name, key = msg["file"], msg["key"]
-            offset, data = int(msg["offset"]), msg["text"].encode("utf-8")
-            with self._stream_lock:
-                stream = self._streams.get((run_id, msg["step"], int(msg["attempt"])))
-                if stream is None or name not in ("log", "metrics"):
-                    return  # the step ended (or is not ours): its result wrote the rest
-                if key != stream.current:
-                    if key in stream.written:
-                        return  # an older execution of the step (a lost worker)
-                    self._switch_stream(stream, key)
-                written = stream.written[key][name]
-                if not offset <= written < offset + len(data):
-                    return
-                with self._stream_path(stream.task, name).open("ab") as handle:
-                    handle.write(data[written - offset:])
-                stream.written[key][name] = offset + len(data)
-        except Exception:
-            log.debug("a live log event could not be written", exc_info=True)
-
-    @staticmethod
-    def _stream_path(task: StepTask, name: str) -> Path:
-        return task.log_path if name == "log" else task.step_notebook.parent / "metrics.jsonl"
-
-    def _switch_stream(self, stream: _Stream, key: str) -> None:
-        """A new execution of the step streams (the scheduler re-ran it after a lost worker):
-        its log follows the old one's, its metrics replace them."""
-        if stream.current is not None and stream.written[stream.current]["metrics"]:
-            self._stream_path(stream.task, "metrics").write_bytes(b"")
-        stream.current = key
-        stream.written[key] = {"log": 0, "metrics": 0}
-
-    def _write_rest(self, task: StepTask, result: dict[str, Any]) -> None:
-        """Write the part of the returned log and metrics no event wrote, and end the stream:
-        later events are ignored. The log only grows (earlier attempts stay); the metrics
-        file ends up holding exactly the returned metrics."""
-        with self._stream_lock:
-            stream = self._streams.pop((task.run_id, task.step, task.attempt), None)
-            key = result.get("stream_key")
-            written = (stream.written.get(key, {}) if stream is not None and key is not None
-                       else {})
-            log_bytes = (result.get("log_text") or "").encode("utf-8")
-            if len(log_bytes) > written.get("log", 0):
-                with task.log_path.open("ab") as handle:
-                    handle.write(log_bytes[written.get("log", 0):])
-            metrics = self._stream_path(task, "metrics")
-            metrics_bytes = (result.get("metrics_text") or "").encode("utf-8")
-            if stream is not None and key is not None and key == stream.current:
-                if len(metrics_bytes) > written["metrics"]:
-                    with metrics.open("ab") as handle:
-                        handle.write(metrics_bytes[written["metrics"]:])
-            elif metrics_bytes or metrics.exists():
-                metrics.write_bytes(metrics_bytes)
-
-    def _end_stream(self, task: StepTask) -> None:
-        with self._stream_lock:
-            self._streams.pop((task.run_id, task.step, task.attempt), None)
 
     # -- outcomes -----------------------------------------------------------------------------
     def _is_canceled(self, task: StepTask) -> bool:
@@ -512,7 +410,7 @@ class DaskExecutor(Executor):
             log.exception("step %s: building its outcome failed", pending.task.step)
             outcome = StepOutcome(pending.task, ok=False, error=f"internal error: {exc!r}",
                                   ended_at=time.time())
-        self._end_stream(pending.task)  # a lost or canceled step: keep what was streamed
+        self.live_logs.end(pending.task)  # a lost or canceled step: keep what was streamed
         pending.on_done(outcome)
 
     def _on_future_done(self, future: Any) -> None:

@@ -8,8 +8,8 @@ worker. With an object-store datastore ``run_step_objstore`` wraps ``run_step``:
 downloaded, paths rewritten to a worker-local folder, outputs uploaded and committed.
 The log is appended as the step runs, so ``mlpipe logs -f`` follows a step on any worker:
 with a shared filesystem the worker appends to the runner's log file itself; with an
-object store a ``_Tailer`` thread sends what the step appends to its local log and metrics
-file to the runner as Dask events (topic ``stream_topic(run_id)``), and the full text still
+object store a ``streams.Tailer`` thread sends what the step appends to its local log and metrics
+file to the runner as Dask events (topic ``streams.stream_topic(run_id)``), and the full text still
 comes back with the result. Cancel reaches a running step through a Dask ``Event``
 (``future.cancel()`` alone cannot stop a task that has started), and a timeout is enforced
 here, next to the kernel.
@@ -17,39 +17,26 @@ here, next to the kernel.
 
 from __future__ import annotations
 
-import codecs
 import logging
 import os
 import shutil
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
+
+from mlpipe_jupyter.executors.dask.streams import start_tailer
 
 log = logging.getLogger(__name__)
 
 # How often the watcher looks at the cancel events and the deadline.
 WATCH_INTERVAL_SECONDS = 0.3
 
-# Live logs with an object-store datastore: how often the tailer looks for new bytes, the
-# most it reads of a file at once (the rest waits for the next look, or for the result),
-# and the most characters one event carries (at most 4 UTF-8 bytes each: <= 64 KiB).
-STREAM_INTERVAL_SECONDS = 0.5
-STREAM_READ_BYTES = 1 << 20
-STREAM_CHUNK_CHARS = 16 * 1024
-
-
 def cancel_event_names(run_id: str, step: str) -> tuple[str, str]:
     """The Dask ``Event`` names that cancel one step, or every step of its run."""
     return f"mlpipe-cancel:{run_id}", f"mlpipe-cancel:{run_id}:{step}"
-
-
-def stream_topic(run_id: str) -> str:
-    """The Dask event topic on which a run's steps stream their log and metrics."""
-    return f"mlpipe-stream:{run_id}"
 
 
 def _worker_identity() -> tuple[str, str]:
@@ -279,7 +266,7 @@ def run_step_objstore(spec: dict[str, Any]) -> dict[str, Any]:
     the datastore, and the result id. Inputs are downloaded into a worker-local folder, the
     notebook (sent as text) runs with its context paths rewritten to local ones, and on
     success the outputs are uploaded and committed as ``results/<result_id>/`` with its
-    marker. While it runs, a ``_Tailer`` streams the log and the metrics to the runner; the
+    marker. While it runs, a ``streams.Tailer`` streams the log and the metrics to the runner; the
     executed notebook, the whole log and the metrics also come back as text, with the
     stream's ``stream_key``.
     """
@@ -309,7 +296,7 @@ def run_step_objstore(spec: dict[str, Any]) -> dict[str, Any]:
                       "log_path": str(local / "step.log"), "cwd": str(local / "cwd"),
                       "staging": str(local / "outputs"),
                       "input_paths": [str(local / "inputs" / n) for n in remote["inputs"]]}
-        tailer = _start_tailer(spec, {"log": local / "step.log",
+        tailer = start_tailer(spec, {"log": local / "step.log",
                                       "metrics": local / "metrics.jsonl"})
         try:
             result = run_step(local_spec)
@@ -343,78 +330,3 @@ def run_step_objstore(spec: dict[str, Any]) -> dict[str, Any]:
         return result
     finally:
         shutil.rmtree(local, ignore_errors=True)
-
-
-class _Tailer(threading.Thread):
-    """Sends what a step appends to its worker-local files to the runner, as Dask events.
-
-    Every ``STREAM_INTERVAL_SECONDS`` (and once more in ``finish``) the new bytes of each
-    file go out as ``{"step", "attempt", "key", "file", "offset", "text"}`` on
-    ``stream_topic(run_id)``; ``key`` names this execution (a lost worker's re-run is
-    another stream) and ``offset`` counts the UTF-8 bytes of the text sent before. Best
-    effort: the texts the task returns are the truth, the runner adds what no event carried.
-    """
-
-    def __init__(self, spec: dict[str, Any], files: dict[str, Path]) -> None:
-        super().__init__(daemon=True, name="mlpipe-dask-stream")
-        from distributed import get_worker
-
-        self._worker = get_worker()  # only found from the task's thread; raises off a worker
-        self._topic = stream_topic(spec["run_id"])
-        self.key = f"{spec['run_id']}/{spec['step']}/{spec['attempt']}/{uuid.uuid4().hex}"
-        self._base = {"step": spec["step"], "attempt": spec["attempt"], "key": self.key}
-        self._files = files
-        self._read = dict.fromkeys(files, 0)  # bytes of each file consumed
-        self._sent = dict.fromkeys(files, 0)  # UTF-8 bytes of text sent: the next offset
-        self._decoders = {name: codecs.getincrementaldecoder("utf-8")("replace")
-                          for name in files}
-        self._halt = threading.Event()
-        self._broken = False
-
-    def run(self) -> None:
-        while not self._halt.wait(STREAM_INTERVAL_SECONDS):
-            self._send_new(final=False)
-
-    def finish(self) -> None:
-        """Stop, then send what the files gained since the last look."""
-        self._halt.set()
-        self.join(timeout=10)
-        if not self.is_alive():
-            self._send_new(final=True)
-
-    def _send_new(self, final: bool) -> None:
-        for name, path in self._files.items():
-            try:
-                with path.open("rb") as handle:
-                    handle.seek(self._read[name])
-                    data = handle.read(STREAM_READ_BYTES)
-            except OSError:  # not created yet
-                continue
-            self._read[name] += len(data)
-            # decoded exactly as the returned text is (bytes.decode(errors="replace"))
-            at_end = final and len(data) < STREAM_READ_BYTES
-            text = self._decoders[name].decode(data, final=at_end)
-            for start in range(0, len(text), STREAM_CHUNK_CHARS):
-                if self._broken:
-                    return
-                piece = text[start:start + STREAM_CHUNK_CHARS]
-                try:
-                    self._worker.log_event(self._topic, {**self._base, "file": name,
-                                                         "offset": self._sent[name],
-                                                         "text": piece})
-                except Exception:  # the worker is closing: the result carries the text
-                    log.debug("streaming the step's %s failed", name, exc_info=True)
-                    self._broken = True
-                    return
-                self._sent[name] += len(piece.encode("utf-8"))
-
-
-def _start_tailer(spec: dict[str, Any], files: dict[str, Path]) -> _Tailer | None:
-    """A running ``_Tailer``, or None off a Dask worker (the texts come with the result)."""
-    try:
-        tailer = _Tailer(spec, files)
-    except Exception:
-        log.debug("no live log: not on a dask worker", exc_info=True)
-        return None
-    tailer.start()
-    return tailer
