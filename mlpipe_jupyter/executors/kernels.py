@@ -129,6 +129,14 @@ class KernelPool:
             self._to_start += count
             self._spawn_locked()
 
+    def keep_spare(self, count: int) -> None:
+        """Have ``count`` kernels started (or starting) that no queued job will take."""
+        with self._lock:
+            spare = self._waiting + self._to_start - self._jobs.qsize()
+            if spare < count:
+                self._to_start += count - spare
+                self._spawn_locked()
+
     def submit(self, job: Job) -> None:
         with self._lock:
             # a job nobody reserved a kernel for (a retry) brings its own

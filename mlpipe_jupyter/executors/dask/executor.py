@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 # How long pending steps may wait for a suitable worker once none is left.
 DEFAULT_NO_WORKER_TIMEOUT = 30.0
 WATCHDOG_INTERVAL_SECONDS = 1.0
+DEFAULT_KERNEL = "python3"  # the kernel started ahead on the workers (steps' usual one)
 
 
 @dataclass
@@ -207,6 +208,20 @@ class DaskExecutor(Executor):
                "network": task.network, "cpus": resources.cpus,
                "memory_bytes": resources.memory_bytes, "gpus": resources.gpus}
         return box, candidates
+
+    def prepare(self, cwd: Path, expected_tasks: int, max_parallel: int) -> None:
+        """Have every worker start a kernel now, so the first steps find theirs started.
+
+        Only with a shared filesystem: with object storage each step gets a fresh working
+        folder of its own, which a kernel started ahead could not be in."""
+        if expected_tasks <= 0 or self._objstore_url is not None:
+            return
+        from mlpipe_jupyter.executors.dask.warm import prewarm
+
+        try:
+            self.client.run(prewarm, DEFAULT_KERNEL, str(cwd))
+        except Exception:  # an optimisation only: steps start their kernels if need be
+            log.debug("asking the workers to start kernels failed", exc_info=True)
 
     # -- running ----------------------------------------------------------------------------
     def submit(self, task: StepTask, on_done: OutcomeCallback) -> None:

@@ -61,31 +61,32 @@ def _reset_outputs(staging: str | None, outputs: list[str]) -> None:
         folder.mkdir(parents=True, exist_ok=True)
 
 
-class _Watcher(threading.Thread):
-    """Stops the step (``stop``) when it is canceled or runs past its deadline."""
+def cancel_events(spec: dict[str, Any]) -> list[Any]:
+    """The step's cancel ``Event``s; call from the task's thread, where ``get_client()``
+    finds the worker's client (not from the kernel's or the watcher's thread)."""
+    try:
+        from distributed import Event, get_client
 
-    def __init__(self, stop: Callable[[], None], spec: dict[str, Any],
+        client = get_client()
+        return [Event(name, client=client)
+                for name in cancel_event_names(spec["run_id"], spec["step"])]
+    except Exception:  # not on a worker: no cancel, only the timeout
+        log.debug("no cancel events: not on a dask worker", exc_info=True)
+        return []
+
+
+class _Watcher(threading.Thread):
+    """Stops the step (``stop``) when one of its cancel events is set or it runs past its
+    deadline."""
+
+    def __init__(self, stop: Callable[[], None], events: list[Any],
                  timeout: float | None) -> None:
         super().__init__(daemon=True, name="mlpipe-dask-watch")
         self._stop_step = stop
         self.reason: str | None = None  # "canceled" or "timed_out" once it acted
         self._halt = threading.Event()
         self._deadline = time.monotonic() + float(timeout) if timeout else None
-        self._events = self._open_events(spec)
-
-    @staticmethod
-    def _open_events(spec: dict[str, Any]) -> list[Any]:
-        try:
-            from distributed import Event, get_client
-
-            # Resolved here, in the task's thread: get_client() only finds the worker's
-            # client from a task thread, not from the watcher thread that polls.
-            client = get_client()
-            return [Event(name, client=client)
-                    for name in cancel_event_names(spec["run_id"], spec["step"])]
-        except Exception:  # not on a worker: no cancel, only the timeout
-            log.debug("no cancel events: not on a dask worker", exc_info=True)
-            return []
+        self._events = events
 
     def run(self) -> None:
         while not self._halt.wait(WATCH_INTERVAL_SECONDS):
@@ -142,8 +143,13 @@ def run_step(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_in_kernel(spec: dict[str, Any], log_file: TextIO, result: dict[str, Any]) -> None:
-    """papermill in a fresh kernel of the worker's own Python."""
-    from mlpipe_jupyter.executors.kernels import start_kernel
+    """papermill in a fresh kernel of the worker's own Python.
+
+    The kernel was started ahead when it could be (``warm``: steps that share a working
+    folder, i.e. a shared filesystem); each kernel runs this one step and is shut down.
+    """
+    from mlpipe_jupyter.executors.dask.warm import run_with_kernel
+    from mlpipe_jupyter.executors.kernels import WarmKernel, start_kernel
     from mlpipe_jupyter.executors.local import _import_papermill
 
     papermill = _import_papermill()
@@ -152,37 +158,50 @@ def _run_in_kernel(spec: dict[str, Any], log_file: TextIO, result: dict[str, Any
     from mlpipe_jupyter.executors.papermill_engine import ENGINE_NAME
 
     address = result["worker"]
+    events = cancel_events(spec)
+
+    def execute(kernel: WarmKernel | None, error: Exception | None) -> None:
+        if kernel is None:
+            result["error"] = f"the kernel could not start on worker {address}: {error}"
+            return
+        watcher = _Watcher(kernel.kill, events, spec.get("timeout_seconds"))
+        watcher.start()
+        try:
+            papermill.execute_notebook(
+                spec["step_notebook"], spec["output_notebook"],
+                parameters=dict(spec["parameters"]), kernel_name=spec["kernel_name"],
+                engine_name=ENGINE_NAME, km=kernel.manager, kc=kernel.client,
+                progress_bar=False, stdout_file=log_file, stderr_file=log_file,
+            )
+            result["ok"] = True
+        except PapermillExecutionError as exc:
+            result.update(error=f"{exc.ename}: {exc.evalue}", ename=exc.ename,
+                          evalue=exc.evalue, cell_index=exc.cell_index)
+        except Exception as exc:
+            if watcher.reason == "timed_out":
+                result.update(timed_out=True, error=f"timed out after "
+                              f"{spec['timeout_seconds']:g} s (--timeout); the kernel was stopped")
+            elif watcher.reason == "canceled":
+                result.update(canceled=True, error="canceled")
+            elif type(exc).__name__ == "DeadKernelError":
+                result.update(error=f"the kernel died on worker {address} (out of memory, or "
+                              "the process was killed)", ename="DeadKernelError")
+            else:
+                result.update(error=f"{type(exc).__name__}: {exc}", ename=type(exc).__name__)
+        finally:
+            watcher.stop()
+
+    if spec.get("warm", True):
+        run_with_kernel(spec["kernel_name"], Path(spec["cwd"]), execute)
+        return
     try:
         kernel = start_kernel(spec["kernel_name"], Path(spec["cwd"]))
     except Exception as exc:
-        result["error"] = f"the kernel could not start on worker {address}: {exc}"
+        execute(None, exc)
         return
-    watcher = _Watcher(kernel.kill, spec, spec.get("timeout_seconds"))
-    watcher.start()
     try:
-        papermill.execute_notebook(
-            spec["step_notebook"], spec["output_notebook"],
-            parameters=dict(spec["parameters"]), kernel_name=spec["kernel_name"],
-            engine_name=ENGINE_NAME, km=kernel.manager, kc=kernel.client,
-            progress_bar=False, stdout_file=log_file, stderr_file=log_file,
-        )
-        result["ok"] = True
-    except PapermillExecutionError as exc:
-        result.update(error=f"{exc.ename}: {exc.evalue}", ename=exc.ename,
-                      evalue=exc.evalue, cell_index=exc.cell_index)
-    except Exception as exc:
-        if watcher.reason == "timed_out":
-            result.update(timed_out=True, error=f"timed out after {spec['timeout_seconds']:g} s "
-                          "(--timeout); the kernel was stopped")
-        elif watcher.reason == "canceled":
-            result.update(canceled=True, error="canceled")
-        elif type(exc).__name__ == "DeadKernelError":
-            result.update(error=f"the kernel died on worker {address} (out of memory, or "
-                          "the process was killed)", ename="DeadKernelError")
-        else:
-            result.update(error=f"{type(exc).__name__}: {exc}", ename=type(exc).__name__)
+        execute(kernel, None)
     finally:
-        watcher.stop()
         kernel.shutdown()
 
 
@@ -233,7 +252,8 @@ def _run_in_container(spec: dict[str, Any], log_file: TextIO, result: dict[str, 
         timeout_seconds=spec.get("timeout_seconds"),
     )
     container = StepContainer(client, step)
-    watcher = _Watcher(container.stop, spec, timeout=None)  # the container enforces the timeout
+    # the container enforces the timeout itself
+    watcher = _Watcher(container.stop, cancel_events(spec), timeout=None)
     watcher.start()
     try:
         ended = container.run()
@@ -294,7 +314,7 @@ def run_step_objstore(spec: dict[str, Any]) -> dict[str, Any]:
         local_spec = {**spec, "step_notebook": str(notebook),
                       "output_notebook": str(local / "output.ipynb"),
                       "log_path": str(local / "step.log"), "cwd": str(local / "cwd"),
-                      "staging": str(local / "outputs"),
+                      "staging": str(local / "outputs"), "warm": False,  # a new cwd each step
                       "input_paths": [str(local / "inputs" / n) for n in remote["inputs"]]}
         tailer = start_tailer(spec, {"log": local / "step.log",
                                       "metrics": local / "metrics.jsonl"})
