@@ -295,7 +295,7 @@ def test_streamed_text_is_written_once_in_order_and_the_result_fills_in(tmp_path
     duplicates, overlaps, gaps, a re-run after a lost worker, late events, and the returned
     text (the truth) at the end. Off a worker, the step runs without a stream."""
     from mlpipe_jupyter.executors.base import StepTask
-    from mlpipe_jupyter.executors.dask.streams import LiveLogs, start_tailer, stream_topic
+    from mlpipe_jupyter.executors.dask.streams import LiveLogs, start_tailer
 
     assert start_tailer({"run_id": "r", "step": "s", "attempt": 1},
                          {"log": tmp_path / "nothing.log"}) is None
@@ -308,12 +308,12 @@ def test_streamed_text_is_written_once_in_order_and_the_result_fills_in(tmp_path
                     output_notebook=step_dir / "output.ipynb", log_path=log_path,
                     cwd=tmp_path, parameters={})
     live = LiveLogs()
-    live._topics.add(stream_topic("r"))  # as if subscribed: no scheduler here
+    live._subscribed = True  # as if subscribed: no scheduler here
     live.follow(None, task)
 
     def send(key: str, file: str, offset: int, text: str, attempt: int = 2) -> None:
-        live.on_event("r", (0.0, {"step": "s", "attempt": attempt, "key": key,
-                                              "file": file, "offset": offset, "text": text}))
+        live.on_event((0.0, {"run_id": "r", "step": "s", "attempt": attempt, "key": key,
+                             "file": file, "offset": offset, "text": text}))
 
     lost_log, lost_metrics = "head lost\nhalf", '{"name": "m", "value": 0}\n'
     send("lost", "log", 0, lost_log)
@@ -326,6 +326,8 @@ def test_streamed_text_is_written_once_in_order_and_the_result_fills_in(tmp_path
     send("new", "log", 100, "a gap\n")  # after a gap: skipped
     send("new", "metrics", 0, full_metrics[:10])
     send("new", "log", 0, "x", attempt=1)  # an earlier attempt: not ours any more
+    live.on_event((0.0, {"run_id": "other", "step": "s", "attempt": 2, "key": "new",
+                         "file": "log", "offset": 0, "text": "another run's\n"}))  # not ours
     prior = "attempt 1 said this\n--- mlpipe: attempt 2 ---\n"
     assert log_path.read_text() == prior + lost_log + "head é\nmid"
     assert (step_dir / "metrics.jsonl").read_text() == full_metrics[:10]

@@ -12,8 +12,8 @@ With an object-store datastore (``mlpipe datastore add``; an fsspec URL), nothin
 shared: inputs go up to the datastore before submit, the worker runs
 ``worker.run_step_objstore`` and commits the outputs there, and the executor downloads the
 committed result into the staging folder (see docs/dask.md). The step's log and metrics
-still grow while it runs: the worker sends their new bytes as Dask events on the run's
-topic (``streams.stream_topic``), which the executor subscribes to and appends in order;
+still grow while it runs: the worker sends their new bytes as Dask events on one topic
+(``streams.STREAM_TOPIC``), which the executor subscribes to and appends in order;
 when the task ends, ``_materialise`` adds what the events did not carry (``streams.LiveLogs``).
 
 Faults become outcomes, never hangs:

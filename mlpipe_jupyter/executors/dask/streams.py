@@ -2,7 +2,7 @@
 
 With an object-store datastore a step writes its log and ``metrics.jsonl`` in a
 worker-local folder. ``Tailer`` (on the worker) sends their new bytes as Dask structured
-events on the run's topic; ``LiveLogs`` (in the runner's executor) appends them, in order,
+events on one topic; ``LiveLogs`` (in the runner's executor) appends them, in order,
 to the step's files in the run folder, so ``mlpipe logs -f`` and the UI follow the step as
 it runs. The texts the task returns stay the truth: ``LiveLogs.write_rest`` adds what no
 event carried, and events that arrive after it are ignored.
@@ -30,9 +30,10 @@ STREAM_READ_BYTES = 1 << 20
 STREAM_CHUNK_CHARS = 16 * 1024
 
 
-def stream_topic(run_id: str) -> str:
-    """The Dask event topic on which a run's steps stream their log and metrics."""
-    return f"mlpipe-stream:{run_id}"
+# One topic for every run: the scheduler keeps the last ``distributed.admin.
+# low-level-log-length`` (1000) events of each topic, so a topic per run would leave up to
+# 1000 events behind per run on a long-lived scheduler; one topic bounds it for all runs.
+STREAM_TOPIC = "mlpipe-stream"
 
 
 @dataclass
@@ -58,34 +59,32 @@ class LiveLogs:
     def __init__(self) -> None:
         self._streams: dict[tuple[str, str, int], _Stream] = {}
         self._lock = threading.Lock()
-        self._topics: set[str] = set()
+        self._subscribed = False
 
     def unsubscribe(self, client: Any) -> None:
-        """Stop listening to the runs' topics (when the executor closes)."""
-        for topic in sorted(self._topics):
+        """Stop listening to the topic (when the executor closes)."""
+        if self._subscribed:
             try:
-                client.unsubscribe_topic(topic)
+                client.unsubscribe_topic(STREAM_TOPIC)
             except Exception:
-                log.debug("unsubscribing from %s failed", topic, exc_info=True)
-        self._topics.clear()
+                log.debug("unsubscribing from %s failed", STREAM_TOPIC, exc_info=True)
+            self._subscribed = False
 
     def follow(self, client: Any, task: StepTask) -> None:
-        """Write the events of the task's executions to its log and metrics file; subscribe
-        to the run's topic once. Without it the texts arrive with the result."""
-        topic = stream_topic(task.run_id)
+        """Write the events of the task's executions to its log and metrics file (the first
+        call subscribes to the topic). Without it the texts arrive with the result."""
         with self._lock:
             self._streams[(task.run_id, task.step, task.attempt)] = _Stream(task)
-            if topic in self._topics:
+            if self._subscribed:
                 return
-            self._topics.add(topic)
+            self._subscribed = True
         try:
-            client.subscribe_topic(
-                topic, lambda event, run_id=task.run_id: self.on_event(run_id, event))
+            client.subscribe_topic(STREAM_TOPIC, self.on_event)
         except Exception:
-            log.debug("subscribing to %s failed; logs arrive when steps end", topic,
+            log.debug("subscribing to %s failed; logs arrive when steps end", STREAM_TOPIC,
                       exc_info=True)
 
-    def on_event(self, run_id: str, event: Any) -> None:
+    def on_event(self, event: Any) -> None:
         """Append an event's text when it continues its stream exactly (on the client's loop
         thread): duplicates, overlaps and text after a gap are dropped; the returned text
         fills in later."""
@@ -94,7 +93,7 @@ class LiveLogs:
             name, key = msg["file"], msg["key"]
             offset, data = int(msg["offset"]), msg["text"].encode("utf-8")
             with self._lock:
-                stream = self._streams.get((run_id, msg["step"], int(msg["attempt"])))
+                stream = self._streams.get((msg["run_id"], msg["step"], int(msg["attempt"])))
                 if stream is None or name not in ("log", "metrics"):
                     return  # the step ended (or is not ours): its result wrote the rest
                 if key != stream.current:
@@ -154,8 +153,8 @@ class Tailer(threading.Thread):
     """Sends what a step appends to its worker-local files to the runner, as Dask events.
 
     Every ``STREAM_INTERVAL_SECONDS`` (and once more in ``finish``) the new bytes of each
-    file go out as ``{"step", "attempt", "key", "file", "offset", "text"}`` on
-    ``stream_topic(run_id)``; ``key`` names this execution (a lost worker's re-run is
+    file go out as ``{"run_id", "step", "attempt", "key", "file", "offset", "text"}`` on
+    ``STREAM_TOPIC``; ``key`` names this execution (a lost worker's re-run is
     another stream) and ``offset`` counts the UTF-8 bytes of the text sent before. Best
     effort: the texts the task returns are the truth, the runner adds what no event carried.
     """
@@ -165,9 +164,9 @@ class Tailer(threading.Thread):
         from distributed import get_worker
 
         self._worker = get_worker()  # only found from the task's thread; raises off a worker
-        self._topic = stream_topic(spec["run_id"])
         self.key = f"{spec['run_id']}/{spec['step']}/{spec['attempt']}/{uuid.uuid4().hex}"
-        self._base = {"step": spec["step"], "attempt": spec["attempt"], "key": self.key}
+        self._base = {"run_id": spec["run_id"], "step": spec["step"],
+                      "attempt": spec["attempt"], "key": self.key}
         self._files = files
         self._read = dict.fromkeys(files, 0)  # bytes of each file consumed
         self._sent = dict.fromkeys(files, 0)  # UTF-8 bytes of text sent: the next offset
@@ -204,7 +203,7 @@ class Tailer(threading.Thread):
                     return
                 piece = text[start:start + STREAM_CHUNK_CHARS]
                 try:
-                    self._worker.log_event(self._topic, {**self._base, "file": name,
+                    self._worker.log_event(STREAM_TOPIC, {**self._base, "file": name,
                                                          "offset": self._sent[name],
                                                          "text": piece})
                 except Exception:  # the worker is closing: the result carries the text

@@ -9,7 +9,7 @@ downloaded, paths rewritten to a worker-local folder, outputs uploaded and commi
 The log is appended as the step runs, so ``mlpipe logs -f`` follows a step on any worker:
 with a shared filesystem the worker appends to the runner's log file itself; with an
 object store a ``streams.Tailer`` thread sends what the step appends to its local log and metrics
-file to the runner as Dask events (topic ``streams.stream_topic(run_id)``), and the full text still
+file to the runner as Dask events (topic ``streams.STREAM_TOPIC``), and the full text still
 comes back with the result. Cancel reaches a running step through a Dask ``Event``
 (``future.cancel()`` alone cannot stop a task that has started), and a timeout is enforced
 here, next to the kernel.
