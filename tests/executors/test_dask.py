@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -251,6 +252,19 @@ def test_cancel_stops_a_step_running_on_a_worker(dask_cluster: SubprocessCluster
     while psutil.pid_exists(int(pid)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not psutil.pid_exists(int(pid)) or psutil.Process(int(pid)).status() == "zombie"
+    # and the run's cancel events do not stay behind on the scheduler
+    assert _cancel_events_on_scheduler(dask_cluster) == []
+
+
+def _cancel_events_on_scheduler(cluster: SubprocessCluster) -> list[str]:
+    from distributed import Client
+
+    def names(dask_scheduler: Any) -> list[str]:
+        return [n for n in dask_scheduler.extensions["events"]._events
+                if str(n).startswith("mlpipe-cancel")]
+
+    with Client(cluster.address, timeout=10, set_as_default=False) as client:
+        return list(client.run_on_scheduler(names))
 
 
 # -- named compute targets (.mlpipe/compute.json) and the compute CLI ---------------------------

@@ -61,6 +61,9 @@ log = logging.getLogger(__name__)
 # How long pending steps may wait for a suitable worker once none is left.
 DEFAULT_NO_WORKER_TIMEOUT = 30.0
 WATCHDOG_INTERVAL_SECONDS = 1.0
+# After a cancel, how long close() waits before deleting the cancel events (the workers'
+# watchers look every worker.WATCH_INTERVAL_SECONDS).
+CANCEL_GRACE_SECONDS = 1.5
 DEFAULT_KERNEL = "python3"  # the kernel started ahead on the workers (steps' usual one)
 
 
@@ -108,6 +111,8 @@ class DaskExecutor(Executor):
         self._lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}  # by Dask key
         self._canceled: set[tuple[str, str | None]] = set()
+        self._events_set: set[str] = set()  # cancel events this executor set
+        self._last_cancel: float | None = None  # monotonic time of the last cancel
         self._env_fingerprint: str | None = None
         self._environments: dict[str, EnvironmentVersion] = {}
         self._engines: dict[str, str | None] | None = None  # worker -> Docker problem
@@ -291,8 +296,12 @@ class DaskExecutor(Executor):
         # The event stops a step that already runs (its kernel is killed on the worker);
         # cancelling the future drops the ones still queued and reports them here.
         run_event, step_event = cancel_event_names(run_id, step or "")
+        name = run_event if step is None else step_event
+        with self._lock:
+            self._last_cancel = time.monotonic()
+            self._events_set.add(name)
         try:
-            event = Event(run_event if step is None else step_event, client=self._client)
+            event = Event(name, client=self._client)
             event.set()
         except Exception:
             log.debug("setting the cancel event failed", exc_info=True)
@@ -305,15 +314,34 @@ class DaskExecutor(Executor):
         self._closing.set()
         if self._watchdog is not None:
             self._watchdog.join(timeout=5)
-        # Cancel events stay set on purpose: clearing them here, right after cancel, would
-        # race the workers' watchers that have not looked yet. They are a few bytes each.
         if self._client is not None:
+            self._forget_cancel_events()
             self.live_logs.unsubscribe(self._client)
             try:
                 self._client.close(timeout=5)
             except Exception:
                 log.debug("closing the dask client failed", exc_info=True)
             self._client = None
+
+    def _forget_cancel_events(self) -> None:
+        """Delete the cancel events this executor set from the scheduler (clearing a Dask
+        event deletes it), which would otherwise keep them as long as it lives. First wait
+        until every watcher has had time to see them: a force-cancelled task may still be
+        running its kernel."""
+        with self._lock:
+            names, self._events_set = sorted(self._events_set), set()
+            last_cancel, self._last_cancel = self._last_cancel, None
+        if not names:
+            return
+        if last_cancel is not None:
+            time.sleep(max(0.0, last_cancel + CANCEL_GRACE_SECONDS - time.monotonic()))
+        from distributed import Event
+
+        for name in names:
+            try:
+                Event(name, client=self._client).clear()
+            except Exception:
+                log.debug("clearing the cancel event %s failed", name, exc_info=True)
 
     # -- object-store datastore ------------------------------------------------------------
     def _publish_inputs(self, task: StepTask) -> dict[str, Any]:
