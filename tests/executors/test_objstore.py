@@ -8,6 +8,7 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -226,6 +227,41 @@ def test_a_failing_step_commits_nothing_to_the_datastore(
     fs = s3fs.S3FileSystem()
     fs.invalidate_cache()
     assert not fs.find(f"{BUCKET}/failing/results")
+
+
+@pytest.mark.slow
+@pytest.mark.dask
+@pytest.mark.docker
+def test_env_steps_run_in_their_container_with_an_s3_datastore(
+        s3_cluster: tuple[str, SubprocessCluster], store: Store, workspace_dir: Path,
+        docker_engine: Any) -> None:
+    """No folder shared and a container: the worker downloads the inputs, mounts its local
+    copies into the step's container (read-only) and uploads what the container wrote."""
+    import s3fs
+
+    from mlpipe_jupyter.store.environments import EnvironmentSpec
+
+    _, cluster = s3_cluster
+    store.environments.create("tiny", EnvironmentSpec(pip=("six==1.16.0",)))
+    Datastores(store.workspace).add("objs", f"s3://{BUCKET}/boxed")
+    ComputeTargets(store.workspace).add("cl", "dask", cluster.address, "objs")
+    notebook = write_notebook(workspace_dir / "boxed.ipynb", [
+        PIPELINE[0],
+        "%%mlstep boxed --input i=make.o --output o --env tiny\nimport six, sys\n"
+        "(outputs.o / 'v').write_text(f\"{six.__version__} {(inputs.i / 'n').read_text()} "
+        "{sys.executable}\")\ntry:\n    (inputs.i / 'n').write_text('changed')\n"
+        "except OSError as exc:\n    print('inputs are read-only:', type(exc).__name__)",
+    ])
+    result = run_notebook(notebook, {"n": "7"}, compute="cl", store=store)
+    assert result.ok, result.failures
+    boxed = store.runs.step_run(result.run_id, "boxed")
+    assert (store.results.path(boxed.result_id or "", "o") / "v").read_text() == \
+        "1.16.0 7 /opt/venv/bin/python3"
+    log = store.runs.log_path(result.run_id, "boxed").read_text()
+    assert "in a container on dask worker" in log and "inputs are read-only" in log
+    fs = s3fs.S3FileSystem()
+    fs.invalidate_cache()
+    assert fs.cat_file(f"{BUCKET}/boxed/results/{boxed.result_id}/o/v").decode().startswith("1.16.0")
 
 
 LIVE_STEP = [
