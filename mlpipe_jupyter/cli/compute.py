@@ -78,7 +78,7 @@ def run_compute_command(args: argparse.Namespace) -> int:
         print("\nany Dask scheduler also works directly: --compute dask://HOST:PORT")
         return 0
     target = targets.get(args.name)
-    info = probe(target.address, PROBE_TIMEOUT)
+    info = probe(target.address, PROBE_TIMEOUT, engines=True)
     print(f"compute target {target.name}")
     print(f"  kind:      {target.kind}")
     print(f"  scheduler: {target.address}")
@@ -88,10 +88,13 @@ def run_compute_command(args: argparse.Namespace) -> int:
     if info.workers:
         rows = [[str(w.get("name")), addr, str(w.get("nthreads")),
                  f"{int(w['memory_limit']) / 2**30:.1f} GiB" if w.get("memory_limit") else "-",
-                 _resources(w.get("resources") or {})]
+                 _resources(w.get("resources") or {}), "no" if w.get("docker") else "yes"]
                 for addr, w in sorted(info.workers.items())]
         print()
-        print(_table(rows, ["WORKER", "ADDRESS", "THREADS", "MEMORY", "RESOURCES"]))
+        print(_table(rows, ["WORKER", "ADDRESS", "THREADS", "MEMORY", "RESOURCES", "DOCKER"]))
+        for _, w in sorted(info.workers.items()):
+            if w.get("docker"):
+                print(f"  {w.get('name')}: {w['docker']} (its steps cannot use --env)")
     return 0 if info.reachable else 1
 
 

@@ -19,7 +19,7 @@ from mlpipe_jupyter.runner.explain import explain_step
 from mlpipe_jupyter.runner.runner import Runner, RunRequest, run_notebook
 from mlpipe_jupyter.store import Store
 from mlpipe_jupyter.store.environments import EnvironmentSpec
-from tests.conftest import write_notebook
+from tests.conftest import run_cli, write_notebook
 
 pytest.importorskip("distributed")
 
@@ -154,6 +154,16 @@ def test_a_worker_killed_mid_step_stops_its_container_and_the_step_moves(
     assert sorted(p.name for p in _output(store, run_id, "slow", "o").iterdir()) == ["done", "partial"]
     cluster.add_worker(WorkerSpec(first))  # for the tests after this one
     cluster.wait_for_workers(3)
+
+
+def test_compute_show_says_which_workers_have_docker(
+        cluster: SubprocessCluster, workspace_dir: Path) -> None:
+    assert run_cli("compute", "add", "boxes", "--dask", cluster.address).returncode == 0
+    shown = run_cli("compute", "show", "boxes")
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"d1\s+tcp://\S+\s+1\s+-\s+-\s+yes", shown.stdout), shown.stdout
+    assert re.search(r"plain\s+tcp://\S+\s+1\s+-\s+-\s+no", shown.stdout), shown.stdout
+    assert "plain: no Docker engine answers at unix:///nonexistent/docker.sock" in shown.stdout
 
 
 def test_env_without_any_docker_worker_fails_before_anything_runs(

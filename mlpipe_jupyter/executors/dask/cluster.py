@@ -118,8 +118,11 @@ def worker_resources(client: Any) -> dict[str, dict[str, float]]:
     return {addr: dict(w.get("resources") or {}) for addr, w in info.get("workers", {}).items()}
 
 
-def probe(address: str, timeout: float = 2.0) -> ClusterInfo:
-    """Whether the scheduler answers, with its workers (for ``mlpipe compute list/show``)."""
+def probe(address: str, timeout: float = 2.0, engines: bool = False) -> ClusterInfo:
+    """Whether the scheduler answers, with its workers (for ``mlpipe compute list/show``).
+
+    With ``engines``, each worker is also asked whether a Docker engine answers on its host
+    (``docker``: None when one does, else why not): where ``--env`` steps can run."""
     try:
         client = connect(address, timeout)
     except ExecutorError as exc:
@@ -131,6 +134,14 @@ def probe(address: str, timeout: float = 2.0) -> ClusterInfo:
                    "memory_limit": w.get("memory_limit"), "resources": w.get("resources") or {}}
             for addr, w in info.get("workers", {}).items()
         }
+        if engines and workers:
+            from mlpipe_jupyter.executors.docker.engine import docker_engine_problem
+
+            answers = client.run(docker_engine_problem, on_error="return")
+            for addr, answer in answers.items():
+                if addr in workers:
+                    workers[addr]["docker"] = (answer if not isinstance(answer, BaseException)
+                                               else f"could not ask: {answer}")
         return ClusterInfo(address, True, workers=workers)
     finally:
         client.close()
