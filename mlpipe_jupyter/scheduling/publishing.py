@@ -28,8 +28,9 @@ from mlpipe_jupyter.errors import (
 from mlpipe_jupyter.model.grammar import DATASET_NAME
 from mlpipe_jupyter.model.pipeline import Pipeline
 from mlpipe_jupyter.notebook import load_pipeline, pipeline_from_cells, read_code_cells
-from mlpipe_jupyter.runner.planning import hash_file, local_modules
+from mlpipe_jupyter.runner.planning import local_modules
 from mlpipe_jupyter.store import Store
+from mlpipe_jupyter.store.datasets import hash_file
 from mlpipe_jupyter.store.environments import parse_env_ref
 from mlpipe_jupyter.store.snapshot import git_info
 

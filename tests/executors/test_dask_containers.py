@@ -156,6 +156,42 @@ def test_a_worker_killed_mid_step_stops_its_container_and_the_step_moves(
     cluster.wait_for_workers(3)
 
 
+def test_cancel_stops_a_container_step_on_a_worker(
+        cluster: SubprocessCluster, store: Store, workspace_dir: Path, docker_engine: Any) -> None:
+    from mlpipe_jupyter.model.status import RunStatus
+
+    store.environments.create("tiny", EnvironmentSpec(pip=("six==1.16.0",)))
+    notebook = write_notebook(workspace_dir / "cancel.ipynb", [
+        "%%mlstep slow --output o --env tiny\nimport time\nprint('sleeping', flush=True)\n"
+        "time.sleep(60)",
+    ])
+    runner = Runner(store)
+    box: list[Any] = []
+    thread = threading.Thread(target=lambda: box.append(
+        runner.run(RunRequest(notebook=notebook, compute=cluster.compute))), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while True:
+        runs = store.runs.list_runs()
+        log = store.runs.log_path(runs[0].id, "slow") if runs else None
+        if log is not None and log.exists() and "sleeping" in log.read_text():
+            break
+        assert time.monotonic() < deadline, "the step never started"
+        time.sleep(0.2)
+    canceled_at = time.monotonic()
+    runner.cancel()
+    thread.join(RUN_BOUND_SECONDS)
+    [result] = box
+    assert result.status is RunStatus.CANCELED
+    assert store.runs.step_run(runs[0].id, "slow").status is StepStatus.CANCELED
+    # the container is stopped and removed by its worker soon after, not left sleeping
+    deadline = canceled_at + 20
+    while docker_engine.containers.list(all=True, filters={"label": f"{STEP_LABEL}=slow",
+                                                          "status": "running"}):
+        assert time.monotonic() < deadline, "the canceled step's container kept running"
+        time.sleep(0.5)
+
+
 def test_compute_show_says_which_workers_have_docker(
         cluster: SubprocessCluster, workspace_dir: Path) -> None:
     assert run_cli("compute", "add", "boxes", "--dask", cluster.address).returncode == 0
