@@ -57,6 +57,11 @@ def store(workspace_dir: Path) -> Iterator[Store]:
     opened.close()
 
 
+def step_output(store: Store, run_id: str, step: str, output: str) -> Path:
+    """The committed folder of one output of a step of a run."""
+    return store.results.path(store.runs.step_run(run_id, step).result_id or "", output)
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
             timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """The real ``mlpipe`` command in a subprocess (as a user would run it)."""

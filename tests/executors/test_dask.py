@@ -16,7 +16,7 @@ from mlpipe_jupyter.executors.dask.cluster import placement_problem, scheduler_a
 from mlpipe_jupyter.model.status import RunStatus, StepStatus
 from mlpipe_jupyter.runner.runner import Runner, RunRequest, run_notebook
 from mlpipe_jupyter.store import Store
-from tests.conftest import write_notebook
+from tests.conftest import step_output, write_notebook
 
 pytest.importorskip("distributed")
 
@@ -42,9 +42,6 @@ def _workers(store: Store, run_id: str, step: str) -> list[str]:
     text = store.runs.log_path(run_id, step).read_text()
     return re.findall(r"--- mlpipe: step \S+ on dask worker \S+ \((\S+),", text)
 
-
-def _output(store: Store, run_id: str, step: str, output: str) -> Path:
-    return store.results.path(store.runs.step_run(run_id, step).result_id or "", output)
 
 
 FAN_OUT = [
@@ -94,14 +91,14 @@ def test_fan_out_runs_on_different_workers_like_a_local_run(
     assert _workers(store, run_id, "square") != _workers(store, run_id, "cube")
     assert square.started_at < cube.ended_at and cube.started_at < square.ended_at
     assert square.compute == dask_cluster.compute
-    assert (_output(store, run_id, "total", "o") / "v").read_text() == str(16 + 64)
+    assert (step_output(store, run_id, "total", "o") / "v").read_text() == str(16 + 64)
     assert [m["value"] for m in store.runs.metrics(run_id, "square")] == [4]
 
     # the same pipeline run locally (forced) writes identical outputs
     local = run_notebook(notebook, {"n": "4"}, store=store, regenerate=True)
     assert local.ok, local.failures
     for step in ("make", "square", "cube", "total"):
-        ours, theirs = _output(store, run_id, step, "o"), _output(store, local.run_id, step, "o")
+        ours, theirs = step_output(store, run_id, step, "o"), step_output(store, local.run_id, step, "o")
         assert ours != theirs
         assert {p.name: p.read_bytes() for p in ours.iterdir()} == \
             {p.name: p.read_bytes() for p in theirs.iterdir()}
@@ -195,7 +192,7 @@ def test_a_worker_killed_mid_step_is_retried_on_another(tmp_path: Path, store: S
         assert result.ok, result.failures
         names = _workers(store, run_id, "slow")
         assert len(names) == 2 and names[0] == first and names[1] != first
-        assert sorted(p.name for p in _output(store, run_id, "slow", "o").iterdir()) == \
+        assert sorted(p.name for p in step_output(store, run_id, "slow", "o").iterdir()) == \
             ["done", "partial"]
     finally:
         cluster.stop()
@@ -378,14 +375,25 @@ def test_workers_keep_a_kernel_started_for_the_next_step_and_leave_none_behind(
                               max_parallel=2)
         assert result.ok, result.failures
         # each worker holds a started kernel for its next step (that no step has used) ...
-        children = [child for process in cluster.worker_procs.values()
-                    for child in psutil.Process(process.pid).children(recursive=True)]
-        spares = [child for child in children if child.status() != psutil.STATUS_ZOMBIE]
+        def alive(process: psutil.Process) -> bool:
+            try:
+                return process.status() != psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:  # a step's kernel that just shut down
+                return False
+
+        deadline = time.monotonic() + 10
+        while True:  # the last steps' kernels are shutting down; the spares stay
+            children = [child for process in cluster.worker_procs.values()
+                        for child in psutil.Process(process.pid).children(recursive=True)]
+            spares = [child for child in children if alive(child)]
+            if len(spares) == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
         assert len(spares) == 2, children
     finally:
         cluster.stop()
     # ... and it goes away with its worker
     deadline = time.monotonic() + 15
-    while any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in spares):
+    while any(alive(p) for p in spares):
         assert time.monotonic() < deadline, "kernels outlived their dask workers"
         time.sleep(0.3)

@@ -19,7 +19,7 @@ from mlpipe_jupyter.runner.explain import explain_step
 from mlpipe_jupyter.runner.runner import Runner, RunRequest, run_notebook
 from mlpipe_jupyter.store import Store
 from mlpipe_jupyter.store.environments import EnvironmentSpec
-from tests.conftest import run_cli, write_notebook
+from tests.conftest import run_cli, step_output, write_notebook
 
 pytest.importorskip("distributed")
 
@@ -48,8 +48,23 @@ def _where(store: Store, run_id: str, step: str) -> list[tuple[str, str]]:
             re.findall(r"--- mlpipe: step \S+ (in a container )?on dask worker \S+ \((\S+),", text)]
 
 
-def _output(store: Store, run_id: str, step: str, output: str) -> Path:
-    return store.results.path(store.runs.step_run(run_id, step).result_id or "", output)
+
+def _start_until_sleeping(store: Store, notebook: Path, cluster: SubprocessCluster
+                          ) -> tuple[Runner, threading.Thread, list[Any], str]:
+    """Start a run of the notebook in a thread; return once step 'slow' printed 'sleeping'."""
+    runner = Runner(store)
+    box: list[Any] = []
+    thread = threading.Thread(target=lambda: box.append(
+        runner.run(RunRequest(notebook=notebook, compute=cluster.compute))), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while True:
+        runs = store.runs.list_runs()
+        log = store.runs.log_path(runs[0].id, "slow") if runs else None
+        if log is not None and log.exists() and "sleeping" in log.read_text():
+            return runner, thread, box, runs[0].id
+        assert time.monotonic() < deadline, "the step never started"
+        time.sleep(0.2)
 
 
 ENV_PIPELINE = [
@@ -83,14 +98,14 @@ def test_env_steps_run_in_containers_on_workers_with_docker(
     sa, sb = store.runs.step_run(run_id, "boxed_a"), store.runs.step_run(run_id, "boxed_b")
     assert sa.started_at < sb.ended_at and sb.started_at < sa.ended_at
     # the step's package came from the environment, with the container's isolation
-    assert (_output(store, run_id, "boxed_a", "o") / "v").read_text() == "1.16.0 5"
-    assert (_output(store, run_id, "boxed_a", "o") / "who").read_text() == f"{os.getuid()} ['lo']"
+    assert (step_output(store, run_id, "boxed_a", "o") / "v").read_text() == "1.16.0 5"
+    assert (step_output(store, run_id, "boxed_a", "o") / "who").read_text() == f"{os.getuid()} ['lo']"
     assert [m["value"] for m in store.runs.metrics(run_id, "boxed_a")] == [5]
     assert "Ending Cell" in store.runs.log_path(run_id, "boxed_a").read_text()
     # a step without --env runs in the worker's own Python
     [(how, _)] = _where(store, run_id, "plain")
     assert how == ""
-    assert "/opt/venv" not in (_output(store, run_id, "plain", "o") / "v").read_text()
+    assert "/opt/venv" not in (step_output(store, run_id, "plain", "o") / "v").read_text()
     assert not docker_engine.containers.list(all=True, filters={"label": f"org.mlpipe.run={run_id}"})
 
     again = run_notebook(notebook, {"n": "5"}, compute=cluster.compute, store=store)
@@ -101,39 +116,26 @@ def test_env_steps_run_in_containers_on_workers_with_docker(
     changed = run_notebook(notebook, {"n": "5"}, compute=cluster.compute, store=store)
     assert changed.ok, changed.failures
     assert changed.step_status["boxed_b"] is StepStatus.SUCCEEDED
-    assert (_output(store, changed.run_id, "boxed_b", "o") / "v").read_text() == "1.17.0"
+    assert (step_output(store, changed.run_id, "boxed_b", "o") / "v").read_text() == "1.17.0"
     assert "the environment changed: env:" in "\n".join(
         explain_step(store, changed.run_id, "boxed_b"))
 
 
 def test_a_worker_killed_mid_step_stops_its_container_and_the_step_moves(
         cluster: SubprocessCluster, store: Store, workspace_dir: Path, docker_engine: Any) -> None:
+    import docker.errors
+
     store.environments.create("tiny", EnvironmentSpec(pip=("six==1.16.0",)))
     notebook = write_notebook(workspace_dir / "kill.ipynb", [
         "%%mlstep slow --output o --env tiny\nimport time\n(outputs.o / 'partial').write_text('x')\n"
         "print('sleeping', flush=True)\ntime.sleep(8)\n(outputs.o / 'done').write_text('yes')",
     ])
-    runner = Runner(store)
-    box: list[Any] = []
-    thread = threading.Thread(target=lambda: box.append(
-        runner.run(RunRequest(notebook=notebook, compute=cluster.compute))), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while True:
-        runs = store.runs.list_runs()
-        log = store.runs.log_path(runs[0].id, "slow") if runs else None
-        if log is not None and log.exists() and "sleeping" in log.read_text():
-            break
-        assert time.monotonic() < deadline, "the step never started"
-        time.sleep(0.2)
-    run_id = runs[0].id
+    _, thread, box, run_id = _start_until_sleeping(store, notebook, cluster)
     [(_, first)] = _where(store, run_id, "slow")
     [container] = docker_engine.containers.list(filters={"label": f"{STEP_LABEL}=slow"})
     cluster.kill_worker(first)
     # the killed worker's container stops by itself (it is tethered to the worker) ...
     deadline = time.monotonic() + 30
-    import docker.errors
-
     while True:
         try:
             container.reload()
@@ -151,7 +153,8 @@ def test_a_worker_killed_mid_step_stops_its_container_and_the_step_moves(
     where = _where(store, run_id, "slow")
     assert [name for _, name in where][0] == first and len(where) == 2
     assert where[1][1] in {"d1", "d2"} - {first}
-    assert sorted(p.name for p in _output(store, run_id, "slow", "o").iterdir()) == ["done", "partial"]
+    assert sorted(p.name for p in step_output(store, run_id, "slow", "o").iterdir()) == \
+        ["done", "partial"]
     cluster.add_worker(WorkerSpec(first))  # for the tests after this one
     cluster.wait_for_workers(3)
 
@@ -165,25 +168,13 @@ def test_cancel_stops_a_container_step_on_a_worker(
         "%%mlstep slow --output o --env tiny\nimport time\nprint('sleeping', flush=True)\n"
         "time.sleep(60)",
     ])
-    runner = Runner(store)
-    box: list[Any] = []
-    thread = threading.Thread(target=lambda: box.append(
-        runner.run(RunRequest(notebook=notebook, compute=cluster.compute))), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while True:
-        runs = store.runs.list_runs()
-        log = store.runs.log_path(runs[0].id, "slow") if runs else None
-        if log is not None and log.exists() and "sleeping" in log.read_text():
-            break
-        assert time.monotonic() < deadline, "the step never started"
-        time.sleep(0.2)
+    runner, thread, box, run_id = _start_until_sleeping(store, notebook, cluster)
     canceled_at = time.monotonic()
     runner.cancel()
     thread.join(RUN_BOUND_SECONDS)
     [result] = box
     assert result.status is RunStatus.CANCELED
-    assert store.runs.step_run(runs[0].id, "slow").status is StepStatus.CANCELED
+    assert store.runs.step_run(run_id, "slow").status is StepStatus.CANCELED
     # the container is stopped and removed by its worker soon after, not left sleeping
     deadline = canceled_at + 20
     while docker_engine.containers.list(all=True, filters={"label": f"{STEP_LABEL}=slow",

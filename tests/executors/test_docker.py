@@ -19,13 +19,10 @@ from mlpipe_jupyter.runner.explain import explain_step
 from mlpipe_jupyter.runner.runner import run_notebook
 from mlpipe_jupyter.store import Store
 from mlpipe_jupyter.store.environments import EnvironmentSpec
-from tests.conftest import EXAMPLE, IRIS, run_cli, write_notebook
+from tests.conftest import EXAMPLE, IRIS, run_cli, step_output, write_notebook
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
-
-def _output(store: Store, run_id: str, step: str, output: str) -> Path:
-    return store.results.path(store.runs.step_run(run_id, step).result_id or "", output)
 
 
 def test_pipeline_mixing_docker_and_local_steps(docker_engine: Any, store: Store,
@@ -40,12 +37,12 @@ def test_pipeline_mixing_docker_and_local_steps(docker_engine: Any, store: Store
     ])
     result = run_notebook(notebook, {"n": "4"}, compute="docker", store=store)
     assert result.ok, result.failures
-    made = _output(store, result.run_id, "make", "o")
+    made = step_output(store, result.run_id, "make", "o")
     uid_gid, interfaces = (made / "where").read_text().split(" ", 1)
     assert uid_gid == f"{os.getuid()}:{os.getgid()}"  # ran as the host user ...
     assert (made / "n").stat().st_uid == os.getuid()  # ... so its files are the user's
     assert interfaces == "['lo']"  # no network unless the step asks
-    assert (_output(store, result.run_id, "square", "o") / "sq").read_text() == "16"
+    assert (step_output(store, result.run_id, "square", "o") / "sq").read_text() == "16"
     assert store.runs.step_run(result.run_id, "make").compute == "docker"
     assert "Ending Cell" in store.runs.log_path(result.run_id, "make").read_text()
     again = run_notebook(notebook, {"n": "4"}, compute="docker", store=store)
@@ -63,7 +60,7 @@ def test_inputs_are_read_only_and_errors_point_at_the_cell(docker_engine: Any, s
     [report] = result.failures
     assert "step 'vandal' failed in cell 2 (the step's code)" in report
     assert "Read-only file system" in report or "Permission denied" in report
-    assert (_output(store, result.run_id, "make", "o") / "f").read_text() == "x"
+    assert (step_output(store, result.run_id, "make", "o") / "f").read_text() == "x"
 
 
 def test_memory_limit_and_timeout_are_reported(docker_engine: Any, store: Store,
@@ -92,12 +89,12 @@ def test_environment_image_built_once_and_rebuild_invalidates_reuse(
     ])
     first = run_notebook(notebook, compute="docker", store=store)
     assert first.ok, first.failures
-    assert (_output(store, first.run_id, "uses_six", "o") / "v").read_text() == "1.16.0"
+    assert (step_output(store, first.run_id, "uses_six", "o") / "v").read_text() == "1.16.0"
     assert run_notebook(notebook, compute="docker", store=store).step_status["uses_six"] is StepStatus.REUSED
     store.environments.create("tiny", EnvironmentSpec(pip=("six==1.17.0",)))
     changed = run_notebook(notebook, compute="docker", store=store)
     assert changed.step_status["uses_six"] is StepStatus.SUCCEEDED
-    assert (_output(store, changed.run_id, "uses_six", "o") / "v").read_text() == "1.17.0"
+    assert (step_output(store, changed.run_id, "uses_six", "o") / "v").read_text() == "1.17.0"
     assert "the environment changed: docker:sha256:" in "\n".join(
         explain_step(store, changed.run_id, "uses_six"))
 
@@ -183,9 +180,9 @@ def test_example_gives_the_same_outputs_in_docker_and_locally(
     in_docker = run_notebook(EXAMPLE, compute="docker", env="sklearn", store=store)
     assert local.ok and in_docker.ok, in_docker.failures
     assert set(in_docker.step_status.values()) == {StepStatus.SUCCEEDED}  # new environment
-    reports = [json.loads((_output(store, r.run_id, "evaluate", "report") / "metrics.json").read_text())
+    reports = [json.loads((step_output(store, r.run_id, "evaluate", "report") / "metrics.json").read_text())
                for r in (local, in_docker)]
     assert reports[0] == reports[1]
-    prepared = [(_output(store, r.run_id, "prepare", "clean") / "test.csv").read_text()
+    prepared = [(step_output(store, r.run_id, "prepare", "clean") / "test.csv").read_text()
                 for r in (local, in_docker)]
     assert prepared[0] == prepared[1]

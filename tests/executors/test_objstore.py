@@ -78,6 +78,12 @@ def s3_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
         server.stop()
 
 
+def _target(store: Store, cluster: SubprocessCluster, prefix: str) -> None:
+    """Compute target ``cl``: the cluster, with the datastore ``objs`` at s3://BUCKET/prefix."""
+    Datastores(store.workspace).add("objs", f"s3://{BUCKET}/{prefix}")
+    ComputeTargets(store.workspace).add("cl", "dask", cluster.address, "objs")
+
+
 def test_datastore_urls_carry_no_credentials() -> None:
     assert check_url("s3://b/p/") == "s3://b/p"
     for bad in ("s3://", "http://x/y", "s3://key:secret@b/p", "b/p", "s3://b/p?key=1"):
@@ -117,8 +123,7 @@ def test_steps_on_dask_with_an_s3_datastore(s3_cluster: tuple[str, SubprocessClu
     import s3fs
 
     _, cluster = s3_cluster
-    Datastores(store.workspace).add("objs", f"s3://{BUCKET}/ws")
-    ComputeTargets(store.workspace).add("cl", "dask", cluster.address, "objs")
+    _target(store, cluster, "ws")
     notebook = write_notebook(workspace_dir / "p.ipynb", PIPELINE)
     result = run_notebook(notebook, {"n": "5"}, compute="cl", store=store)
     assert result.ok, result.failures
@@ -213,8 +218,7 @@ def test_a_failing_step_commits_nothing_to_the_datastore(
     import s3fs
 
     _, cluster = s3_cluster
-    Datastores(store.workspace).add("objs", f"s3://{BUCKET}/failing")
-    ComputeTargets(store.workspace).add("cl", "dask", cluster.address, "objs")
+    _target(store, cluster, "failing")
     notebook = write_notebook(workspace_dir / "f.ipynb", [
         "%%mlstep bad --output o\n(outputs.o / 'half').write_text('x')\nprint('about to fail')\n"
         "raise ValueError('boom')",
@@ -243,8 +247,7 @@ def test_env_steps_run_in_their_container_with_an_s3_datastore(
 
     _, cluster = s3_cluster
     store.environments.create("tiny", EnvironmentSpec(pip=("six==1.16.0",)))
-    Datastores(store.workspace).add("objs", f"s3://{BUCKET}/boxed")
-    ComputeTargets(store.workspace).add("cl", "dask", cluster.address, "objs")
+    _target(store, cluster, "boxed")
     notebook = write_notebook(workspace_dir / "boxed.ipynb", [
         PIPELINE[0],
         "%%mlstep boxed --input i=make.o --output o --env tiny\nimport six, sys\n"
@@ -279,8 +282,7 @@ def test_the_log_and_metrics_stream_to_the_runner_while_the_step_runs(
     import time
 
     _, cluster = s3_cluster
-    Datastores(store.workspace).add("objs", f"s3://{BUCKET}/live")
-    ComputeTargets(store.workspace).add("cl", "dask", cluster.address, "objs")
+    _target(store, cluster, "live")
     notebook = write_notebook(workspace_dir / "live.ipynb", LIVE_STEP)
     box: list = []
 

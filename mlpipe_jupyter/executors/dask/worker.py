@@ -8,9 +8,9 @@ worker. With an object-store datastore ``run_step_objstore`` wraps ``run_step``:
 downloaded, paths rewritten to a worker-local folder, outputs uploaded and committed.
 The log is appended as the step runs, so ``mlpipe logs -f`` follows a step on any worker:
 with a shared filesystem the worker appends to the runner's log file itself; with an
-object store a ``streams.Tailer`` thread sends what the step appends to its local log and metrics
-file to the runner as Dask events (topic ``streams.STREAM_TOPIC``), and the full text still
-comes back with the result. Cancel reaches a running step through a Dask ``Event``
+object store a ``streams.Tailer`` thread sends what the step appends to its local log and
+metrics file to the runner as Dask events (``streams.STREAM_TOPIC``), and the full text
+still comes back with the result. Cancel reaches a running step through a Dask ``Event``
 (``future.cancel()`` alone cannot stop a task that has started), and a timeout is enforced
 here, next to the kernel.
 """
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 # How often the watcher looks at the cancel events and the deadline.
 WATCH_INTERVAL_SECONDS = 0.3
+
 
 def cancel_event_names(run_id: str, step: str) -> tuple[str, str]:
     """The Dask ``Event`` names that cancel one step, or every step of its run."""
