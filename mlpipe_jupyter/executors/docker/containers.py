@@ -156,7 +156,8 @@ class StepContainer:
         step = self.step
         params_file = step.step_notebook.parent / "parameters.json"
         params_file.write_text(json.dumps(dict(step.parameters)), encoding="utf-8")
-        command = ["python3", TETHER, "papermill", str(step.step_notebook),
+        # -I -S: the tether needs only the standard library; skipping site saves ~70 ms
+        command = ["python3", "-I", "-S", TETHER, "papermill", str(step.step_notebook),
                    str(step.output_notebook), "-f", str(params_file), "-k", step.kernel_name,
                    "--no-progress-bar", "--log-output"]
         with self._lock:

@@ -53,8 +53,9 @@ def main(argv: list[str]) -> int:
                 pass  # nobody writes; read only returns b"" at end-of-file
         except OSError:
             pass
-        starter_gone.set()
-        _stop(child)
+        if child.poll() is None:  # a command that has ended keeps its own exit code
+            starter_gone.set()
+            _stop(child)
 
     threading.Thread(target=watch_stdin, daemon=True).start()
     for signum in (signal.SIGTERM, signal.SIGINT):  # `docker stop` (through tini), Ctrl-C
