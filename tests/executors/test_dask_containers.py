@@ -75,7 +75,7 @@ ENV_PIPELINE = [
     "(outputs.o / 'who').write_text(f'{os.getuid()} {sorted(os.listdir(\"/sys/class/net\"))}')\n"
     "import mlpipe_jupyter\nmlpipe_jupyter.log('n', int((inputs.i / 'n').read_text()))",
     "%%mlstep boxed_b --input i=make.o --output o --env tiny\nimport six\ntime.sleep(2)\n"
-    "(outputs.o / 'v').write_text(six.__version__)",
+    "(outputs.o / 'v').write_text(six.__version__)\nprint('six', six.__version__)",
     "%%mlstep plain --input a=boxed_a.o --input b=boxed_b.o --output o\n"
     "(outputs.o / 'v').write_text((inputs.a / 'v').read_text() + ' ' + sys.executable)",
 ]
@@ -101,7 +101,7 @@ def test_env_steps_run_in_containers_on_workers_with_docker(
     assert (step_output(store, run_id, "boxed_a", "o") / "v").read_text() == "1.16.0 5"
     assert (step_output(store, run_id, "boxed_a", "o") / "who").read_text() == f"{os.getuid()} ['lo']"
     assert [m["value"] for m in store.runs.metrics(run_id, "boxed_a")] == [5]
-    assert "Ending Cell" in store.runs.log_path(run_id, "boxed_a").read_text()
+    assert "six 1.16.0" in store.runs.log_path(run_id, "boxed_b").read_text()
     # a step without --env runs in the worker's own Python
     [(how, _)] = _where(store, run_id, "plain")
     assert how == ""

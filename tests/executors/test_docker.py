@@ -31,7 +31,8 @@ def test_pipeline_mixing_docker_and_local_steps(docker_engine: Any, store: Store
         "%%mlsetup\nimport os",
         "%%mlstep make --output o --param n=3\n"
         "(outputs.o / 'n').write_text(str(n))\n"
-        "(outputs.o / 'where').write_text(f'{os.getuid()}:{os.getgid()} {sorted(os.listdir(\"/sys/class/net\"))}')",
+        "(outputs.o / 'where').write_text(f'{os.getuid()}:{os.getgid()} {sorted(os.listdir(\"/sys/class/net\"))}')\n"
+        "print('made', n)",
         "%%mlstep square --input i=make.o --output o --compute local\n"
         "x = int((inputs.i / 'n').read_text())\n(outputs.o / 'sq').write_text(str(x * x))",
     ])
@@ -44,7 +45,7 @@ def test_pipeline_mixing_docker_and_local_steps(docker_engine: Any, store: Store
     assert interfaces == "['lo']"  # no network unless the step asks
     assert (step_output(store, result.run_id, "square", "o") / "sq").read_text() == "16"
     assert store.runs.step_run(result.run_id, "make").compute == "docker"
-    assert "Ending Cell" in store.runs.log_path(result.run_id, "make").read_text()
+    assert "made 4" in store.runs.log_path(result.run_id, "make").read_text()
     again = run_notebook(notebook, {"n": "4"}, compute="docker", store=store)
     assert set(again.step_status.values()) == {StepStatus.REUSED}
 

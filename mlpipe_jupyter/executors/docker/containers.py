@@ -39,6 +39,7 @@ LABEL_HOST = "org.mlpipe.runner-host"
 LABEL_PID = "org.mlpipe.runner-pid"
 PACKAGE_MOUNT = "/opt/mlpipe/lib"
 TETHER = f"{PACKAGE_MOUNT}/mlpipe_jupyter/executors/docker/tether.py"
+IN_CONTAINER = "mlpipe_jupyter.executors.docker.in_container"  # the step's papermill
 STOP_GRACE_SECONDS = 3
 PIDS_LIMIT = 1024
 
@@ -157,9 +158,9 @@ class StepContainer:
         params_file = step.step_notebook.parent / "parameters.json"
         params_file.write_text(json.dumps(dict(step.parameters)), encoding="utf-8")
         # -I -S: the tether needs only the standard library; skipping site saves ~70 ms
-        command = ["python3", "-I", "-S", TETHER, "papermill", str(step.step_notebook),
-                   str(step.output_notebook), "-f", str(params_file), "-k", step.kernel_name,
-                   "--no-progress-bar", "--log-output"]
+        command = ["python3", "-I", "-S", TETHER, "python3", "-m", IN_CONTAINER,
+                   str(step.step_notebook), str(step.output_notebook), str(params_file),
+                   step.kernel_name]
         with self._lock:
             if self._stopped.is_set():
                 return ContainerExit(exit_code=-1, stopped=True)
@@ -167,7 +168,7 @@ class StepContainer:
                 step.image, command,
                 user=f"{os.getuid()}:{os.getgid()}",
                 environment={"HOME": "/tmp", "USER": "mlpipe", "PYTHONPATH": PACKAGE_MOUNT,
-                             "PYTHONDONTWRITEBYTECODE": "1"},
+                             "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"},
                 working_dir=str(step.cwd.resolve()),
                 volumes=_mounts(step),
                 network_mode="host" if step.network else "none",
