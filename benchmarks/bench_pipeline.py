@@ -258,6 +258,23 @@ def find_tool(name: str) -> str:
     return found
 
 
+def check_package_is_this_checkout() -> None:
+    """Fail at once when ``mlpipe_jupyter`` is missing or imported from another checkout:
+    one Python environment serves every clone on a machine, so a fresh clone's
+    ``pip install -e .`` redirects it, and the numbers would be another tree's."""
+    checkout = Path(__file__).resolve().parent.parent
+    probe = subprocess.run(
+        [sys.executable, "-c", "import mlpipe_jupyter; print(mlpipe_jupyter.__file__)"],
+        cwd=tempfile.gettempdir(), capture_output=True, text=True)
+    if probe.returncode != 0:
+        raise BenchmarkError(f"mlpipe_jupyter does not import ({probe.stderr.strip()[-200:]}); "
+                             f"run `pip install -e .` in {checkout}")
+    package = Path(probe.stdout.strip()).resolve().parent
+    if package.parent != checkout:
+        raise BenchmarkError(f"mlpipe_jupyter is imported from {package}, not from this "
+                             f"checkout; run `pip install -e .` in {checkout}")
+
+
 def run_timed(command: Sequence[str], cwd: Path, env: dict[str, str]) -> float:
     """Wall seconds of one subprocess, from spawn to exit; raises if it fails."""
     start = time.perf_counter()
@@ -327,6 +344,7 @@ class Bench:
         self.with_dask = with_dask
         self.mlpipe = find_tool("mlpipe")
         self.papermill = find_tool("papermill")
+        check_package_is_this_checkout()
         # No __pycache__ written into the source tree by the runs we start.
         self.base_env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
         self.base_env.pop("MLPIPE_HOME", None)
