@@ -137,13 +137,22 @@ class DaskExecutor(Executor):
         if self._objstore_url is not None:
             from mlpipe_jupyter.executors.dask import objstore
 
+            bucket = ""
             try:
                 fs, root = objstore.filesystem(self._objstore_url)
+                bucket = root.split("/", 1)[0]
                 fs.invalidate_cache()
-                fs.ls(root.split("/", 1)[0])
+                fs.ls(bucket)
             except ImportError as exc:
-                raise ExecutorError(f"datastore {self._objstore_url}: the fsspec backend is "
-                                    f"missing ({exc}); e.g. pip install s3fs") from None
+                raise ExecutorError(
+                    f"datastore {self._objstore_url}: the fsspec backend is missing ({exc}); "
+                    f"{objstore.install_hint(self._objstore_url)} on the runner and on "
+                    f"every worker") from None
+            except FileNotFoundError:
+                raise ExecutorError(
+                    f"datastore {self._objstore_url}: the bucket or container {bucket!r} "
+                    f"does not exist (or these credentials cannot see it); create it "
+                    f"first") from None
             except Exception as exc:
                 raise ExecutorError(f"datastore {self._objstore_url} is unreachable: "
                                     f"{type(exc).__name__}: {exc}") from None

@@ -30,6 +30,17 @@ def filesystem(url: str) -> tuple[Any, str]:
     return fs, root.rstrip("/")
 
 
+# The package that gives fsspec each URL scheme, for error messages.
+BACKEND_PACKAGES = {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "abfs": "adlfs", "az": "adlfs"}
+
+
+def install_hint(url: str) -> str:
+    """What to install for fsspec to open ``url``: ``pip install s3fs`` for ``s3://...``."""
+    scheme = url.split("://", 1)[0]
+    package = BACKEND_PACKAGES.get(scheme)
+    return f"pip install {package}" if package else f"install fsspec's backend of {scheme}://"
+
+
 def folder_hash(folder: Path) -> str:
     """A content hash of a folder: relative paths and bytes of every file."""
     digest = hashlib.sha256()
