@@ -38,6 +38,9 @@ class SubprocessCluster:
 
     def env(self) -> dict[str, str]:
         env = {**os.environ, "PYTHONPATH": str(REPO), "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+        # the workers' input cache (object-storage datastores): this cluster's own, shared by
+        # its workers as on one host, so no test sees entries of an earlier one
+        env.setdefault("MLPIPE_INPUT_CACHE", str(self.folder / "input-cache"))
         if self.allowed_failures is not None:
             env["DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES"] = str(self.allowed_failures)
         return env

@@ -4,8 +4,6 @@ a real 2-worker Dask cluster on loopback, sharing no folder with the runner's ou
 from __future__ import annotations
 
 import json
-import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from mlpipe_jupyter.runner.runner import run_notebook
 from mlpipe_jupyter.store import Store
 from mlpipe_jupyter.store.compute import ComputeTargets
 from mlpipe_jupyter.store.datastores import Datastores, check_url
-from tests.conftest import run_cli, write_notebook
+from tests.conftest import environment, free_port, run_cli, step_output, write_notebook
 
 pytest.importorskip("distributed")
 pytest.importorskip("s3fs")
@@ -40,41 +38,29 @@ PIPELINE = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def s3_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, SubprocessCluster]]:
     """A moto S3 server and a 2-worker dask cluster that reach it through the standard
     AWS environment variables (the workers inherit them)."""
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": SECRET,
            "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     cluster = None
     try:
-        import s3fs
+        with environment(env):
+            import s3fs
 
-        s3fs.S3FileSystem.clear_instance_cache()
-        s3fs.S3FileSystem().mkdir(BUCKET)
-        cluster = SubprocessCluster(tmp_path_factory.mktemp("dask-s3")).start()
-        yield f"http://127.0.0.1:{port}", cluster
+            s3fs.S3FileSystem.clear_instance_cache()
+            s3fs.S3FileSystem().mkdir(BUCKET)
+            cluster = SubprocessCluster(tmp_path_factory.mktemp("dask-s3")).start()
+            yield f"http://127.0.0.1:{port}", cluster
     finally:
         if cluster is not None:
             cluster.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         server.stop()
 
 
@@ -209,6 +195,36 @@ def test_dataset_inputs_are_uploaded_and_results_reused_across_workspaces(
         assert "datastore" in (other.runs.step_run(second.run_id, "total").decision or "")
     finally:
         other.close()
+
+
+@pytest.mark.slow
+@pytest.mark.dask
+def test_workers_download_an_input_once_and_keep_it_in_their_cache(
+        s3_cluster: tuple[str, SubprocessCluster], store: Store, workspace_dir: Path,
+        tmp_path: Path) -> None:
+    """Two steps read the same dataset one after the other: the second one's copy comes
+    from the workers' input cache (the cluster's workers share one, as on one host)."""
+    _, cluster = s3_cluster
+    _target(store, cluster, "cached")
+    data = tmp_path / "words"
+    data.mkdir()
+    (data / "words.txt").write_text("cache me\n")
+    store.datasets.register("words", data)
+    notebook = write_notebook(workspace_dir / "c.ipynb", [
+        "%%mlstep first --input d=dataset:words --output o\n"
+        "(outputs.o / 'n').write_text(str(len((inputs.d / 'words.txt').read_text())))",
+        "%%mlstep second --input d=dataset:words --input f=first.o --output o\n"
+        "(outputs.o / 'same').write_text(str((inputs.f / 'n').read_text() == "
+        "str(len((inputs.d / 'words.txt').read_text()))))",
+    ])
+    result = run_notebook(notebook, compute="cl", store=store)
+    assert result.ok, result.failures
+    first = store.runs.log_path(result.run_id, "first").read_text()
+    second = store.runs.log_path(result.run_id, "second").read_text()
+    assert "--- mlpipe: input d: 9 B downloaded into the worker's input cache ---" in first
+    assert "--- mlpipe: input d: 9 B from the worker's input cache ---" in second
+    assert "--- mlpipe: input f: 1 B downloaded into the worker's input cache ---" in second
+    assert (step_output(store, result.run_id, "second", "o") / "same").read_text() == "True"
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ from mlpipe_jupyter.store import Store
 from mlpipe_jupyter.store.compute import ComputeTargets
 from mlpipe_jupyter.store.datastores import Datastores
 from mlpipe_jupyter.store.workspace import Workspace
-from tests.conftest import run_cli, step_output, write_notebook
+from tests.conftest import environment, free_port, run_cli, step_output, write_notebook
 
 pytest.importorskip("distributed")
 
@@ -59,12 +59,6 @@ class Service:
         return fsspec.filesystem(self.scheme, skip_instance_cache=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def _server(command: list[str], port: int, log: Path) -> Iterator[None]:
     """Run ``command`` until the block ends; wait until it listens on ``port``."""
@@ -95,7 +89,7 @@ def azurite(folder: Path) -> Iterator[Service]:
     if not blob.exists():
         pytest.skip(f"Azurite is not installed in {AZURITE_DIR}: run scripts/install-test-deps")
     pytest.importorskip("adlfs")
-    port = _free_port()
+    port = free_port()
     command = [str(blob), "--blobHost", "127.0.0.1", "--blobPort", str(port),
                "--location", str(folder / "data"), "--skipApiVersionCheck", "--silent"]
     with _server(command, port, folder / "azurite.log"):
@@ -108,7 +102,7 @@ def azurite(folder: Path) -> Iterator[Service]:
 def gcs_emulator(folder: Path) -> Iterator[Service]:
     pytest.importorskip("gcsfs")
     pytest.importorskip("gcp_storage_emulator")
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
                "--port", str(port), "--in-memory"]
     with _server(command, port, folder / "gcs.log"):
@@ -127,22 +121,13 @@ def service_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
     """One object store with the bucket BUCKET, and a 2-worker dask cluster that reaches it
     through the standard environment variables."""
     folder = tmp_path_factory.mktemp(request.param)
-    with SERVICES[request.param](folder) as service:
-        saved = {key: os.environ.get(key) for key in service.env}
-        os.environ.update(service.env)
-        cluster = None
+    with SERVICES[request.param](folder) as service, environment(service.env):
+        service.filesystem().mkdir(BUCKET)
+        cluster = SubprocessCluster(tmp_path_factory.mktemp("dask")).start()
         try:
-            service.filesystem().mkdir(BUCKET)
-            cluster = SubprocessCluster(tmp_path_factory.mktemp("dask")).start()
             yield service, cluster
         finally:
-            if cluster is not None:
-                cluster.stop()
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+            cluster.stop()
 
 
 @pytest.mark.slow

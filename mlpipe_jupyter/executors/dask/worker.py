@@ -133,6 +133,8 @@ def run_step(spec: dict[str, Any]) -> dict[str, Any]:
         where = "in a container on" if spec.get("container") else "on"
         log_file.write(f"--- mlpipe: step {spec['step']} {where} dask worker {address or '?'} "
                        f"({name}, host {result['host']}, pid {result['pid']}) ---\n")
+        for note in spec.get("log_notes", []):  # how the worker prepared the step
+            log_file.write(f"--- mlpipe: {note} ---\n")
         log_file.flush()
         _reset_outputs(spec.get("staging"), list(spec.get("outputs", [])))
         if spec.get("container"):
@@ -294,16 +296,24 @@ def run_step_objstore(spec: dict[str, Any]) -> dict[str, Any]:
     import tempfile
 
     from mlpipe_jupyter.executors.dask import objstore
+    from mlpipe_jupyter.executors.dask.input_cache import InputCache
 
     remote = spec["objstore"]
     fs, root = objstore.filesystem(remote["url"])
     local = Path(tempfile.mkdtemp(prefix="mlpipe-step-"))
     result: dict[str, Any] | None = None
     try:
+        cache = InputCache.from_environment()
         mapping: dict[str, str] = {}
+        notes: list[str] = []
         for name, item in sorted(remote["inputs"].items()):
             folder = local / "inputs" / name
-            objstore.download_folder(fs, f"{root}/{item['prefix']}", folder)
+            if cache is None:
+                objstore.download_folder(fs, f"{root}/{item['prefix']}", folder)
+                notes.append(f"input {name}: downloaded")
+            else:
+                notes.append(f"input {name}: "
+                             f"{cache.fetch(fs, remote['url'], root, item['prefix'], folder)}")
             mapping[item["host"]] = str(folder)
         outputs = list(spec.get("outputs", []))
         for name in outputs:
@@ -316,6 +326,7 @@ def run_step_objstore(spec: dict[str, Any]) -> dict[str, Any]:
                       "output_notebook": str(local / "output.ipynb"),
                       "log_path": str(local / "step.log"), "cwd": str(local / "cwd"),
                       "staging": str(local / "outputs"), "warm": False,  # a new cwd each step
+                      "log_notes": notes,
                       "input_paths": [str(local / "inputs" / n) for n in remote["inputs"]]}
         tailer = start_tailer(spec, {"log": local / "step.log",
                                       "metrics": local / "metrics.jsonl"})
