@@ -35,6 +35,11 @@ Workloads and targets (``ratio`` = mlpipe time / baseline, PASS when ratio <= ta
    of 2 one-thread worker processes (started and stopped by the benchmark), against the same
    workload on the local executor with ``--max-parallel 2`` (the same parallelism).
    Target <= 1.3 (skip with ``--no-dask``; skipped when dask is not installed).
+9. **object-store inputs**: 8 steps that each read the same dataset (500 files of 128 KiB,
+   like a folder of images), on the
+   2-worker cluster with an S3 datastore (a moto server in this process), with the workers'
+   input cache against the same run with it turned off (``MLPIPE_INPUT_CACHE_GB=0``), each
+   in its own datastore prefix. Target <= 0.8 (skipped with row 8, or without s3fs/moto).
 
 Usage::
 
@@ -43,13 +48,14 @@ Usage::
     python benchmarks/bench_pipeline.py -v         # also `mlpipe show latest` per workload
 
 It is a report, not a test: the machines are noisy, so runs are few and medians are taken
-only where they are cheap. It takes about 2 minutes on 2 cores.
+only where they are cheap. It takes about 5 minutes on 2 cores.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import shutil
@@ -92,6 +98,10 @@ DU_TARGET = 1.5
 DOCKER_OVERHEAD_TARGET = 0.3  # extra time per step in a container, as a fraction of T
 DASK_WORKERS = 2
 DASK_FAN_OUT_TARGET = 1.3  # dask fan-out time / local fan-out time at the same parallelism
+OBJSTORE_STEPS = 8
+OBJSTORE_FILES = 500  # an image-folder-like dataset: many files of OBJSTORE_FILE_KIB each
+OBJSTORE_FILE_KIB = 128
+OBJSTORE_CACHE_TARGET = 0.8  # with the workers' input cache / without it
 
 
 class BenchmarkError(RuntimeError):
@@ -527,6 +537,69 @@ class Bench:
             f"local, `--max-parallel {DASK_WORKERS}`", timings["local"], DASK_FAN_OUT_TARGET,
         )]
 
+    def objstore_inputs(self) -> list[Row]:
+        """Workload 9: steps reading one dataset from an S3 datastore, with the workers'
+        input cache and without it (a cluster each, the same worker count)."""
+        from moto.server import ThreadedMotoServer
+
+        repo = Path(__file__).resolve().parents[1]
+        sys.path.insert(0, str(repo))
+        from tests.conftest import environment, free_port
+        from tests.executors.dask_cluster import SubprocessCluster, WorkerSpec
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
+        port = free_port()
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+        server.start()
+        s3 = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+              "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+        data = self.root / "objstore-data"
+        data.mkdir()
+        for index in range(OBJSTORE_FILES):
+            (data / f"{index:05d}.bin").write_bytes(os.urandom(OBJSTORE_FILE_KIB << 10))
+        timings = {}
+        try:
+            with environment(s3):
+                import s3fs
+
+                s3fs.S3FileSystem.clear_instance_cache()
+                s3fs.S3FileSystem().mkdir("bench")
+                for label, cache_gb in (("cache", "20"), ("no-cache", "0")):
+                    workers = [WorkerSpec(f"w{i}", env={"MLPIPE_INPUT_CACHE_GB": cache_gb})
+                               for i in range(DASK_WORKERS)]
+                    cluster = SubprocessCluster(self.root / f"cluster-{label}", workers).start()
+                    try:
+                        timings[label] = self._objstore_run(label, cluster.address, data, repo,
+                                                            s3)
+                    finally:
+                        cluster.stop()
+                    self.log(f"mlpipe object-store inputs, {label}: {timings[label]:.2f} s")
+        finally:
+            server.stop()
+        return [Row(
+            f"{OBJSTORE_STEPS} steps read one dataset ({OBJSTORE_FILES} files of "
+            f"{OBJSTORE_FILE_KIB} KiB) from an S3 datastore, {DASK_WORKERS} dask workers",
+            timings["cache"],
+            "the same without the workers' input cache", timings["no-cache"],
+            OBJSTORE_CACHE_TARGET)]
+
+    def _objstore_run(self, label: str, address: str, data: Path, repo: Path,
+                      s3: dict[str, str]) -> float:
+        folder, env = self.workload_dir(f"objstore-{label}")
+        env.update(s3)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(repo), env.get("PYTHONPATH", "")) if p)
+        steps = [f"%%mlstep read{i} --input d=dataset:blob --output o --param i={i}\n"
+                 f"total = sum(len(p.read_bytes()) for p in inputs.d.iterdir())\n"
+                 f"(outputs.o / 'n').write_text(str(total))"
+                 for i in range(OBJSTORE_STEPS)]
+        notebook = write_notebook(folder / "objstore.ipynb", steps)
+        for command in (["dataset", "register", "blob", str(data)],
+                        ["compute", "add", "cl", "--dask", address, "--datastore",
+                         f"s3://bench/{label}"]):
+            run_timed([self.mlpipe, *command], folder, env)
+        return self.mlpipe_run(notebook, env, "--compute", "cl",
+                               "--max-parallel", str(DASK_WORKERS))
+
     def run(self) -> list[Row]:
         self.measure_t()
         chain = self.chain()
@@ -534,8 +607,9 @@ class Bench:
         big = self.big_output()
         docker = self.docker_overhead() if self.with_docker else []
         dask = self.dask_fan_out() if self.with_dask else []
-        # report order: chain, fan-out, no-op, edit, 1 GiB, du, docker, dask
-        return [chain[0], *fan, chain[1], chain[2], *big, *docker, *dask]
+        objstore = self.objstore_inputs() if self.with_dask and _has_objstore() else []
+        # report order: chain, fan-out, no-op, edit, 1 GiB, du, docker, dask, object store
+        return [chain[0], *fan, chain[1], chain[2], *big, *docker, *dask, *objstore]
 
 
 def header(bench: Bench, load_before: float) -> str:
@@ -565,7 +639,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="skip the dask fan-out row (automatic when dask[distributed] "
                         "is not installed)")
     parser.add_argument("--only-dask", action="store_true",
-                        help="measure T and the dask fan-out row only")
+                        help="measure T and the dask rows (8 and 9) only")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where to make the temporary folder (default: the system's)")
     return parser.parse_args(argv)
@@ -575,6 +649,12 @@ def _has_dask() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("distributed") is not None
+
+
+def _has_objstore() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("s3fs", "moto"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -588,6 +668,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.only_dask:
             bench.measure_t()
             rows = bench.dask_fan_out() if bench.with_dask else []
+            rows += bench.objstore_inputs() if bench.with_dask and _has_objstore() else []
         else:
             rows = bench.run()
     except BenchmarkError as error:
