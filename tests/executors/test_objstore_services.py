@@ -91,7 +91,8 @@ def azurite(folder: Path) -> Iterator[Service]:
     pytest.importorskip("adlfs")
     port = free_port()
     command = [str(blob), "--blobHost", "127.0.0.1", "--blobPort", str(port),
-               "--location", str(folder / "data"), "--skipApiVersionCheck", "--silent"]
+               "--location", str(folder / "data"), "--skipApiVersionCheck", "--silent",
+               "--disableTelemetry"]
     with _server(command, port, folder / "azurite.log"):
         yield Service("abfs", "az", {"AZURE_STORAGE_CONNECTION_STRING": (
             f"DefaultEndpointsProtocol=http;AccountName={AZURE_ACCOUNT};AccountKey={AZURE_KEY};"
