@@ -36,10 +36,10 @@ Workloads and targets (``ratio`` = mlpipe time / baseline, PASS when ratio <= ta
    workload on the local executor with ``--max-parallel 2`` (the same parallelism).
    Target <= 1.3 (skip with ``--no-dask``; skipped when dask is not installed).
 9. **object-store inputs**: 8 steps that each read the same dataset (500 files of 128 KiB,
-   like a folder of images), on the
-   2-worker cluster with an S3 datastore (a moto server in this process), with the workers'
-   input cache against the same run with it turned off (``MLPIPE_INPUT_CACHE_GB=0``), each
-   in its own datastore prefix. Target <= 0.8 (skipped with row 8, or without s3fs/moto).
+   like a folder of images) on the 2-worker cluster with an S3 datastore (a moto server in
+   this process), with the workers' input cache, against the same run with the cache turned
+   off (``MLPIPE_INPUT_CACHE_GB=0``); each run uses its own datastore prefix. Target <= 0.8
+   (skipped with row 8, or without s3fs/moto).
 
 Usage::
 

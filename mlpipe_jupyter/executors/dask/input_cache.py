@@ -41,6 +41,7 @@ DEFAULT_GB = 20.0
 
 
 def folder_bytes(folder: Path) -> int:
+    """Bytes of every file under ``folder``."""
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
@@ -55,6 +56,8 @@ def _human(size: int) -> str:
 
 @dataclass(frozen=True)
 class InputCache:
+    """The cache folder ``root`` of this host, holding at most ``max_bytes`` of entries."""
+
     root: Path
     max_bytes: int
 
