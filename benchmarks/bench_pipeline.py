@@ -54,6 +54,7 @@ only where they are cheap. It takes about 5 minutes on 2 cores.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -550,7 +551,8 @@ class Bench:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
         port = free_port()
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-        server.start()
+        with contextlib.redirect_stdout(sys.stderr):  # its start-up line is not the report
+            server.start()
         s3 = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
               "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
         data = self.root / "objstore-data"
