@@ -97,6 +97,7 @@ EDIT_TARGET = 1.5
 BIG_TARGET = 1.0
 DU_TARGET = 1.5
 DOCKER_OVERHEAD_TARGET = 0.3  # extra time per step in a container, as a fraction of T
+REPO = Path(__file__).resolve().parents[1]
 DASK_WORKERS = 2
 DASK_FAN_OUT_TARGET = 1.3  # dask fan-out time / local fan-out time at the same parallelism
 OBJSTORE_STEPS = 8
@@ -273,7 +274,7 @@ def check_package_is_this_checkout() -> None:
     """Fail at once when ``mlpipe_jupyter`` is missing or imported from another checkout:
     one Python environment serves every clone on a machine, so a fresh clone's
     ``pip install -e .`` redirects it, and the numbers would be another tree's."""
-    checkout = Path(__file__).resolve().parent.parent
+    checkout = REPO
     probe = subprocess.run(
         [sys.executable, "-c", "import mlpipe_jupyter; print(mlpipe_jupyter.__file__)"],
         cwd=tempfile.gettempdir(), capture_output=True, text=True)
@@ -376,6 +377,13 @@ class Bench:
         folder = self.root / name
         folder.mkdir()
         return folder, dict(self.base_env, MLPIPE_HOME=str(folder / ".mlpipe"))
+
+    def cluster_workload_dir(self, name: str) -> tuple[Path, dict[str, str]]:
+        """``workload_dir`` for a run on the benchmark's Dask cluster: the runner imports
+        this checkout as the workers do (tests.executors.dask_cluster)."""
+        folder, env = self.workload_dir(name)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+        return folder, env
 
     def papermill_run(self, notebook: Path) -> float:
         output = notebook.with_name(notebook.stem + ".out.ipynb")
@@ -511,8 +519,7 @@ class Bench:
     def dask_fan_out(self) -> list[Row]:
         """Workload 8: the fan-out on a 2-worker local Dask cluster against the local
         executor at the same parallelism; the cluster is subprocesses on loopback."""
-        repo = Path(__file__).resolve().parents[1]
-        sys.path.insert(0, str(repo))
+        _use_test_helpers()
         from tests.executors.dask_cluster import SubprocessCluster, WorkerSpec
 
         timings = {}
@@ -522,9 +529,7 @@ class Bench:
         try:
             for compute in ("local", cluster.compute):
                 kind = compute.split("://")[0]
-                folder, env = self.workload_dir(f"fanout-{kind}")
-                env["PYTHONPATH"] = os.pathsep.join(
-                    p for p in (str(repo), env.get("PYTHONPATH", "")) if p)
+                folder, env = self.cluster_workload_dir(f"fanout-{kind}")
                 notebook = write_notebook(folder / "fanout.ipynb",
                                           fan_out_pipeline(FAN_OUT_STEPS, FAN_OUT_SLEEP))
                 timings[kind] = self.mlpipe_run(notebook, env, "--compute", compute,
@@ -543,8 +548,7 @@ class Bench:
         input cache and without it (a cluster each, the same worker count)."""
         from moto.server import ThreadedMotoServer
 
-        repo = Path(__file__).resolve().parents[1]
-        sys.path.insert(0, str(repo))
+        _use_test_helpers()
         from tests.conftest import environment, free_port
         from tests.executors.dask_cluster import SubprocessCluster, WorkerSpec
 
@@ -571,8 +575,7 @@ class Bench:
                                for i in range(DASK_WORKERS)]
                     cluster = SubprocessCluster(self.root / f"cluster-{label}", workers).start()
                     try:
-                        timings[label] = self._objstore_run(label, cluster.address, data, repo,
-                                                            s3)
+                        timings[label] = self._objstore_run(label, cluster.address, data, s3)
                     finally:
                         cluster.stop()
                     self.log(f"mlpipe object-store inputs, {label}: {timings[label]:.2f} s")
@@ -585,11 +588,9 @@ class Bench:
             "the same without the workers' input cache", timings["no-cache"],
             OBJSTORE_CACHE_TARGET)]
 
-    def _objstore_run(self, label: str, address: str, data: Path, repo: Path,
-                      s3: dict[str, str]) -> float:
-        folder, env = self.workload_dir(f"objstore-{label}")
+    def _objstore_run(self, label: str, address: str, data: Path, s3: dict[str, str]) -> float:
+        folder, env = self.cluster_workload_dir(f"objstore-{label}")
         env.update(s3)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(repo), env.get("PYTHONPATH", "")) if p)
         steps = [f"%%mlstep read{i} --input d=dataset:blob --output o --param i={i}\n"
                  f"total = sum(len(p.read_bytes()) for p in inputs.d.iterdir())\n"
                  f"(outputs.o / 'n').write_text(str(total))"
@@ -609,7 +610,7 @@ class Bench:
         big = self.big_output()
         docker = self.docker_overhead() if self.with_docker else []
         dask = self.dask_fan_out() if self.with_dask else []
-        objstore = self.objstore_inputs() if self.with_dask and _has_objstore() else []
+        objstore = self.objstore_inputs() if self.with_dask and _installed("s3fs", "moto") else []
         # report order: chain, fan-out, no-op, edit, 1 GiB, du, docker, dask, object store
         return [chain[0], *fan, chain[1], chain[2], *big, *docker, *dask, *objstore]
 
@@ -647,16 +648,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _has_dask() -> bool:
+def _installed(*modules: str) -> bool:
+    """Whether every one of ``modules`` can be imported here."""
     import importlib.util
 
-    return importlib.util.find_spec("distributed") is not None
+    return all(importlib.util.find_spec(name) is not None for name in modules)
 
 
-def _has_objstore() -> bool:
-    import importlib.util
-
-    return all(importlib.util.find_spec(name) is not None for name in ("s3fs", "moto"))
+def _use_test_helpers() -> None:
+    """Make this checkout's ``tests`` package (the Dask cluster, free ports) importable."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -666,11 +668,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="mlpipe-bench-", dir=args.workdir))
     try:
         bench = Bench(root, verbose=args.verbose, with_docker=not args.no_docker,
-                      with_dask=not args.no_dask and _has_dask())
+                      with_dask=not args.no_dask and _installed("distributed"))
         if args.only_dask:
             bench.measure_t()
             rows = bench.dask_fan_out() if bench.with_dask else []
-            rows += bench.objstore_inputs() if bench.with_dask and _has_objstore() else []
+            rows += bench.objstore_inputs() if bench.with_dask and _installed("s3fs", "moto") else []
         else:
             rows = bench.run()
     except BenchmarkError as error:

@@ -131,15 +131,23 @@ def service_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
             cluster.stop()
 
 
+def _target_and_notebook(store: Store, cluster: SubprocessCluster, url: str,
+                         folder: Path) -> Path:
+    """Compute target ``cl``: the cluster with the datastore ``objs`` at ``url``; and the
+    PIPELINE notebook to run on it."""
+    Datastores(store.workspace).add("objs", url)
+    ComputeTargets(store.workspace).add("cl", "dask", cluster.address, "objs")
+    return write_notebook(folder / "p.ipynb", PIPELINE)
+
+
 @pytest.mark.slow
 @pytest.mark.dask
 def test_steps_run_and_are_reused_across_workspaces(
         service_cluster: tuple[Service, SubprocessCluster], store: Store,
         workspace_dir: Path) -> None:
     service, cluster = service_cluster
-    Datastores(store.workspace).add("objs", f"{service.scheme}://{BUCKET}/ws")
-    ComputeTargets(store.workspace).add("cl", "dask", cluster.address, "objs")
-    notebook = write_notebook(workspace_dir / "p.ipynb", PIPELINE)
+    notebook = _target_and_notebook(store, cluster, f"{service.scheme}://{BUCKET}/ws",
+                                    workspace_dir)
     result = run_notebook(notebook, {"n": "6"}, compute="cl", store=store)
     assert result.ok, result.failures
 
@@ -190,9 +198,7 @@ def test_a_missing_bucket_is_reported_before_anything_runs(
         workspace_dir: Path) -> None:
     service, cluster = service_cluster
     url = f"{service.scheme}://no-such-bucket/ws"
-    Datastores(store.workspace).add("nowhere", url)
-    ComputeTargets(store.workspace).add("cl", "dask", cluster.address, "nowhere")
-    notebook = write_notebook(workspace_dir / "p.ipynb", PIPELINE)
+    notebook = _target_and_notebook(store, cluster, url, workspace_dir)
     done = run_cli("run", str(notebook), "--compute", "cl", cwd=workspace_dir)
     assert done.returncode != 0
     assert f"datastore {url}: the bucket or container 'no-such-bucket' does not exist" \

@@ -4,7 +4,6 @@ waited for, and stopped. Shared by the widget and panel browser tests."""
 from __future__ import annotations
 
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.conftest import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -23,17 +24,11 @@ class Lab:
     token: str
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def running_lab(root: Path, env: dict[str, str], extra_args: Sequence[str] = (),
                 ready_path: str = "/api/status", stop_seconds: float = 30) -> Iterator[Lab]:
     """JupyterLab serving ``root``; ready when ``ready_path`` answers with the token."""
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = free_port(), secrets.token_hex(16)
     log = root / "lab.log"
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",

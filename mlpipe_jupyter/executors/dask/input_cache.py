@@ -79,26 +79,29 @@ class InputCache:
         datastore ``url`` (``root``: its path in ``fs``), from the cache when it holds the
         folder; returns what happened, for the step's log."""
         key = hashlib.sha256(f"{url.rstrip('/')}/{prefix}".encode()).hexdigest()[:32]
-        entry = self.root / key
-        downloaded = False
-        # Twice at most: another process may evict a new entry before we copy from it.
-        for _ in range(2):
-            with self._lock(key, exclusive=False):
-                if (entry / "size").is_file():
-                    os.utime(entry)  # most recently used
-                    _copy_tree(entry / "data", dest)
-                    size = _human(int((entry / "size").read_text()))
-                    break
-            if not self._download(fs, f"{root}/{prefix}", key, dest):
-                return "downloaded (larger than the worker's whole input cache)"
-            downloaded = True
-        else:
+        (self.root / "tmp").mkdir(parents=True, exist_ok=True)
+        size = self._copy_entry(key, dest)
+        if size is not None:
+            return f"{_human(size)} from the worker's input cache"
+        if not self._download(fs, f"{root}/{prefix}", key, dest):
+            return "downloaded (larger than the worker's whole input cache)"
+        size = self._copy_entry(key, dest)
+        if size is None:  # another process evicted the new entry before we copied it
             objstore.download_folder(fs, f"{root}/{prefix}", dest)
             return "downloaded"
-        if downloaded:
-            self._evict(keep=key)
-            return f"{size} downloaded into the worker's input cache"
-        return f"{size} from the worker's input cache"
+        self._evict(keep=key, keep_size=size)
+        return f"{_human(size)} downloaded into the worker's input cache"
+
+    def _copy_entry(self, key: str, dest: Path) -> int | None:
+        """Copy the entry ``key`` into ``dest`` and mark it used; its size, or None when the
+        cache does not hold it."""
+        entry = self.root / key
+        with self._lock(key, exclusive=False):
+            if not (entry / "size").is_file():
+                return None
+            os.utime(entry)  # most recently used
+            _copy_tree(entry / "data", dest)
+            return int((entry / "size").read_text())
 
     def _download(self, fs: Any, remote: str, key: str, dest: Path) -> bool:
         """Download ``remote`` as the entry ``key`` (unless another process just did);
@@ -119,9 +122,9 @@ class InputCache:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def _evict(self, keep: str) -> None:
-        """Remove least recently used entries until the cache fits, skipping ``keep`` and
-        entries a step is copying from right now."""
+    def _evict(self, keep: str, keep_size: int) -> None:
+        """Remove least recently used entries until the cache fits, skipping ``keep`` (of
+        ``keep_size`` bytes) and entries a step is copying from right now."""
         entries = []
         for entry in self.root.iterdir():
             if entry.name in {"tmp", keep} or not (entry / "size").is_file():
@@ -130,9 +133,7 @@ class InputCache:
                 entries.append((entry.stat().st_mtime, int((entry / "size").read_text()), entry))
             except (OSError, ValueError):
                 continue
-        total = sum(size for _, size, _ in entries)
-        keep_size = self.root / keep / "size"
-        total += int(keep_size.read_text()) if keep_size.is_file() else 0
+        total = keep_size + sum(size for _, size, _ in entries)
         for _, size, entry in sorted(entries):
             if total <= self.max_bytes:
                 return
@@ -149,7 +150,6 @@ class InputCache:
 
     @contextmanager
     def _lock(self, key: str, exclusive: bool, wait: bool = True) -> Iterator[None]:
-        (self.root / "tmp").mkdir(parents=True, exist_ok=True)
         with open(self.root / f"{key}.lock", "a") as handle:
             flags = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
             fcntl.flock(handle, flags if wait else flags | fcntl.LOCK_NB)
