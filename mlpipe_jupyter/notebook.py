@@ -85,6 +85,9 @@ def load_pipeline(path: Path) -> Pipeline:
     Raises NotebookError for an unreadable file, DefinitionError for a notebook without steps.
     """
     pipeline = pipeline_from_cells(read_code_cells(path), source=str(path))
+    if not pipeline.steps and pipeline.parse_issues:
+        # step cells whose header could not be read: say why, not "no steps"
+        raise DefinitionError(list(pipeline.parse_issues), str(path))
     if not pipeline.steps:
         raise DefinitionError(
             [DefinitionIssue(f"no {STEP_MAGIC} cells: mark a cell as a step with "

@@ -16,6 +16,7 @@ from typing import Any
 
 from mlpipe_jupyter.model.pipeline import Pipeline
 from mlpipe_jupyter.model.step import Step
+from mlpipe_jupyter.model.values import python_literal
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 ROLE_KEY = "mlpipe"
@@ -41,12 +42,20 @@ def render_step(
     context_spec: Mapping[str, Any],
     kernel_name: str = "python3",
 ) -> dict[str, Any]:
-    """The step notebook (nbformat 4 JSON) for ``step`` with its context."""
-    defaults = "\n".join(f"{name} = {value!r}" for name, value in step.header.params)
+    """The step notebook (nbformat 4 JSON) for ``step`` with its context.
+
+    The run's parameter values (``context_spec["parameters"]``) are written into the
+    notebook here, as Python literals in an ``injected-parameters`` cell after the defaults
+    (papermill's tag and place for them), instead of being handed to papermill: papermill
+    writes values through its own translator, which turns dict keys into strings and
+    escapes non-ASCII text, and every executor would have to carry the values across a
+    JSON boundary. The step notebook is then the one complete description of the step.
+    """
+    values = dict(context_spec.get("parameters", {}))
     context_code = (
         "# Injected by mlpipe: this step's inputs, outputs and ids.\n"
         "from mlpipe_jupyter.step_context import activate as _mlpipe_activate\n"
-        f"context = _mlpipe_activate({json.dumps(dict(context_spec), indent=1)})\n"
+        f"context = _mlpipe_activate({_literal_block(context_spec)})\n"
         "inputs, outputs = context.inputs, context.outputs\n"
         "del _mlpipe_activate"
     )
@@ -57,9 +66,13 @@ def render_step(
     )
     cells: list[dict[str, Any]] = [
         {"cell_type": "markdown", "metadata": {ROLE_KEY: {"role": "title"}}, "source": title},
-        _cell(defaults or "# this step has no parameters", ["parameters"], "parameters", step.cell),
-        _cell(context_code, ["mlpipe-context"], "context"),
+        _cell(_assignments(dict(step.header.params)) or "# this step has no parameters",
+              ["parameters"], "parameters", step.cell),
     ]
+    if values:
+        cells.append(_cell(f"# Parameters\n{_assignments(values)}", ["injected-parameters"],
+                           "parameters", step.cell))
+    cells.append(_cell(context_code, ["mlpipe-context"], "context"))
     for setup in pipeline.setup:
         cells.append(_cell(setup.code, ["mlpipe-setup"], "setup", setup.cell))
     cells.append(_cell(step.code, ["mlpipe-step"], "step", step.cell))
@@ -76,6 +89,16 @@ def render_step(
         "nbformat": 4,
         "nbformat_minor": 5,
     }
+
+
+def _assignments(values: Mapping[str, Any]) -> str:
+    return "\n".join(f"{name} = {python_literal(value)}" for name, value in values.items())
+
+
+def _literal_block(spec: Mapping[str, Any]) -> str:
+    """``spec`` as a dict literal, one top-level key a line (readable in the notebook)."""
+    lines = [f"    {python_literal(key)}: {python_literal(value)}," for key, value in spec.items()]
+    return "{\n" + "\n".join(lines) + "\n}"
 
 
 def write_step_notebook(notebook: Mapping[str, Any], path: Path) -> Path:

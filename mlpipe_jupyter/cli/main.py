@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mlpipe_jupyter.errors import MlpipeError
+from mlpipe_jupyter.model.values import parameter_text
 from mlpipe_jupyter.reports import seconds as _seconds
 from mlpipe_jupyter.reports import table as _table
 from mlpipe_jupyter.reports import when as _when
@@ -116,7 +117,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"  started:    {_when(run.created_at)}   took: {_seconds(run.duration)}")
     print(f"  git:        {git_text}")
     if run.params:
-        print("  parameters: " + ", ".join(f"{k}={v!r}" for k, v in run.params.items()))
+        print("  parameters: " + ", ".join(f"{k}={parameter_text(v)}"
+                                           for k, v in run.params.items()))
     if run.published:
         print(f"  published:  {run.published}")
     metrics = store.runs.metrics(run.id)

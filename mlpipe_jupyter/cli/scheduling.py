@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mlpipe_jupyter.model.values import parameter_text
 from mlpipe_jupyter.reports import table as _table
 from mlpipe_jupyter.reports import when as _when
 
@@ -69,7 +70,7 @@ def cmd_published(args: argparse.Namespace) -> int:
             return 0
         rows = [[v.name, f"v{v.version}", "yes" if v.is_default else "",
                  "disabled" if v.disabled else "enabled", str(len(v.steps)),
-                 ", ".join(f"{k}={json.dumps(p)}" for k, p in v.parameters.items()),
+                 ", ".join(f"{k}={parameter_text(p)}" for k, p in v.parameters.items()),
                  _when(v.created_at)] for v in versions]
         print(_table(rows, ["NAME", "VERSION", "DEFAULT", "STATE", "STEPS", "PARAMETERS", "CREATED"]))
         return 0

@@ -16,7 +16,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from mlpipe_jupyter.model.step import Resources
 
@@ -32,7 +31,6 @@ class StepTask:
     output_notebook: Path  # where the executed notebook goes (written even on failure)
     log_path: Path  # the step's stdout/stderr, appended while it runs
     cwd: Path  # the kernel's working folder (the source notebook's folder)
-    parameters: Mapping[str, Any]  # injected by papermill after the parameters cell
     input_paths: Mapping[str, Path] = field(default_factory=dict)  # read-only folders
     staging: Path | None = None  # output folders live under it, one per output
     env: str | None = None

@@ -172,7 +172,6 @@ class LocalExecutor(Executor):
                 papermill.execute_notebook(
                     str(task.step_notebook),
                     str(task.output_notebook),
-                    parameters=dict(task.parameters),
                     kernel_name=task.kernel_name,
                     engine_name=ENGINE_NAME,
                     km=kernel.manager,

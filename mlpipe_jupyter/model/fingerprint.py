@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 # Bump when the meaning of a component changes, so old results are not reused wrongly.
-FINGERPRINT_SCHEME = 1
+# 2: parameter values as canonical Python literals (JSON made (1, 2) and [1, 2] one value).
+FINGERPRINT_SCHEME = 2
 
 
 def hash_text(text: str) -> str:
@@ -31,7 +32,7 @@ class FingerprintComponents:
     code: str  # hash of the step cell's body
     setup: str  # hash of the setup cells, in order
     files: Mapping[str, str] = field(default_factory=dict)  # path -> content hash
-    params: Mapping[str, Any] = field(default_factory=dict)  # resolved values
+    params: Mapping[str, str] = field(default_factory=dict)  # name -> canonical literal
     inputs: Mapping[str, str] = field(default_factory=dict)  # input name -> source identity
     environment: str = ""  # environment fingerprint (packages / image)
     settings: Mapping[str, Any] = field(default_factory=dict)  # kernel, outputs, ...

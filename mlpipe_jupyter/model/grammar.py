@@ -252,8 +252,10 @@ def parse_step_header(line: str, cell: int | None = None) -> ParsedHeader:
 
     try:
         tokens = shlex.split(text, comments=False, posix=True)
-    except ValueError as exc:
-        issue(f"cannot split the header: {exc}", None)
+    except ValueError as exc:  # shlex says "No closing quotation" / "No escaped character"
+        issue(f"quoting error in the {STEP_MAGIC} line: {str(exc).lower()}; close every quote, "
+              "and quote a value with spaces or brackets whole: --param 'layers=[64, 32]'",
+              _leading_name(text))
         return ParsedHeader(None, issues)
     if not tokens or tokens[0].startswith("-"):
         issue("the step needs a name: %%mlstep NAME [options]", None)
@@ -330,6 +332,12 @@ def parse_step_header(line: str, cell: int | None = None) -> ParsedHeader:
         network=values.get("network", False),
     )
     return ParsedHeader(header, issues)
+
+
+def _leading_name(text: str) -> str | None:
+    """The step name at the start of a header that cannot be split, to name it in errors."""
+    first = text.split(maxsplit=1)[0] if text.strip() else ""
+    return first if is_identifier(first) else None
 
 
 def _check_unique_names(

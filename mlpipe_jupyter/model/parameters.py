@@ -21,12 +21,26 @@ def parse_assignments(items: Iterable[str]) -> dict[str, str]:
     return result
 
 
+# How a boolean may be written after -p: Python's spelling, and the lower-case one that
+# shells, YAML, JSON and the panel's form use. Anything else is an error, never truthiness.
+BOOLEAN_SPELLINGS = {"True": True, "False": False, "true": True, "false": False}
+
+
 def coerce_parameter(name: str, default: Any, text: str) -> Any:
     """The override ``text`` as a value of the same kind as ``default``.
 
-    A string default takes the text as it is (quotes optional); numbers, booleans, lists
-    and dicts must parse as a literal of a compatible type (an int is fine for a float).
+    A string default takes the text as it is (quotes optional); a boolean default takes
+    ``True``/``False``/``true``/``false``; numbers, lists and dicts must parse as a literal
+    of a compatible type (an int is fine for a float).
     """
+    if isinstance(default, bool) and text.strip() != "None":
+        value = BOOLEAN_SPELLINGS.get(text.strip())
+        if value is None:
+            raise ParameterError(
+                f"parameter {name!r} is a boolean (default {default!r}): write "
+                f"{name}=True or {name}=False (true/false work too), not {text!r}"
+            )
+        return value
     if isinstance(default, str):
         try:
             value = parse_parameter_value(text)
@@ -40,8 +54,8 @@ def coerce_parameter(name: str, default: Any, text: str) -> Any:
     if default is None or value is None:
         return value
     expected = type(default)
-    if isinstance(default, bool) or isinstance(value, bool):
-        ok = isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(value, bool):
+        ok = False  # True is an int to Python, but not a number a user means
     elif isinstance(default, float):
         ok = isinstance(value, (int, float))
         value = float(value) if ok else value

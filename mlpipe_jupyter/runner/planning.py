@@ -21,6 +21,7 @@ from mlpipe_jupyter.model.parameters import step_parameters
 from mlpipe_jupyter.model.pipeline import Pipeline
 from mlpipe_jupyter.model.status import StepStatus
 from mlpipe_jupyter.model.step import DatasetInput, Step
+from mlpipe_jupyter.model.values import canonical_literal
 from mlpipe_jupyter.store import Store
 from mlpipe_jupyter.store.datasets import hash_file
 from mlpipe_jupyter.store.runs import PlannedStep
@@ -234,7 +235,7 @@ class Planner:
             code=hash_text(step.code),
             setup=setup_hash,
             files=files,
-            params=params,
+            params={name: canonical_literal(value) for name, value in params.items()},
             inputs=inputs,
             environment=self.environment_of(compute, env),
             settings={

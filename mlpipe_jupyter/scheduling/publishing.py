@@ -27,6 +27,7 @@ from mlpipe_jupyter.errors import (
 )
 from mlpipe_jupyter.model.grammar import DATASET_NAME
 from mlpipe_jupyter.model.pipeline import Pipeline
+from mlpipe_jupyter.model.values import parameter_text, read_stored_values, stored_values
 from mlpipe_jupyter.notebook import load_pipeline, pipeline_from_cells, read_code_cells
 from mlpipe_jupyter.runner.planning import local_modules
 from mlpipe_jupyter.store import Store
@@ -68,6 +69,8 @@ class PublishedPipeline:
             "name": self.name, "version": self.version, "ref": self.ref,
             "content_hash": self.content_hash, "notebook": str(self.notebook),
             "source": self.source, "steps": self.steps, "parameters": self.parameters,
+            # as a user types them after -p NAME= (JSON has no True, tuples or bytes)
+            "parameter_texts": {k: parameter_text(v) for k, v in self.parameters.items()},
             "environments": self.environments, "datasets": self.datasets, "files": self.files,
             "git": self.git, "description": self.description, "created_at": self.created_at,
             "disabled": self.disabled, "default": self.is_default,
@@ -214,7 +217,7 @@ def publish(
                     "description, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (name, version, content_hash, str(target / SNAPSHOT_NOTEBOOK), str(source),
                      json.dumps(_describe_steps(pipeline)),
-                     json.dumps(pipeline.parameters(), default=repr), json.dumps(environments),
+                     json.dumps(stored_values(pipeline.parameters())), json.dumps(environments),
                      json.dumps(sorted(pipeline.datasets_used())), json.dumps(relative),
                      json.dumps(git_info(folder)), description, time.time()),
                 )
@@ -252,7 +255,7 @@ def _from_row(row: Any, default: int | None) -> PublishedPipeline:
     return PublishedPipeline(
         name=row["name"], version=row["version"], content_hash=row["content_hash"],
         notebook=Path(row["notebook"]), source=row["source"], steps=json.loads(row["steps"]),
-        parameters=json.loads(row["parameters"]), environments=json.loads(row["environments"]),
+        parameters=read_stored_values(json.loads(row["parameters"])), environments=json.loads(row["environments"]),
         datasets=json.loads(row["datasets"]), files=json.loads(row["files"]),
         git=json.loads(row["git"]), description=row["description"],
         created_at=row["created_at"], disabled=bool(row["disabled"]),

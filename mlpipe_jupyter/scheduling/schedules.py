@@ -29,6 +29,7 @@ from mlpipe_jupyter.errors import (
     ScheduleDefinitionError,
 )
 from mlpipe_jupyter.model.parameters import resolve_parameters
+from mlpipe_jupyter.model.values import parameter_text
 from mlpipe_jupyter.scheduling.cron import CronExpression, load_timezone
 from mlpipe_jupyter.scheduling.policies import (
     MISSED_POLICIES,
@@ -45,7 +46,6 @@ from mlpipe_jupyter.scheduling.publishing import (
     load_published_pipeline,
     runnable,
 )
-from mlpipe_jupyter.scheduling.triggering import parameter_text
 from mlpipe_jupyter.store import Store
 
 CRON, EVERY, DATASET = "cron", "every", "dataset"

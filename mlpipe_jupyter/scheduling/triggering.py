@@ -21,6 +21,7 @@ from typing import Any
 
 from mlpipe_jupyter.errors import DefinitionError, DefinitionIssue, NotFoundError
 from mlpipe_jupyter.model.parameters import resolve_parameters
+from mlpipe_jupyter.model.values import parameter_text
 from mlpipe_jupyter.scheduling.publishing import (
     PublishedPipeline,
     load_published_pipeline,
@@ -54,11 +55,6 @@ class PreparedRun:
         for name, version in sorted(self.dataset_versions.items()):
             command += ["--dataset-version", f"{name}@v{version}"]
         return command
-
-
-def parameter_text(value: Any) -> str:
-    """A parameter value as ``-p`` text: strings as they are, other JSON values as literals."""
-    return value if isinstance(value, str) else repr(value)
 
 
 def prepare_run(

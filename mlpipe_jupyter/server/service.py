@@ -30,6 +30,7 @@ from mlpipe_jupyter.jupyter.background import BackgroundRun
 from mlpipe_jupyter.jupyter.run_state import layers_of
 from mlpipe_jupyter.model.grammar import STEP_MAGIC
 from mlpipe_jupyter.model.status import RunStatus
+from mlpipe_jupyter.model.values import literal_mapping, parameter_text
 from mlpipe_jupyter.notebook import load_pipeline
 from mlpipe_jupyter.runner.explain import explain_step
 from mlpipe_jupyter.runner.planning import Selection
@@ -155,6 +156,7 @@ class PipelineService:
             for s in pipeline.steps
         ]
         item["parameters"] = _json_safe(pipeline.parameters())
+        item["parameter_texts"] = _parameter_texts(pipeline.parameters())
         issues = pipeline.definition_issues(None)
         item["error"] = "\n".join(str(i) for i in issues) or None
         return item
@@ -204,6 +206,7 @@ class PipelineService:
             "duration": run.duration,
             "step_counts": counts,
             "params": _json_safe(run.params),
+            "param_texts": _parameter_texts(run.params),
             "error": run.error,
             "live": run.id in self._live,
         }
@@ -339,7 +342,7 @@ class PipelineService:
         path = self.notebook_file(notebook)
         request = RunRequest(
             notebook=path,
-            parameters={k: _parameter_text(v) for k, v in (parameters or {}).items()},
+            parameters={k: parameter_text(v) for k, v in (parameters or {}).items()},
             compute=compute,
             selection=selection or Selection(),
             experiment=experiment,
@@ -374,7 +377,8 @@ class PipelineService:
             raise ForbiddenPathError(f"run {run.id}'s notebook is outside the server's root")
         return self.start_run(
             relative,
-            parameters=run.params,
+            # literals, not -p texts: a string parameter "1" must stay a string
+            parameters=literal_mapping(run.params),
             compute=run.options.get("compute"),
             selection=Selection(steps=(step,), downstream=True),
             experiment=run.experiment,
@@ -564,9 +568,10 @@ def _published_entry(name: str, versions: list[PublishedPipeline]) -> dict[str, 
     }
 
 
-def _parameter_text(value: Any) -> str:
-    """A JSON parameter value as the ``-p NAME=VALUE`` text the runner parses (a literal)."""
-    return value if isinstance(value, str) else repr(value)
+def _parameter_texts(values: Mapping[str, Any]) -> dict[str, str]:
+    """Values as the ``-p NAME=VALUE`` text that gives them back (JSON has no ``True``,
+    tuples or bytes, so the panel shows and edits these)."""
+    return {name: parameter_text(value) for name, value in values.items()}
 
 
 def _json_safe(value: Any) -> Any:

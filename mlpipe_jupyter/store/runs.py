@@ -15,6 +15,7 @@ from typing import Any
 
 from mlpipe_jupyter.errors import NotFoundError
 from mlpipe_jupyter.model.status import RunStatus, StepStatus
+from mlpipe_jupyter.model.values import read_stored_values, stored_values
 from mlpipe_jupyter.store.results import process_alive
 from mlpipe_jupyter.store.workspace import Workspace
 
@@ -98,7 +99,7 @@ def _run(row: Any) -> RunRecord:
         status=RunStatus(row["status"]),
         created_at=row["created_at"],
         ended_at=row["ended_at"],
-        params=json.loads(row["params"]),
+        params=read_stored_values(json.loads(row["params"])),
         options=json.loads(row["options"]),
         git=json.loads(row["git"]),
         pid=row["pid"],
@@ -155,7 +156,7 @@ class RunStore:
                 "INSERT INTO runs (id, experiment, notebook, status, created_at, params, options,"
                 " git, pid, host, published) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (run_id, experiment, notebook, RunStatus.RUNNING.value, now,
-                 json.dumps(params, default=repr), json.dumps(options, default=repr),
+                 json.dumps(stored_values(params)), json.dumps(options, default=repr),
                  json.dumps(git), os.getpid(), socket.gethostname(), published),
             )
             db.executemany(

@@ -360,7 +360,7 @@ def test_streamed_text_is_written_once_in_order_and_the_result_fills_in(tmp_path
     log_path.write_text("attempt 1 said this\n--- mlpipe: attempt 2 ---\n")
     task = StepTask(run_id="r", step="s", attempt=2, step_notebook=step_dir / "step.ipynb",
                     output_notebook=step_dir / "output.ipynb", log_path=log_path,
-                    cwd=tmp_path, parameters={})
+                    cwd=tmp_path)
     live = LiveLogs()
     live._subscribed = True  # as if subscribed: no scheduler here
     live.follow(None, task)

@@ -64,7 +64,7 @@ def test_option_equals_form() -> None:
         ("s --env a b", "unexpected 'b'"),
         ("s --output x --param x=1", "already used by the output 'x'"),
         ("s --no-reuse=yes", "takes no value"),
-        ("s 'unclosed", "cannot split"),
+        ("s 'unclosed", "quoting error in the %%mlstep line: no closing quotation"),
     ],
 )
 def test_header_mistakes_are_named(line: str, expected: str) -> None:

@@ -262,7 +262,7 @@ class DaskExecutor(Executor):
             "run_id": task.run_id, "step": task.step, "attempt": task.attempt,
             "step_notebook": str(task.step_notebook), "output_notebook": str(task.output_notebook),
             "log_path": str(task.log_path), "cwd": str(task.cwd),
-            "parameters": dict(task.parameters), "kernel_name": task.kernel_name,
+            "kernel_name": task.kernel_name,
             "timeout_seconds": task.timeout_seconds,
             "staging": str(task.staging) if task.staging else None,
             "outputs": sorted(p.name for p in task.staging.iterdir() if p.is_dir())

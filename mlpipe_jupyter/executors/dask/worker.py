@@ -2,7 +2,7 @@
 or in a container of the step's environment on the worker's Docker engine.
 
 This module is imported by the workers, so it holds no runner state: ``run_step`` gets a
-plain dict (paths, parameters, limits) and returns a plain dict, both cheap to pickle.
+plain dict (paths, limits) and returns a plain dict, both cheap to pickle.
 Paths are the runner's paths: with a shared-filesystem datastore they are valid on every
 worker. With an object-store datastore ``run_step_objstore`` wraps ``run_step``: inputs are
 downloaded, paths rewritten to a worker-local folder, outputs uploaded and committed.
@@ -172,7 +172,7 @@ def _run_in_kernel(spec: dict[str, Any], log_file: TextIO, result: dict[str, Any
         try:
             papermill.execute_notebook(
                 spec["step_notebook"], spec["output_notebook"],
-                parameters=dict(spec["parameters"]), kernel_name=spec["kernel_name"],
+                kernel_name=spec["kernel_name"],
                 engine_name=ENGINE_NAME, km=kernel.manager, kc=kernel.client,
                 progress_bar=False, stdout_file=log_file, stderr_file=log_file,
             )
@@ -245,7 +245,7 @@ def _run_in_container(spec: dict[str, Any], log_file: TextIO, result: dict[str, 
     step = ContainerStep(
         run_id=spec["run_id"], step=spec["step"], image=image,
         step_notebook=Path(spec["step_notebook"]), output_notebook=Path(spec["output_notebook"]),
-        log_path=Path(spec["log_path"]), cwd=Path(spec["cwd"]), parameters=spec["parameters"],
+        log_path=Path(spec["log_path"]), cwd=Path(spec["cwd"]),
         kernel_name=spec["kernel_name"],
         read_only=tuple(Path(p) for p in spec.get("input_paths", [])),
         writable=tuple(Path(p) for p in (str(Path(spec["step_notebook"]).parent),

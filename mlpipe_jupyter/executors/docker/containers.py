@@ -16,12 +16,11 @@ process left behind on its host.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +54,6 @@ class ContainerStep:
     output_notebook: Path
     log_path: Path
     cwd: Path
-    parameters: Mapping[str, Any]
     kernel_name: str = "python3"
     read_only: tuple[Path, ...] = ()  # inputs (the cwd is always read-only)
     writable: tuple[Path, ...] = ()  # the run folder and the staging folder
@@ -155,11 +153,9 @@ class StepContainer:
         import requests.exceptions
 
         step = self.step
-        params_file = step.step_notebook.parent / "parameters.json"
-        params_file.write_text(json.dumps(dict(step.parameters)), encoding="utf-8")
         # -I -S: the tether needs only the standard library; skipping site saves ~70 ms
         command = ["python3", "-I", "-S", TETHER, "python3", "-m", IN_CONTAINER,
-                   str(step.step_notebook), str(step.output_notebook), str(params_file),
+                   str(step.step_notebook), str(step.output_notebook),
                    step.kernel_name]
         with self._lock:
             if self._stopped.is_set():

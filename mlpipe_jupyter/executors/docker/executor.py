@@ -45,7 +45,7 @@ def container_step(task: StepTask, image: str) -> ContainerStep:
     return ContainerStep(
         run_id=task.run_id, step=task.step, image=image, step_notebook=task.step_notebook,
         output_notebook=task.output_notebook, log_path=task.log_path, cwd=task.cwd,
-        parameters=task.parameters, kernel_name=task.kernel_name,
+        kernel_name=task.kernel_name,
         read_only=tuple(Path(p) for p in task.input_paths.values()), writable=tuple(writable),
         network=task.network, cpus=resources.cpus, memory_bytes=resources.memory_bytes,
         gpus=resources.gpus, timeout_seconds=task.timeout_seconds,

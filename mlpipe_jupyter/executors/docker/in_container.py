@@ -12,13 +12,14 @@ error) or anything else failed (the traceback is in the log). Where this package
 cannot run in the image's Python (an image with an older Python), it falls back to the
 ``papermill`` command, which behaves the same apart from the overlap.
 
+The step notebook already holds the run's parameter values (``render.render_step``).
+
 Usage: ``python3 -m mlpipe_jupyter.executors.docker.in_container NOTEBOOK OUTPUT
-PARAMETERS_JSON KERNEL_NAME``; the working folder is the container's.
+KERNEL_NAME``; the working folder is the container's.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
@@ -27,20 +28,20 @@ from pathlib import Path
 from typing import Any
 
 
-def _papermill_command(notebook: str, output: str, parameters: str, kernel: str) -> None:
-    os.execvp("papermill", ["papermill", notebook, output, "-f", parameters, "-k", kernel,
+def _papermill_command(notebook: str, output: str, kernel: str) -> None:
+    os.execvp("papermill", ["papermill", notebook, output, "-k", kernel,
                             "--no-progress-bar", "--log-output"])
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 4:
+    if len(argv) != 3:
         sys.stderr.write(__doc__ or "")
         return 2
-    notebook, output, parameters_file, kernel_name = argv
+    notebook, output, kernel_name = argv
     try:
         from mlpipe_jupyter.executors.kernels import start_kernel
     except Exception:  # this package needs a newer Python than the image's
-        _papermill_command(notebook, output, parameters_file, kernel_name)
+        _papermill_command(notebook, output, kernel_name)
     loaded: dict[str, Any] = {}
 
     def load_papermill() -> None:
@@ -63,10 +64,9 @@ def main(argv: list[str]) -> int:
 
         from mlpipe_jupyter.executors.papermill_engine import ENGINE_NAME
 
-        parameters = json.loads(Path(parameters_file).read_text(encoding="utf-8"))
         try:
             papermill.execute_notebook(
-                notebook, output, parameters=parameters, kernel_name=kernel_name,
+                notebook, output, kernel_name=kernel_name,
                 engine_name=ENGINE_NAME, km=kernel.manager, kc=kernel.client,
                 progress_bar=False, stdout_file=sys.stdout, stderr_file=sys.stderr,
             )
