@@ -13,7 +13,11 @@ export interface IRunSummary {
   ended_at: number | null;
   duration: number | null;
   step_counts: Record<string, number>;
+  /** The run's parameter values as JSON can carry them (lossy: no tuples, True is true). */
   params: Record<string, unknown>;
+  /** Each value as the text `-p NAME=` takes (strings as they are, else Python literals);
+   * absent from servers older than issue 12. */
+  param_texts?: Record<string, string>;
   error: string | null;
   live: boolean;
 }
@@ -45,8 +49,28 @@ export interface IRunDetail extends IRunSummary {
 export interface INotebook {
   path: string;
   steps: { name: string; upstream: string[] }[];
+  /** The --param defaults as JSON can carry them (lossy: no tuples, True is true). */
   parameters: Record<string, unknown>;
+  /** Each default as the text `-p NAME=` takes (strings as they are, else Python literals,
+   * e.g. `True`, `None`, `(1, 2)`); absent from servers older than issue 12. */
+  parameter_texts?: Record<string, string>;
   error: string | null;
+}
+
+/**
+ * A parameter value as the text a user types after `-p NAME=`: the server's text when it
+ * sent one, else (older servers) the JSON value, as the panel used to show it.
+ */
+export function parameterText(
+  name: string,
+  values: Record<string, unknown>,
+  texts?: Record<string, string>
+): string {
+  if (texts && Object.prototype.hasOwnProperty.call(texts, name)) {
+    return texts[name];
+  }
+  const value = values[name];
+  return typeof value === 'string' ? value : JSON.stringify(value);
 }
 
 export interface IOutputLink {
@@ -64,6 +88,9 @@ export interface IPublishedVersion {
   created_at: number;
   disabled: boolean;
   default: boolean;
+  parameters?: Record<string, unknown>;
+  /** The published defaults as `-p` texts (like INotebook.parameter_texts). */
+  parameter_texts?: Record<string, string>;
 }
 
 export interface IPublished {

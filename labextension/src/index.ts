@@ -19,7 +19,7 @@ import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { LabIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
-import { ApiError, enc, INotebook, post, request } from './api';
+import { ApiError, enc, INotebook, parameterText, post, request } from './api';
 import { MlpipePanel } from './panel';
 
 const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16" viewBox="0 0 24 24">
@@ -35,26 +35,44 @@ const COMMANDS = {
   showPanel: 'mlpipe:show-panel'
 };
 
-/** The run dialog's body: one input per pipeline parameter, and the compute target. */
+/**
+ * The run dialog's body: one input per pipeline parameter, and the compute target.
+ *
+ * Each input shows the default as the text `-p NAME=` takes (`True`, `None`, `(1, 2)`,
+ * strings as they are), and only the inputs the user changed are sent, as such texts; the
+ * server parses them like `mlpipe run -p` and coerces them to the default's type. An
+ * untouched input is never sent, so a default that an input cannot spell exactly (a string
+ * with a newline, say) is kept as it is.
+ */
 class ParametersForm extends Widget {
-  constructor(private notebook: INotebook) {
+  constructor(notebook: INotebook) {
     super();
     this.addClass('mlpipe-parameters');
     const table = document.createElement('table');
     this.node.appendChild(table);
-    const rows: [string, string, string][] = Object.entries(notebook.parameters).map(
-      ([name, value]) => [name, typeof value === 'string' ? value : JSON.stringify(value), 'param']
-    );
+    const rows: [string, string, string][] = Object.keys(notebook.parameters).map(name => [
+      name,
+      parameterText(name, notebook.parameters, notebook.parameter_texts),
+      'param'
+    ]);
     rows.push(['compute', '', 'compute']);
     for (const [name, value, kind] of rows) {
       const tr = document.createElement('tr');
       const th = document.createElement('th');
       th.textContent = kind === 'compute' ? 'compute target' : name;
-      const input = document.createElement('input');
+      // a text with line breaks needs a textarea (an input drops them)
+      const input = value.includes('\n')
+        ? document.createElement('textarea')
+        : document.createElement('input');
       input.name = name;
       input.value = value;
       input.dataset.kind = kind;
       input.placeholder = kind === 'compute' ? 'local (default)' : '';
+      if (input instanceof HTMLTextAreaElement) {
+        input.rows = Math.min(value.split('\n').length, 6);
+      }
+      // what the field shows before any edit (after the browser's own normalisation)
+      this.shown.set(input, input.value);
       const td = document.createElement('td');
       td.appendChild(input);
       tr.append(th, td);
@@ -66,18 +84,16 @@ class ParametersForm extends Widget {
     this.node.appendChild(steps);
   }
 
+  private shown = new Map<HTMLInputElement | HTMLTextAreaElement, string>();
+
   getValue(): { parameters: Record<string, string>; compute: string | null } {
     const parameters: Record<string, string> = {};
     let compute: string | null = null;
-    for (const input of Array.from(this.node.querySelectorAll('input'))) {
+    for (const [input, shown] of this.shown) {
       if (input.dataset.kind === 'compute') {
         compute = input.value.trim() || null;
-      } else {
-        const given = this.notebook.parameters[input.name];
-        const shown = typeof given === 'string' ? given : JSON.stringify(given);
-        if (input.value !== shown) {
-          parameters[input.name] = input.value; // only overrides, as text (like -p NAME=VALUE)
-        }
+      } else if (input.value !== shown) {
+        parameters[input.name] = input.value; // only overrides, as text (like -p NAME=VALUE)
       }
     }
     return { parameters, compute };

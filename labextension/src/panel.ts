@@ -13,6 +13,7 @@ import {
   IRunSummary,
   ISchedule,
   IStep,
+  parameterText,
   post,
   request
 } from './api';
@@ -275,7 +276,8 @@ export class MlpipePanel extends Widget {
       ['notebook', run.notebook],
       ['started', when(run.created_at)],
       ['time', seconds(run.duration)],
-      ['parameters', Object.entries(run.params).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(', ')],
+      // as `-p` texts (flag=False, shape=(1, 2)); JSON for servers without param_texts
+      ['parameters', Object.keys(run.params).map(k => `${k}=${parameterText(k, run.params, run.param_texts)}`).join(', ')],
       ['git', git.commit ? `${git.commit.slice(0, 10)} on ${git.branch}${git.dirty ? ' (dirty)' : ''}` : '']
     ];
     for (const [key, value] of rows) {

@@ -145,7 +145,7 @@ class PipelineService:
 
     def _notebook_summary(self, path: Path) -> dict[str, Any]:
         item: dict[str, Any] = {"path": self.relative(path), "steps": [], "parameters": {},
-                                "error": None}
+                                "parameter_texts": {}, "error": None}
         try:
             pipeline = load_pipeline(path)
         except MlpipeError as exc:
@@ -574,6 +574,12 @@ def _parameter_texts(values: Mapping[str, Any]) -> dict[str, str]:
     return {name: parameter_text(value) for name, value in values.items()}
 
 
+_NON_FINITE = {"Infinity": "inf", "-Infinity": "-inf", "NaN": "nan"}
+
+
 def _json_safe(value: Any) -> Any:
-    """Values as JSON can carry them (records may hold tuples or repr'd objects)."""
-    return json.loads(json.dumps(value, default=repr))
+    """Values as JSON can carry them (records may hold tuples or repr'd objects). Infinity
+    and NaN (a 1e999 parameter, a NaN metric) become the strings "inf", "-inf" and "nan":
+    json.dumps would write them as bare Infinity/NaN, which is not JSON, and a browser's
+    JSON.parse then rejects the whole answer."""
+    return json.loads(json.dumps(value, default=repr), parse_constant=_NON_FINITE.__getitem__)
