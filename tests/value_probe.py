@@ -58,6 +58,23 @@ bare_words = st.text(alphabet=string.ascii_letters + "_", min_size=1, max_size=1
 )
 
 
+# What ML notebooks hold: NAME -> (the default as written in the header, an override as
+# typed after -p NAME=, the value that override means).
+TRICKY = {
+    "use_gpu": ("True", "false", False),
+    "seed": ("None", "None", None),
+    "lr": ("1e-3", "-2.5E+10", -2.5e10),
+    "big": ("-12345678901234567890123", "98765432109876543210", 98765432109876543210),
+    "name": ("'it\\'s \"é\"'", "naïve \\ back\\slash", "naïve \\ back\\slash"),
+    "lines": ("'a'", "'x\\ny'", "x\ny"),
+    "layers": ("[64, 32]", "[128, [64, None]]", [128, [64, None]]),
+    "shape": ("(1, 2)", "(3,)", (3,)),
+    "grid": ("{'C': [0.1, 1], 2: (True,)}", "{'C': {'nested': [False]}, 2: ()}",
+             {"C": {"nested": [False]}, 2: ()}),
+    "model": ("rf", "gbm", "gbm"),
+}
+
+
 def parameter_names(count: int) -> list[str]:
     return [f"p{index}" for index in range(count)]
 
@@ -79,6 +96,17 @@ def probe_notebook(path: Path, defaults: Mapping[str, str]) -> Path:
 def literal_defaults(values: Mapping[str, Any]) -> dict[str, str]:
     """Header texts that declare each value as its own default."""
     return {name: python_literal(value) for name, value in values.items()}
+
+
+def tricky_notebook(path: Path) -> Path:
+    """The probe with TRICKY's header defaults."""
+    return probe_notebook(path, {name: header for name, (header, _, _) in TRICKY.items()})
+
+
+TRICKY_ARGS = [arg for name, (_, text, _) in TRICKY.items() for arg in ("-p", f"{name}={text}")]
+TRICKY_OVERRIDDEN = {name: value for name, (_, _, value) in TRICKY.items()}
+TRICKY_DEFAULTS = {name: ast.literal_eval(header) if header != "rf" else "rf"
+                   for name, (header, _, _) in TRICKY.items()}
 
 
 def assert_arrived(store: Store, run_id: str, expected: Mapping[str, Any]) -> None:

@@ -21,12 +21,16 @@ from mlpipe_jupyter.runner.runner import run_notebook
 from mlpipe_jupyter.store import Store
 from tests.conftest import run_cli
 from tests.value_probe import (
+    TRICKY_ARGS,
+    TRICKY_DEFAULTS,
+    TRICKY_OVERRIDDEN,
     assert_arrived,
     bare_words,
     literal_defaults,
     literal_values,
     parameter_names,
     probe_notebook,
+    tricky_notebook,
 )
 
 pytestmark = pytest.mark.slow
@@ -69,34 +73,20 @@ def test_run_overrides_arrive_as_given(store: Store, workspace_dir: Path,
     assert_arrived(store, result.run_id, sent)
 
 
-# What ML notebooks hold, written as a user writes it in a header and after -p.
-TRICKY = {
-    "use_gpu": ("True", "false", False),
-    "seed": ("None", "None", None),
-    "lr": ("1e-3", "-2.5E+10", -2.5e10),
-    "big": ("-12345678901234567890123", "98765432109876543210", 98765432109876543210),
-    "name": ("'it\\'s \"é\"'", "naïve \\ back\\slash", "naïve \\ back\\slash"),
-    "lines": ("'a'", "'x\\ny'", "x\ny"),
-    "layers": ("[64, 32]", "[128, [64, None]]", [128, [64, None]]),
-    "shape": ("(1, 2)", "(3,)", (3,)),
-    "grid": ("{'C': [0.1, 1], 2: (True,)}", "{'C': {'nested': [False]}, 2: ()}",
-             {"C": {"nested": [False]}, 2: ()}),
-    "model": ("rf", "gbm", "gbm"),
-}
-
-
 def test_cli_run_p_from_a_terminal(store: Store, workspace_dir: Path) -> None:
-    notebook = probe_notebook(workspace_dir / "cli.ipynb",
-                              {name: header for name, (header, _, _) in TRICKY.items()})
-    args = [arg for name, (_, text, _) in TRICKY.items() for arg in ("-p", f"{name}={text}")]
-    done = run_cli("run", str(notebook), *args, "--quiet")
+    notebook = tricky_notebook(workspace_dir / "cli.ipynb")
+    done = run_cli("run", str(notebook), *TRICKY_ARGS, "--quiet")
     assert done.returncode == 0, done.stdout + done.stderr
     [run] = store.runs.list_runs()
-    assert_arrived(store, run.id, {name: value for name, (_, _, value) in TRICKY.items()})
+    assert_arrived(store, run.id, TRICKY_OVERRIDDEN)
     # the run record keeps the values typed, for `mlpipe show` and re-runs
     assert run.params["shape"] == (3,) and run.params["use_gpu"] is False
     shown = run_cli("show", "latest").stdout
     assert "use_gpu=False" in shown and "shape=(3,)" in shown
+    # and the defaults, as the header wrote them
+    done = run_cli("run", str(notebook), "--quiet")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert_arrived(store, store.runs.list_runs()[0].id, TRICKY_DEFAULTS)
 
 
 def test_cli_refuses_a_boolean_it_cannot_read_before_running(workspace_dir: Path) -> None:
