@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import MagicArgumentParser
 from IPython.display import display
 
@@ -105,6 +105,7 @@ class MlpipeMagics(Magics):
 
     # -- cell magics --------------------------------------------------------------------------
     @cell_magic
+    @no_var_expand  # the header means what `mlpipe run` reads in the file: no $x or {x}
     @_friendly
     def mlstep(self, line: str, cell: str) -> None:
         """``%%mlstep NAME [--input ...] [--output ...] [--param ...] [--no-run]``: run the
