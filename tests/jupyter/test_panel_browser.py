@@ -17,8 +17,10 @@ from typing import Any
 
 import pytest
 
+from mlpipe_jupyter.model.values import python_literal
 from mlpipe_jupyter.store import Store
 from tests.jupyter.lab import CHROMIUM, running_lab
+from tests.value_probe import PROBE_STEP, assert_arrived, probe_notebook
 
 pytestmark = pytest.mark.slow
 
@@ -148,6 +150,54 @@ def test_run_as_pipeline_from_the_notebook_toolbar(lab: str, store: Store) -> No
             browser.close()
     run = store.runs.get_run("latest")
     assert run.status.value == "succeeded" and run.params == {"n": 7}
+
+
+def test_run_dialog_shows_and_sends_python_values(
+    lab: str, store: Store, tmp_path: Path,
+) -> None:
+    """The dialog shows defaults as -p texts (True, (1, 2), None, a multi-line string), sends
+    only what was changed, and the step sees Python values of the defaults' types."""
+    from playwright import sync_api as playwright
+
+    label = 'say "hi"\nthen go'
+    probe_notebook(tmp_path / "values.ipynb", {
+        "flag": "True", "shape": "(1, 2)", "seed": "None", "label": python_literal(label)})
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(lab.replace("/lab?", "/lab/tree/values.ipynb?"))
+            page.locator("text=/\\bIdle\\b/ >> visible=true").first.wait_for(timeout=90_000)
+            select = page.locator(".jp-Dialog button:has-text('Select')")
+            if select.count():
+                select.first.click()
+            page.locator(".mlpipe-run-button").first.click()
+            dialog = page.locator(".jp-Dialog .mlpipe-parameters")
+            dialog.wait_for(timeout=30_000)
+            flag = dialog.locator("[name='flag']")
+            assert flag.input_value() == "True"  # not JSON's true
+            assert dialog.locator("[name='shape']").input_value() == "(1, 2)"  # not [1,2]
+            assert dialog.locator("[name='seed']").input_value() == "None"  # not null
+            assert dialog.locator("textarea[name='label']").input_value() == label
+            flag.fill("false")
+            page.screenshot(path=str(ARTIFACTS / "panel-run-dialog-values.png"))
+            page.locator(".jp-Dialog button:has-text('Run')").click()
+            panel = page.locator("#mlpipe-panel")
+            panel.locator(".mlpipe-run-item[data-status='succeeded']").wait_for(timeout=120_000)
+            facts = panel.locator(".mlpipe-run-detail .mlpipe-facts tr", has_text="parameters")
+            facts.wait_for(timeout=30_000)
+            assert facts.locator("td").inner_text() == "flag=False"  # only what was changed
+            panel.locator(f".mlpipe-step[data-step='{PROBE_STEP}'][data-status='succeeded']"
+                          ).click()
+            panel.locator(f".mlpipe-step-detail[data-step='{PROBE_STEP}']").wait_for(
+                timeout=10_000)
+            page.screenshot(path=str(ARTIFACTS / "panel-run-detail-values.png"))
+        finally:
+            browser.close()
+    run = store.runs.get_run("latest")
+    assert run.status.value == "succeeded" and run.params == {"flag": False}
+    assert_arrived(store, run.id, {"flag": False, "shape": (1, 2), "seed": None, "label": label})
 
 
 def test_built_panel_is_compatible_with_this_jupyterlab(tmp_path: Path) -> None:
