@@ -36,16 +36,14 @@ class FingerprintComponents:
     inputs: Mapping[str, str] = field(default_factory=dict)  # input name -> source identity
     environment: str = ""  # environment fingerprint (packages / image)
     settings: Mapping[str, Any] = field(default_factory=dict)  # kernel, outputs, ...
+    scheme: int = FINGERPRINT_SCHEME  # how the components were computed (records keep theirs)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["scheme"] = FINGERPRINT_SCHEME
-        return data
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FingerprintComponents:
-        fields = {k: v for k, v in data.items() if k != "scheme"}
-        return cls(**fields)
+        return cls(**{**data, "scheme": data.get("scheme", 1)})
 
     def fingerprint(self) -> str:
         return hash_text(canonical_json(self.to_dict()))[:32]
@@ -75,6 +73,9 @@ def _short(value: Any) -> str:
 
 def describe_changes(old: FingerprintComponents, new: FingerprintComponents) -> list[str]:
     """Human sentences naming each component that differs between two fingerprints."""
+    if old.scheme != new.scheme:  # the components mean different things: nothing to compare
+        return [f"mlpipe computes fingerprints differently since it was upgraded (scheme "
+                f"{old.scheme} -> {new.scheme}), so each step runs once again"]
     changes: list[str] = []
     if old.code != new.code:
         changes.append("the step's code changed")

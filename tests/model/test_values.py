@@ -113,3 +113,18 @@ def test_an_unbalanced_quote_is_a_quoting_error_at_its_cell() -> None:
     assert parsed.header is None
     [issue] = parsed.issues
     assert str(issue).startswith("cell 4, step 'train': quoting error in the %%mlstep line")
+
+
+def test_fingerprints_tell_values_json_would_merge() -> None:
+    from mlpipe_jupyter.model.fingerprint import FingerprintComponents, describe_changes
+
+    def components(value: object) -> FingerprintComponents:
+        return FingerprintComponents(code="c", setup="s", params={"p": canonical_literal(value)})
+
+    prints = {components(v).fingerprint() for v in ((1, 2), [1, 2], {1: "a"}, {"1": "a"}, 1, 1.0, True)}
+    assert len(prints) == 7
+    assert describe_changes(components((1, 2)), components([1, 2])) == [
+        "parameter 'p' changed: (1, 2) -> [1, 2]"]
+    older = FingerprintComponents.from_dict({**components(1).to_dict(), "scheme": 1})
+    assert "fingerprints differently since it was upgraded (scheme 1 -> 2)" in describe_changes(
+        older, components(1))[0]
