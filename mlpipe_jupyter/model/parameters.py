@@ -34,13 +34,13 @@ def coerce_parameter(name: str, default: Any, text: str) -> Any:
     of a compatible type (an int is fine for a float).
     """
     if isinstance(default, bool) and text.strip() != "None":
-        value = BOOLEAN_SPELLINGS.get(text.strip())
-        if value is None:
+        flag = BOOLEAN_SPELLINGS.get(text.strip())
+        if flag is None:
             raise ParameterError(
                 f"parameter {name!r} is a boolean (default {default!r}): write "
                 f"{name}=True or {name}=False (true/false work too), not {text!r}"
             )
-        return value
+        return flag
     if isinstance(default, str):
         try:
             value = parse_parameter_value(text)
