@@ -49,8 +49,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     runner = Runner()
     if not args.quiet:
         runner.events.subscribe(ProgressPrinter(verbose=args.verbose))
-    # SIGTERM cancels like Ctrl-C, so schedulers and CI can stop a run cleanly.
+    # SIGTERM (systemd, `timeout`, CI) and SIGHUP (the terminal closed) cancel like Ctrl-C:
+    # the kernels are stopped and their files removed before the process exits.
     signal.signal(signal.SIGTERM, lambda *_: runner.cancel())
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, lambda *_: runner.cancel())
     result = runner.run(request)
     for failure in result.failures:
         print(failure, file=sys.stderr)
@@ -92,7 +95,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"  {depth}: {name} (cell {step.cell}) after: {after}")
     params = pipeline.parameters()
     if params:
-        print("parameters: " + ", ".join(f"{k}={v!r}" for k, v in params.items()))
+        print("parameters: " + ", ".join(f"{k}={parameter_text(v)}" for k, v in params.items()))
     return 0
 
 

@@ -5,6 +5,14 @@ a few kernels starting or started ahead of the steps that will use them, each in
 thread with its own event loop (jupyter_client's async objects belong to the loop that made
 them, so a kernel is started, used and shut down by one thread). Every kernel runs exactly
 one step and is then shut down: steps never share interpreter state.
+
+Nothing outlives its owner. Each process keeps its kernels' files (connection files, which
+hold the kernel's HMAC key, and IPC sockets) in one private folder of its own,
+``$TMPDIR/mlpipe-ipc-<pid>-<start time>-*``. A kernel's files go when it is shut down,
+however its step ended; at the process's exit every kernel still alive is killed and the
+folder removed. A process killed outright (``kill -9``) cannot do that: the next process
+that starts kernels on the host (``reap_orphans``) kills the kernels whose connection file
+is in a dead owner's folder, with their process groups, and removes the folder.
 """
 
 from __future__ import annotations
@@ -14,7 +22,9 @@ import atexit
 import logging
 import os
 import queue
+import re
 import shutil
+import signal
 import tempfile
 import threading
 import uuid
@@ -37,13 +47,15 @@ class WarmKernel:
     client: Any  # its AsyncKernelClient, channels started, kernel ready
 
     def kill(self) -> None:
-        """Kill the kernel process now; safe from any thread (used for cancel and timeout)."""
+        """Kill the kernel process now, with what it started (its process group); safe
+        from any thread (used for cancel, timeout and a closing worker)."""
         process = getattr(getattr(self.manager, "provisioner", None), "process", None)
         if process is not None and process.poll() is None:
+            _kill_group(process.pid)
             process.kill()
 
     def shutdown(self) -> None:
-        """Stop the kernel and close its sockets (in the owning thread)."""
+        """Stop the kernel, close its sockets and remove its files (in the owning thread)."""
         try:
             self.client.stop_channels()
             self.loop.run_until_complete(self.manager.shutdown_kernel(now=True))
@@ -51,6 +63,8 @@ class WarmKernel:
             log.debug("kernel shutdown failed", exc_info=True)
             self.kill()
         finally:
+            _forget(self)
+            _remove_files(self.manager)
             self.loop.close()
 
 
@@ -64,14 +78,21 @@ def start_kernel(kernel_name: str, cwd: Path, startup_timeout: float = 60) -> Wa
         asyncio.set_event_loop(loop)
         # IPC sockets: no TCP port races between concurrent starts, and no plaintext-TCP
         # warning from ipykernel in every step log.
-        socket_prefix = os.path.join(_ipc_dir(), f"k-{uuid.uuid4().hex[:12]}")
-        manager = AsyncKernelManager(kernel_name=kernel_name, transport="ipc", ip=socket_prefix)
+        # The connection file goes into the same private folder (not jupyter_client's
+        # default, a tmp*.json in $TMPDIR), so one folder holds all of this process's
+        # kernel files and names its owner.
+        prefix = os.path.join(_ipc_dir(), f"k-{uuid.uuid4().hex[:12]}")
+        manager = AsyncKernelManager(kernel_name=kernel_name, transport="ipc", ip=prefix,
+                                     connection_file=f"{prefix}.json")
+        kernel: WarmKernel | None = None
         try:
             loop.run_until_complete(manager.start_kernel(cwd=str(cwd)))
             client = manager.client()
+            kernel = WarmKernel(loop=loop, manager=manager, client=client)
+            _remember(kernel)
             client.start_channels()
             loop.run_until_complete(client.wait_for_ready(timeout=startup_timeout))
-            return WarmKernel(loop=loop, manager=manager, client=client)
+            return kernel
         except Exception as exc:  # retried: most start failures are transient
             last_error = exc
             log.debug("kernel start failed, retrying", exc_info=True)
@@ -79,20 +100,175 @@ def start_kernel(kernel_name: str, cwd: Path, startup_timeout: float = 60) -> Wa
                 loop.run_until_complete(manager.shutdown_kernel(now=True))
             except Exception:
                 pass
+            if kernel is not None:
+                kernel.kill()
+                _forget(kernel)
+            _remove_files(manager)
             loop.close()
+        except BaseException:  # interrupted (Ctrl-C) while starting: no kernel left behind
+            if kernel is not None:
+                kernel.kill()
+                _forget(kernel)
+            _remove_files(manager)
+            raise
     raise RuntimeError(f"kernel {kernel_name!r} did not start: {last_error}")
 
 
 _IPC_DIR: str | None = None
+_IPC_OWNER = 0  # the pid that made _IPC_DIR (a forked child makes its own)
+_LIVE_LOCK = threading.Lock()
+_LIVE: dict[int, WarmKernel] = {}  # this process's kernels, started and not shut down
+_FOLDER = re.compile(r"^mlpipe-ipc-(\d+)-(\d+)-")
 
 
 def _ipc_dir() -> str:
-    """A short private folder for IPC socket files (Unix socket paths are limited to ~100)."""
-    global _IPC_DIR
-    if _IPC_DIR is None or not os.path.isdir(_IPC_DIR):
-        _IPC_DIR = tempfile.mkdtemp(prefix="mlpipe-ipc-")
-        atexit.register(shutil.rmtree, _IPC_DIR, True)
-    return _IPC_DIR
+    """This process's private folder for its kernels' files (short: Unix socket paths are
+    limited to ~100 characters). Made on first use, after reaping dead owners' folders."""
+    global _IPC_DIR, _IPC_OWNER
+    with _LIVE_LOCK:
+        if _IPC_DIR is None or _IPC_OWNER != os.getpid() or not os.path.isdir(_IPC_DIR):
+            if _IPC_OWNER != os.getpid():
+                reap_orphans()
+            pid = os.getpid()
+            _IPC_DIR = tempfile.mkdtemp(prefix=f"mlpipe-ipc-{pid}-{_start_time(pid)}-")
+            _IPC_OWNER = pid
+        return _IPC_DIR
+
+
+def _start_time(pid: int) -> int:
+    """When the process started (clock ticks since boot; 0 where /proc is missing): with the
+    pid, it names one process, never a later one that reuses the pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            # the name (field 2) may hold spaces and parentheses: count from its end
+            return int(stat.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _owner_alive(pid: int, start_time: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return _start_time(pid) == start_time
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL a kernel's process group (a kernel leads a session of its own)."""
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGKILL)
+    except OSError:  # ended already
+        pass
+
+
+def _remember(kernel: WarmKernel) -> None:
+    with _LIVE_LOCK:
+        _LIVE[id(kernel)] = kernel
+
+
+def _forget(kernel: WarmKernel) -> None:
+    with _LIVE_LOCK:
+        _LIVE.pop(id(kernel), None)
+
+
+def _remove_files(manager: Any) -> None:
+    """The kernel's connection file and IPC sockets (jupyter_client's own clean-up, which
+    ``shutdown_kernel`` skips when the kernel was dead already or the shutdown failed)."""
+    try:
+        manager.cleanup_connection_file()
+        manager.cleanup_ipc_files()
+    except Exception:
+        log.debug("removing a kernel's files failed", exc_info=True)
+
+
+def kill_all() -> None:
+    """Kill every kernel this process started and has not shut down (a step running on one
+    fails as a dead kernel); their threads still shut them down and remove their files."""
+    with _LIVE_LOCK:
+        kernels = list(_LIVE.values())
+    for kernel in kernels:
+        kernel.kill()
+
+
+def _at_exit() -> None:
+    """Last resort at interpreter exit: kill what is left and remove this process's folder
+    (kernels are shut down properly before, by their pools; this catches the rest)."""
+    with _LIVE_LOCK:
+        kernels = list(_LIVE.values())
+        _LIVE.clear()
+        folder = _IPC_DIR if _IPC_OWNER == os.getpid() else None
+    for kernel in kernels:
+        kernel.kill()
+        _remove_files(kernel.manager)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+atexit.register(_at_exit)  # at import: it runs after the pools' own atexit clean-up
+
+
+def reap_orphans(tmpdir: str | None = None) -> int:
+    """Clean up after processes that died without doing it (``kill -9``, a crash): for
+    each of this user's ``mlpipe-ipc-*`` folders whose owner is gone, kill the kernels
+    connected through it (with their process groups) and remove it. Returns how many
+    folders were removed. Linux (``/proc``); elsewhere kernels exit with their parent and
+    only the folders are removed."""
+    base = tmpdir or tempfile.gettempdir()
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return 0
+    dead = []
+    for name in names:
+        found = _FOLDER.match(name)
+        path = os.path.join(base, name)
+        if found is None or int(found.group(1)) == os.getpid():
+            continue
+        try:
+            if os.stat(path).st_uid != os.getuid():
+                continue
+        except OSError:
+            continue
+        if not _owner_alive(int(found.group(1)), int(found.group(2))):
+            dead.append(path)
+    if not dead:
+        return 0
+    for pid in _pids_using(dead):
+        _kill_group(pid)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    for path in dead:
+        shutil.rmtree(path, ignore_errors=True)
+    log.info("removed %d kernel folders of dead processes", len(dead))
+    return len(dead)
+
+
+def _pids_using(folders: list[str]) -> list[int]:
+    """Processes with an argument naming a connection file in one of ``folders`` (a
+    kernel's ``-f FOLDER/k-*.json``)."""
+    marks = tuple(os.fsencode(folder + os.sep) for folder in folders)
+    pids = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                args = cmdline.read().split(b"\0")
+        except OSError:
+            continue
+        if any(arg.startswith(marks) and arg.endswith(b".json") for arg in args):
+            pids.append(int(entry))
+    return pids
 
 
 Job = Any

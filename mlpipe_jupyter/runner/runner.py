@@ -20,6 +20,7 @@ from typing import Any
 from mlpipe_jupyter.errors import DefinitionError, DefinitionIssue, ExecutorError
 from mlpipe_jupyter.events import RUN_STARTED, STEP_STATUS, EventBus, RunEvent
 from mlpipe_jupyter.executors.base import Executor
+from mlpipe_jupyter.executors.kernels import reap_orphans
 from mlpipe_jupyter.executors.registry import (
     DEFAULT_COMPUTE,
     check_compute_name,
@@ -194,6 +195,7 @@ class Runner:
     ) -> RunResult:
         store.runs.mark_dead_runs()
         store.results.clean_stale_staging()
+        reap_orphans()  # kernels and kernel files of runners killed outright (kill -9)
         default_compute = request.compute or DEFAULT_COMPUTE
         planner = Planner(
             store, pipeline, notebook, run_id, parameters,
