@@ -8,6 +8,7 @@ from typing import Any
 from mlpipe_jupyter.errors import ParameterError
 from mlpipe_jupyter.model.grammar import parse_parameter_value
 from mlpipe_jupyter.model.pipeline import Pipeline
+from mlpipe_jupyter.model.values import read_literal
 
 
 def parse_assignments(items: Iterable[str]) -> dict[str, str]:
@@ -42,8 +43,9 @@ def coerce_parameter(name: str, default: Any, text: str) -> Any:
             )
         return flag
     if isinstance(default, str):
+        # a quoted literal is its string; any other text is the string as typed, spaces kept
         try:
-            value = parse_parameter_value(text)
+            value = read_literal(text.strip())
         except ValueError:
             return text
         return value if isinstance(value, str) else text

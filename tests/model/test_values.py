@@ -101,6 +101,14 @@ def test_other_boolean_spellings_are_refused_with_the_ones_accepted(text: str) -
         coerce_parameter("use_gpu", True, text)
 
 
+@pytest.mark.parametrize("text, expected", [
+    ("gbm", "gbm"), ("  two words ", "  two words "), ("'quoted'", "quoted"), ("1", "1"),
+    ("None", "None"), ("[1", "[1"), ("'x\\ny'", "x\ny"),
+])
+def test_a_string_parameter_takes_the_text_as_typed(text: str, expected: str) -> None:
+    assert coerce_parameter("label", "default", text) == expected
+
+
 def test_lower_case_words_stay_strings_where_the_default_is_not_a_boolean() -> None:
     assert coerce_parameter("mode", "fast", "false") == "false"
     assert coerce_parameter("seed", None, "false") == "false"
