@@ -11,12 +11,14 @@ while other tests or users run kernels on the same machine.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -39,18 +41,21 @@ class Sandbox:
     processes started in it."""
 
     root: Path
+    tmp: Path = field(init=False)  # the private TMPDIR
 
     def __post_init__(self) -> None:
-        for folder in (self.project, self.tmp, self.runtime):
+        for folder in (self.project, self.runtime):
             folder.mkdir(parents=True, exist_ok=True)
+        # short, as TMPDIRs are: kernels' socket paths must stay under ~100 characters
+        self.tmp = Path(tempfile.mkdtemp(prefix="mlt-", dir="/tmp"))
 
     @property
     def project(self) -> Path:
         return self.root / "project"
 
-    @property
-    def tmp(self) -> Path:
-        return self.root / "tmp"
+    def remove(self) -> None:
+        """Remove the private TMPDIR (it lives outside ``root``)."""
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
     @property
     def runtime(self) -> Path:
@@ -200,6 +205,4 @@ def measure(root: Path) -> None:
 
 
 if __name__ == "__main__":
-    import tempfile
-
     measure(Path(tempfile.mkdtemp(prefix="mlpipe-leftovers-")))

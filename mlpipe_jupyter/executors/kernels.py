@@ -118,6 +118,8 @@ _IPC_DIR: str | None = None
 _IPC_OWNER = 0  # the pid that made _IPC_DIR (a forked child makes its own)
 _LIVE_LOCK = threading.Lock()
 _LIVE: dict[int, WarmKernel] = {}  # this process's kernels, started and not shut down
+_SOCKET_PATH_MAX = 100  # sun_path holds 108 bytes on Linux, 104 on macOS
+_SOCKET_NAME = len("/") + len("/k-0123456789ab-1")  # the folder's separator and a socket's name
 _FOLDER = re.compile(r"^mlpipe-ipc-(\d+)-(\d+)-")
 
 
@@ -130,7 +132,11 @@ def _ipc_dir() -> str:
             if _IPC_OWNER != os.getpid():
                 reap_orphans()
             pid = os.getpid()
-            _IPC_DIR = tempfile.mkdtemp(prefix=f"mlpipe-ipc-{pid}-{_start_time(pid)}-")
+            prefix = f"mlpipe-ipc-{pid}-{_start_time(pid)}-"
+            base = tempfile.gettempdir()
+            if len(base) + len(prefix) + 8 + _SOCKET_NAME > _SOCKET_PATH_MAX:
+                base = "/tmp"  # a TMPDIR too long for socket paths: ipykernel could not bind
+            _IPC_DIR = tempfile.mkdtemp(prefix=prefix, dir=base)
             _IPC_OWNER = pid
         return _IPC_DIR
 
@@ -217,11 +223,30 @@ def reap_orphans(tmpdir: str | None = None) -> int:
     connected through it (with their process groups) and remove it. Returns how many
     folders were removed. Linux (``/proc``); elsewhere kernels exit with their parent and
     only the folders are removed."""
-    base = tmpdir or tempfile.gettempdir()
+    bases = {tmpdir} if tmpdir else {tempfile.gettempdir(), "/tmp"}  # see _ipc_dir
+    dead = []
+    for base in bases:
+        dead += _dead_folders(base)
+    if not dead:
+        return 0
+    for pid in _pids_using(dead):
+        _kill_group(pid)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    for path in dead:
+        shutil.rmtree(path, ignore_errors=True)
+    log.info("removed %d kernel folders of dead processes", len(dead))
+    return len(dead)
+
+
+def _dead_folders(base: str) -> list[str]:
+    """The ``mlpipe-ipc-*`` folders in ``base`` of this user whose owner is gone."""
     try:
         names = os.listdir(base)
     except OSError:
-        return 0
+        return []
     dead = []
     for name in names:
         found = _FOLDER.match(name)
@@ -235,18 +260,7 @@ def reap_orphans(tmpdir: str | None = None) -> int:
             continue
         if not _owner_alive(int(found.group(1)), int(found.group(2))):
             dead.append(path)
-    if not dead:
-        return 0
-    for pid in _pids_using(dead):
-        _kill_group(pid)
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    for path in dead:
-        shutil.rmtree(path, ignore_errors=True)
-    log.info("removed %d kernel folders of dead processes", len(dead))
-    return len(dead)
+    return dead
 
 
 def _pids_using(folders: list[str]) -> list[int]:
