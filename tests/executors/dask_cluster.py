@@ -23,6 +23,7 @@ class WorkerSpec:
     name: str
     resources: str | None = None  # e.g. "GPU=1"
     env: dict[str, str] = field(default_factory=dict)  # e.g. a DOCKER_HOST nobody answers on
+    new_session: bool = False  # its own process group (a test signals the whole group)
 
 
 @dataclass
@@ -78,7 +79,7 @@ class SubprocessCluster:
             command += ["--resources", spec.resources]
         self.worker_procs[spec.name] = subprocess.Popen(
             command, env={**self.env(), **spec.env}, stdout=self._log(spec.name),
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.STDOUT, start_new_session=spec.new_session,
         )
 
     def wait_for_workers(self, count: int) -> None:

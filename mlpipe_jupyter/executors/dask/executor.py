@@ -165,6 +165,12 @@ class DaskExecutor(Executor):
                     f"`dask worker {self.address}`"
                 )
             time.sleep(0.2)
+        from mlpipe_jupyter.executors.dask.warm import PLUGIN_NAME, kernels_plugin
+
+        try:  # the workers stop their kernels when they close (see warm.py)
+            client.register_plugin(kernels_plugin(), name=PLUGIN_NAME)
+        except Exception:
+            log.debug("registering the kernels plugin failed", exc_info=True)
 
     def environment_fingerprint(self, env: str | None) -> str:
         """Without ``--env``: the workers' Python and packages, the same fingerprint as a

@@ -11,8 +11,12 @@ The local executor hides it with a ``KernelPool``; a worker gets the same, one p
 
 Each kernel still runs exactly one step and is then shut down: steps never share
 interpreter state. A pool nobody used for ``IDLE_SECONDS`` is closed (its spare kernel shut
-down); kernels also exit on their own when the worker process dies (ipykernel watches its
-parent).
+down). When the worker closes (SIGTERM, SIGINT, ``Client.retire_workers``...), the
+``KernelsPlugin`` (registered by the executor) kills the kernels of running steps, so the
+worker need not wait for them to finish, and shuts the spares down, their files removed.
+A worker killed outright leaves its kernels' folder: its kernels exit on their own
+(ipykernel watches its parent), and the next worker or kernel start on the host removes
+the folder (``kernels.reap_orphans``).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlpipe_jupyter.executors.kernels import KernelPool, WarmKernel
+from mlpipe_jupyter.executors.kernels import KernelPool, WarmKernel, kill_all, reap_orphans
 
 log = logging.getLogger(__name__)
 
@@ -135,3 +139,25 @@ def close_all() -> None:
 
 
 atexit.register(close_all)
+
+PLUGIN_NAME = "mlpipe-kernels"
+
+
+def kernels_plugin() -> object:
+    """A worker plugin that cleans up after dead workers when a worker starts, and stops
+    this worker's kernels when it closes (registered once per scheduler: idempotent)."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class KernelsPlugin(WorkerPlugin):  # type: ignore[misc]
+        idempotent = True
+
+        def setup(self, worker: object) -> None:
+            reap_orphans()
+
+        async def teardown(self, worker: object) -> None:
+            import asyncio
+
+            kill_all()  # running steps end now (as a dead kernel) instead of at their end
+            await asyncio.get_running_loop().run_in_executor(None, close_all)
+
+    return KernelsPlugin()
