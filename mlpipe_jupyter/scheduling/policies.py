@@ -75,12 +75,14 @@ class CronTimes:
         return self.cron.next_after(instant, self.tz).timestamp()
 
     def due_between(self, after: float, until: float) -> tuple[int, float | None]:
-        # one step per fire time: a minute-cron missed for a year is half a million steps,
-        # a few seconds once, which is acceptable for a scheduler coming back.
-        count, last, at = 0, None, self.next_after(after)
-        while at <= until:
+        # one step per fire time, on one cron iterator: a minute-cron missed for a year is
+        # half a million steps, seconds once, which is acceptable for a scheduler coming back.
+        count, last = 0, None
+        for fire in self.cron.fire_times(datetime.fromtimestamp(after, tz=timezone.utc), self.tz):
+            at = fire.timestamp()
+            if at > until:
+                break
             count, last = count + 1, at
-            at = self.next_after(at)
         return count, last
 
 

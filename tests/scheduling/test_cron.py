@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
@@ -39,6 +40,10 @@ def _fires(expr: str, start: datetime, count: int, tz: ZoneInfo = UTC) -> list[d
     ("x * * * *", "minute 'x' is not a number"),
     ("@sometimes", "unknown macro"),
     ("0 0 31 2 *", "never fires"),
+    # cronsim's extensions are not our grammar
+    ("0 0 L * *", "day of month 'L' is not a number"),
+    ("0 0 * * 5#2", "day of week '5#2' is not a number or a name"),
+    ("0 0 0 * * *", "expected 5 fields"),
 ])
 def test_bad_cron_names_the_field(expr: str, message: str) -> None:
     with pytest.raises(ScheduleDefinitionError, match=message):
@@ -63,6 +68,12 @@ def test_basic_fire_times() -> None:
     assert _fires("0 0 13 * fri", _utc(2026, 1, 1), 3) == [
         _utc(2026, 1, 2), _utc(2026, 1, 9), _utc(2026, 1, 13)]
     assert _fires("0 0 29 2 *", _utc(2026, 1, 1), 1) == [_utc(2028, 2, 29)]
+    # a day field starting with "*" is unrestricted for that rule: */10 AND Friday
+    assert _fires("0 0 */10 * fri", _utc(2026, 1, 1), 2) == [_utc(2026, 5, 1), _utc(2026, 7, 31)]
+    # "A-A/S" is just A ("N/S" would run to the field's end); "N/S" is N-max/S
+    assert _fires("5-5/10 * * * *", _utc(2026, 1, 1), 2) == [_utc(2026, 1, 1, 0, 5), _utc(2026, 1, 1, 1, 5)]
+    assert _fires("50/5 0 * * *", _utc(2026, 1, 1), 3) == [
+        _utc(2026, 1, 1, 0, 50), _utc(2026, 1, 1, 0, 55), _utc(2026, 1, 2, 0, 50)]
 
 
 def test_time_zone_and_dst() -> None:
@@ -79,3 +90,10 @@ def test_time_zone_and_dst() -> None:
     # first pass, so the next time is 03:00 CET, never one in the past
     at = _utc(2026, 10, 25, 1, 10)  # 02:10 CET
     assert CronExpression.parse("*/20 * * * *").next_after(at, PARIS) == _utc(2026, 10, 25, 2, 0)
+
+
+@pytest.mark.parametrize("start", [_utc(2026, 3, 28, 23), _utc(2026, 10, 24, 23)])
+def test_fire_times_is_repeated_next_after(start: datetime) -> None:
+    cron = CronExpression.parse("*/20 1-3 * * *")
+    streamed = list(itertools.islice(cron.fire_times(start, PARIS), 12))
+    assert streamed == _fires("*/20 1-3 * * *", start, 12, PARIS)
