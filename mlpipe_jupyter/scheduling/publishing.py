@@ -4,77 +4,28 @@
 their ``--hash-paths`` name — into ``.mlpipe/published/NAME/vN/``, so a later edit of the
 notebook never changes a published version. Publishing content identical to the latest
 version creates nothing. Each name has a default version: the newest one, unless another
-was chosen with ``set_default``.
+was chosen with ``set_default``. What is stored, and how, is ``store.published``'s; the
+``PublishedPipeline`` record lives there and is re-exported here.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import shutil
-import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlpipe_jupyter.errors import (
-    ConflictError,
-    DefinitionError,
-    DefinitionIssue,
-    PublishedPipelineNotFoundError,
-)
+from mlpipe_jupyter.errors import ConflictError, DefinitionError, DefinitionIssue
 from mlpipe_jupyter.model.grammar import DATASET_NAME
 from mlpipe_jupyter.model.pipeline import Pipeline
-from mlpipe_jupyter.model.values import parameter_text, read_stored_values, stored_values
 from mlpipe_jupyter.notebook import load_pipeline, pipeline_from_cells, read_code_cells
 from mlpipe_jupyter.runner.planning import local_modules
 from mlpipe_jupyter.store import Store
 from mlpipe_jupyter.store.datasets import hash_file
 from mlpipe_jupyter.store.environments import parse_env_ref
+from mlpipe_jupyter.store.published import SNAPSHOT_NOTEBOOK, PublishedPipeline
 from mlpipe_jupyter.store.snapshot import git_info
-
-SNAPSHOT_NOTEBOOK = "notebook.ipynb"
-
-
-@dataclass(frozen=True)
-class PublishedPipeline:
-    """One immutable published version."""
-
-    name: str
-    version: int
-    content_hash: str
-    notebook: Path  # the snapshot that runs execute
-    source: str  # the notebook it was published from
-    steps: list[dict[str, Any]]
-    parameters: dict[str, Any]  # defaults
-    environments: dict[str, str]  # step -> environment reference (resolved at publish)
-    datasets: list[str]  # datasets its steps read
-    files: list[str]  # files copied beside the snapshot, relative to it
-    git: dict[str, Any]
-    description: str | None
-    created_at: float
-    disabled: bool
-    is_default: bool
-
-    @property
-    def ref(self) -> str:
-        """``NAME@vN``: what a run's ``published`` field records."""
-        return f"{self.name}@v{self.version}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready view (for REST responses)."""
-        return {
-            "name": self.name, "version": self.version, "ref": self.ref,
-            "content_hash": self.content_hash, "notebook": str(self.notebook),
-            "source": self.source, "steps": self.steps, "parameters": self.parameters,
-            # as a user types them after -p NAME= (JSON has no True, tuples or bytes)
-            "parameter_texts": {k: parameter_text(v) for k, v in self.parameters.items()},
-            "environments": self.environments, "datasets": self.datasets, "files": self.files,
-            "git": self.git, "description": self.description, "created_at": self.created_at,
-            "disabled": self.disabled, "default": self.is_default,
-        }
 
 
 def load_published_pipeline(published: PublishedPipeline) -> Pipeline:
@@ -180,13 +131,13 @@ def publish(
         raise DefinitionError(issues, pipeline.source)
     pipeline.topological_order()  # cycles were reported above; this cannot raise now
     content_hash = _content_hash(source, pipeline, files, folder)
-    latest = _latest_row(store, name)
-    if latest is not None and latest["content_hash"] == content_hash:
-        return get_published(store, name, latest["version"]), False
+    latest = store.published.latest(name)
+    if latest is not None and latest.content_hash == content_hash:
+        return get_published(store, name, latest.version), False
 
-    # Stage the snapshot outside the transaction (copying may be slow), then move it into
-    # place and insert the row in one IMMEDIATE transaction: two publishers never share a
-    # version number, and a crash leaves at most an unreferenced staging folder.
+    # Stage the snapshot outside the transaction (copying may be slow); the store then moves
+    # it into place and inserts the row in one IMMEDIATE transaction: two publishers never
+    # share a version number, and a crash leaves at most an unreferenced staging folder.
     staging = store.workspace.staging_dir / f"publish-{uuid.uuid4().hex}"
     staging.mkdir(parents=True)
     try:
@@ -197,77 +148,24 @@ def publish(
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, staging / rel)
             relative.append(rel.as_posix())
-        with store.workspace.transaction() as db:
-            row = db.execute(
-                "SELECT version, content_hash FROM published_pipelines WHERE name=? "
-                "ORDER BY version DESC LIMIT 1", (name,),
-            ).fetchone()
-            if row is not None and row["content_hash"] == content_hash:
-                version, created = row["version"], False  # another publisher just did it
-            else:
-                version, created = (row["version"] + 1 if row else 1), True
-                target = published_dir(store, name) / f"v{version}"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if target.exists():  # left by a crash between rename and commit
-                    shutil.rmtree(target)
-                os.rename(staging, target)
-                db.execute(
-                    "INSERT INTO published_pipelines (name, version, content_hash, notebook, "
-                    "source, steps, parameters, environments, datasets, files, git, "
-                    "description, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (name, version, content_hash, str(target / SNAPSHOT_NOTEBOOK), str(source),
-                     json.dumps(_describe_steps(pipeline)),
-                     json.dumps(stored_values(pipeline.parameters())), json.dumps(environments),
-                     json.dumps(sorted(pipeline.datasets_used())), json.dumps(relative),
-                     json.dumps(git_info(folder)), description, time.time()),
-                )
-                if make_default:
-                    db.execute(
-                        "INSERT INTO published_defaults (name, version) VALUES (?, ?) "
-                        "ON CONFLICT(name) DO UPDATE SET version=excluded.version",
-                        (name, version),
-                    )
+        version, created = store.published.add(
+            name, staging, content_hash=content_hash, source=source,
+            steps=_describe_steps(pipeline), parameters=pipeline.parameters(),
+            environments=environments, datasets=sorted(pipeline.datasets_used()),
+            files=relative, git=git_info(folder), description=description,
+            make_default=make_default,
+        )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return get_published(store, name, version), created
 
 
 def published_dir(store: Store, name: str) -> Path:
-    return store.workspace.root / "published" / name
-
-
-def _latest_row(store: Store, name: str) -> Any:
-    rows = store.workspace.query(
-        "SELECT * FROM published_pipelines WHERE name=? ORDER BY version DESC LIMIT 1", (name,)
-    )
-    return rows[0] if rows else None
-
-
-def _default_version(store: Store, name: str) -> int | None:
-    rows = store.workspace.query("SELECT version FROM published_defaults WHERE name=?", (name,))
-    if rows:
-        return int(rows[0]["version"])
-    latest = _latest_row(store, name)
-    return int(latest["version"]) if latest is not None else None
-
-
-def _from_row(row: Any, default: int | None) -> PublishedPipeline:
-    return PublishedPipeline(
-        name=row["name"], version=row["version"], content_hash=row["content_hash"],
-        notebook=Path(row["notebook"]), source=row["source"], steps=json.loads(row["steps"]),
-        parameters=read_stored_values(json.loads(row["parameters"])), environments=json.loads(row["environments"]),
-        datasets=json.loads(row["datasets"]), files=json.loads(row["files"]),
-        git=json.loads(row["git"]), description=row["description"],
-        created_at=row["created_at"], disabled=bool(row["disabled"]),
-        is_default=row["version"] == default,
-    )
+    return store.published.folder(name)
 
 
 def published_names(store: Store) -> list[str]:
-    if not store.workspace.db_path.exists():
-        return []
-    rows = store.workspace.query("SELECT DISTINCT name FROM published_pipelines ORDER BY name")
-    return [r["name"] for r in rows]
+    return store.published.names()
 
 
 def get_published(store: Store, name: str, version: int | None = None) -> PublishedPipeline:
@@ -275,41 +173,12 @@ def get_published(store: Store, name: str, version: int | None = None) -> Publis
 
     PublishedPipelineNotFoundError lists the known names or versions.
     """
-    names = published_names(store)
-    if name not in names:
-        raise PublishedPipelineNotFoundError(
-            f"no published pipeline named {name!r} (published: {', '.join(names) or 'none'}; "
-            f"publish one with `mlpipe publish NOTEBOOK --name {name}`)"
-        )
-    default = _default_version(store, name)
-    wanted = default if version is None else version
-    rows = store.workspace.query(
-        "SELECT * FROM published_pipelines WHERE name=? AND version=?", (name, wanted)
-    )
-    if not rows:
-        versions = [r["version"] for r in store.workspace.query(
-            "SELECT version FROM published_pipelines WHERE name=? ORDER BY version", (name,))]
-        raise PublishedPipelineNotFoundError(
-            f"published pipeline {name!r} has no version {version} "
-            f"(versions: {', '.join(f'v{v}' for v in versions)})"
-        )
-    return _from_row(rows[0], default)
+    return store.published.get(name, version)
 
 
 def list_published(store: Store, name: str | None = None) -> list[PublishedPipeline]:
     """Every published version (of ``name`` if given), by name then version."""
-    if name is not None:
-        get_published(store, name)  # the not-found error
-    result = []
-    for known in published_names(store):
-        if name is not None and known != name:
-            continue
-        default = _default_version(store, known)
-        rows = store.workspace.query(
-            "SELECT * FROM published_pipelines WHERE name=? ORDER BY version", (known,)
-        )
-        result += [_from_row(r, default) for r in rows]
-    return result
+    return store.published.all(name)
 
 
 def set_enabled(store: Store, name: str, version: int | None, enabled: bool) -> list[PublishedPipeline]:
@@ -318,12 +187,7 @@ def set_enabled(store: Store, name: str, version: int | None, enabled: bool) -> 
     A disabled version cannot be triggered; schedules that fire it record a failed firing.
     """
     targets = [get_published(store, name, version)] if version is not None else list_published(store, name)
-    with store.workspace.transaction() as db:
-        for target in targets:
-            db.execute(
-                "UPDATE published_pipelines SET disabled=? WHERE name=? AND version=?",
-                (0 if enabled else 1, name, target.version),
-            )
+    store.published.set_disabled(name, [t.version for t in targets], disabled=not enabled)
     return [get_published(store, name, t.version) for t in targets]
 
 
@@ -332,12 +196,7 @@ def set_default(store: Store, name: str, version: int) -> PublishedPipeline:
     target = get_published(store, name, version)
     if target.disabled:
         raise ConflictError(f"{target.ref} is disabled; enable it before making it the default")
-    with store.workspace.transaction() as db:
-        db.execute(
-            "INSERT INTO published_defaults (name, version) VALUES (?, ?) "
-            "ON CONFLICT(name) DO UPDATE SET version=excluded.version",
-            (name, version),
-        )
+    store.published.set_default(name, version)
     return get_published(store, name, version)
 
 

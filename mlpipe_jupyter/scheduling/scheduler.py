@@ -20,7 +20,6 @@ cancels cleanly), then SIGKILL of the run's process group after a grace period.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
@@ -36,7 +35,6 @@ from mlpipe_jupyter.errors import MlpipeError, NotFoundError
 from mlpipe_jupyter.model.status import RunStatus
 from mlpipe_jupyter.scheduling.policies import RUN_ONCE, SKIP, plan_due, retry_delay
 from mlpipe_jupyter.scheduling.schedules import (
-    ACTIVE,
     CANCELED,
     DATASET,
     FAILED,
@@ -47,13 +45,12 @@ from mlpipe_jupyter.scheduling.schedules import (
     SUCCEEDED,
     Firing,
     Schedule,
-    _schedule,
-    firing_from_row,
     iso,
 )
 from mlpipe_jupyter.scheduling.triggering import LAUNCH_LOG, PreparedRun, prepare_run, start_run
-from mlpipe_jupyter.store import Store
+from mlpipe_jupyter.store import SchedulerLease, Store
 from mlpipe_jupyter.store.results import process_alive
+from mlpipe_jupyter.store.schedules import Advance, DueCheck, NewFiring
 
 log = logging.getLogger("mlpipe_jupyter.scheduler")
 
@@ -242,8 +239,7 @@ class Scheduler:
             self._watch(self.clock.now())
             time.sleep(0.1)
         if self._registered:
-            with self.store.workspace.transaction() as db:
-                db.execute("UPDATE schedulers SET stopped_at=? WHERE id=?", (self.clock.now(), self.id))
+            self.store.schedulers.mark_stopped(self.id, self.clock.now())
 
     # -- one pass ---------------------------------------------------------------------------
     def tick(self) -> None:
@@ -261,91 +257,74 @@ class Scheduler:
             self._dispatch(now)
 
     def _schedules(self) -> list[Schedule]:
-        rows = self.store.workspace.query("SELECT * FROM schedules WHERE paused=0 ORDER BY id")
-        return [_schedule(r) for r in rows]
+        return [Schedule.of(r) for r in self.store.schedules.unpaused()]
 
     def _heartbeat(self, now: float) -> None:
         if now - self._last_heartbeat < HEARTBEAT_SECONDS and self._registered:
             return
-        with self.store.workspace.transaction() as db:
-            db.execute(
-                "INSERT INTO schedulers (id, host, pid, started_at, heartbeat_at) VALUES (?,?,?,?,?) "
-                "ON CONFLICT(id) DO UPDATE SET heartbeat_at=excluded.heartbeat_at",
-                (self.id, self.host, os.getpid(), now, now),
-            )
+        self.store.schedulers.heartbeat(self.id, self.host, os.getpid(), now)
         self._registered = True
         self._last_heartbeat = now
 
     # -- deciding fire times --------------------------------------------------------------
     def _fire_due(self, schedule: Schedule, now: float) -> None:
-        with self.store.workspace.transaction() as db:
-            row = db.execute("SELECT * FROM schedules WHERE id=? AND paused=0",
-                             (schedule.id,)).fetchone()
-            if row is None:
-                return
-            current = _schedule(row)  # re-read: another scheduler may have moved the cursor
-            if current.kind == DATASET:
-                latest = db.execute("SELECT MAX(version) FROM datasets WHERE name=?",
-                                    (current.dataset,)).fetchone()[0] or 0
-                if latest <= (current.dataset_seen or 0):
-                    return
-                # versions registered between two looks are folded into the newest one
-                folded = latest - (current.dataset_seen or 0) - 1
-                db.execute("UPDATE schedules SET dataset_seen=?, missed_total=missed_total+? "
-                           "WHERE id=?", (latest, folded, current.id))
-                self._insert_firing(db, current, f"{current.dataset}@v{latest}", now, False,
-                                    latest, now)
-                return
-            times = current.fire_times()
-            assert times is not None
-            plan = plan_due(times, current.cursor, now, current.missed)
-            if plan.cursor == current.cursor:
-                return
-            db.execute("UPDATE schedules SET cursor=?, missed_total=missed_total+? WHERE id=?",
-                       (plan.cursor, plan.missed, current.id))
-            if plan.missed:
-                what = "folded into one late run" if current.missed == RUN_ONCE else "skipped"
-                log.warning("schedule %s: %d missed fire time(s) %s (missed policy %s)",
-                            current.name, plan.missed, what, current.missed)
-            if plan.fire is not None:
-                self._insert_firing(db, current, iso(plan.fire), plan.fire, plan.late, None, now)
+        # the store re-reads the schedule and records the decision in one transaction:
+        # another scheduler may have moved the cursor since it was listed
+        fired = self.store.schedules.fire_due(schedule.id, now,
+                                              lambda check: self._decide(check, now))
+        if fired is not None and fired.firing is not None:
+            firing = fired.firing
+            log.info("schedule %s: fire time %s%s -> %s%s", schedule.name, firing.fire_key,
+                     " (late, run once)" if firing.late else "", firing.status,
+                     f": {firing.error}" if firing.error else "")
 
-    def _insert_firing(self, db: Any, schedule: Schedule, key: str, fire_time: float,
-                       late: bool, dataset_version: int | None, now: float) -> None:
-        active = db.execute(
-            f"SELECT fire_key FROM firings WHERE schedule_id=? AND status IN ({_marks(ACTIVE)})",
-            (schedule.id, *ACTIVE),
-        ).fetchone()
-        status, error = PENDING, None
-        if active is not None and schedule.overlap == SKIP:
-            status, error = SKIPPED, f"firing {active['fire_key']} was still active (overlap policy skip)"
-        inserted = db.execute(
-            "INSERT OR IGNORE INTO firings (schedule_id, fire_key, fire_time, status, late, "
-            "dataset_version, error, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
-            (schedule.id, key, fire_time, status, int(late), dataset_version, error, now, now),
-        ).rowcount
-        if inserted:
-            log.info("schedule %s: fire time %s%s -> %s%s", schedule.name, key,
-                     " (late, run once)" if late else "", status, f": {error}" if error else "")
+    def _decide(self, check: DueCheck, now: float) -> Advance | None:
+        """What is due of the schedule as ``check`` read it; None when nothing is."""
+        current = Schedule.of(check.schedule)
+        if current.kind == DATASET:
+            latest = check.latest_dataset_version()
+            if latest <= (current.dataset_seen or 0):
+                return None
+            # versions registered between two looks are folded into the newest one
+            folded = latest - (current.dataset_seen or 0) - 1
+            return Advance(current.cursor, latest, folded, self._new_firing(
+                check, f"{current.dataset}@v{latest}", now, False, latest))
+        times = current.fire_times()
+        assert times is not None
+        plan = plan_due(times, current.cursor, now, current.missed)
+        if plan.cursor == current.cursor:
+            return None
+        if plan.missed:
+            what = "folded into one late run" if current.missed == RUN_ONCE else "skipped"
+            log.warning("schedule %s: %d missed fire time(s) %s (missed policy %s)",
+                        current.name, plan.missed, what, current.missed)
+        firing = None
+        if plan.fire is not None:
+            firing = self._new_firing(check, iso(plan.fire), plan.fire, plan.late, None)
+        return Advance(plan.cursor, current.dataset_seen, plan.missed, firing)
+
+    @staticmethod
+    def _new_firing(check: DueCheck, key: str, fire_time: float, late: bool,
+                    dataset_version: int | None) -> NewFiring:
+        """A firing to record: pending, or skipped while another is active (overlap skip)."""
+        active = check.active_firing()
+        if active is not None and check.schedule.overlap == SKIP:
+            return NewFiring(key, fire_time, SKIPPED, late, dataset_version,
+                             f"firing {active} was still active (overlap policy skip)")
+        return NewFiring(key, fire_time, PENDING, late, dataset_version)
 
     # -- starting runs ----------------------------------------------------------------------
     def _dispatch(self, now: float) -> None:
-        rows = self.store.workspace.query(
-            "SELECT * FROM firings WHERE status=? OR (status=? AND next_attempt_at<=?) "
-            "ORDER BY fire_time, created_at",
-            (PENDING, RETRY_WAIT, now),
-        )
-        for row in rows:
-            self._try_start(firing_from_row(row), now)
+        for firing in self.store.firings.startable(now):
+            self._try_start(firing, now)
 
     def _try_start(self, firing: Firing, now: float) -> None:
-        schedule_row = self.store.workspace.query("SELECT * FROM schedules WHERE id=?",
-                                                  (firing.schedule_id,))
-        if not schedule_row:
+        record = self.store.schedules.by_id(firing.schedule_id)
+        if record is None:
             self._finish(firing, CANCELED, "schedule deleted", now, expect=firing.status)
             return
-        schedule = _schedule(schedule_row[0])
-        if schedule.paused or self._blocked(firing, schedule):
+        schedule = Schedule.of(record)
+        if schedule.paused or self.store.firings.blocked(firing):
             return  # a paused schedule holds its pending firings and retries too
         try:
             prepared = prepare_run(
@@ -360,37 +339,15 @@ class Scheduler:
             return
         attempt = firing.attempt + 1
         deadline = now + schedule.timeout if schedule.timeout else None
-        with self.store.workspace.transaction() as db:
-            if self._blocked(firing, schedule, db):
-                return
-            claimed = db.execute(
-                "UPDATE firings SET status=?, owner=?, attempt=?, run_id=?, run_ids=?, pid=NULL, "
-                "deadline=?, next_attempt_at=NULL, updated_at=? WHERE schedule_id=? AND "
-                "fire_key=? AND status=? AND attempt=?",
-                (RUNNING, self.id, attempt, prepared.run_id,
-                 json.dumps([*firing.run_ids, prepared.run_id]), deadline, now,
-                 firing.schedule_id, firing.fire_key, firing.status, firing.attempt),
-            ).rowcount
-        if not claimed:
-            return  # another scheduler started it first
+        # blocked again, or another scheduler started it first: checked and claimed at once
+        if not self.store.firings.claim(firing, self.id, attempt, prepared.run_id, deadline, now):
+            return
         handle = self.launcher.launch(self.store, prepared)
-        with self.store.workspace.transaction() as db:
-            db.execute("UPDATE firings SET pid=? WHERE schedule_id=? AND fire_key=?",
-                       (handle.pid, firing.schedule_id, firing.fire_key))
-        started = self._reload(firing)
+        self.store.firings.set_pid(firing.schedule_id, firing.fire_key, handle.pid)
+        started = self.store.firings.get(firing.schedule_id, firing.fire_key)
         self._watched[(firing.schedule_id, firing.fire_key)] = _Watched(started, handle)
         log.info("schedule %s firing %s: attempt %d started run %s (%s)", schedule.name,
                  firing.fire_key, attempt, prepared.run_id, prepared.published.ref)
-
-    def _blocked(self, firing: Firing, schedule: Schedule, db: Any = None) -> bool:
-        """Whether another firing of the schedule must go first: one running or waiting to
-        retry, or an earlier pending one (overlap policy queue; under skip there is none)."""
-        sql = ("SELECT 1 FROM firings WHERE schedule_id=? AND fire_key<>? AND (status IN (?, ?) "
-               "OR (status=? AND (fire_time<? OR (fire_time=? AND created_at<?)))) LIMIT 1")
-        args = (schedule.id, firing.fire_key, RUNNING, RETRY_WAIT, PENDING,
-                firing.fire_time, firing.fire_time, firing.created_at)
-        rows = db.execute(sql, args).fetchall() if db is not None else self.store.workspace.query(sql, args)
-        return bool(rows)
 
     # -- watching runs ----------------------------------------------------------------------
     def _watch(self, now: float) -> None:
@@ -413,8 +370,8 @@ class Scheduler:
 
     def _settle(self, watched: _Watched, code: int, now: float) -> None:
         firing = watched.firing
-        row = self.store.workspace.query("SELECT * FROM schedules WHERE id=?", (firing.schedule_id,))
-        schedule = _schedule(row[0]) if row else None
+        record = self.store.schedules.by_id(firing.schedule_id)
+        schedule = Schedule.of(record) if record else None
         name = schedule.name if schedule else f"#{firing.schedule_id} (deleted)"
         if code == EXIT_OK:
             self._finish(firing, SUCCEEDED, None, now)
@@ -458,58 +415,29 @@ class Scheduler:
     def _finish(self, firing: Firing, status: str, error: str | None, now: float,
                 expect: str = RUNNING, attempt: int | None = None,
                 next_attempt_at: float | None = None) -> None:
-        with self.store.workspace.transaction() as db:
-            db.execute(
-                "UPDATE firings SET status=?, error=?, updated_at=?, attempt=?, "
-                "next_attempt_at=?, pid=CASE WHEN ?=? THEN pid ELSE NULL END "
-                "WHERE schedule_id=? AND fire_key=? AND status=?",
-                (status, error, now, firing.attempt if attempt is None else attempt,
-                 next_attempt_at, status, SUCCEEDED, firing.schedule_id, firing.fire_key, expect),
-            )
-
-    def _reload(self, firing: Firing) -> Firing:
-        rows = self.store.workspace.query(
-            "SELECT * FROM firings WHERE schedule_id=? AND fire_key=?",
-            (firing.schedule_id, firing.fire_key))
-        return firing_from_row(rows[0])
+        self.store.firings.finish(firing, status, error, now, expect=expect, attempt=attempt,
+                                  next_attempt_at=next_attempt_at)
 
     # -- orphans ----------------------------------------------------------------------------
     def _adopt_orphans(self, now: float) -> None:
-        rows = self.store.workspace.query(
-            "SELECT f.*, s.host AS owner_host, s.pid AS owner_pid, s.heartbeat_at, s.stopped_at "
-            "FROM firings f LEFT JOIN schedulers s ON s.id = f.owner "
-            "WHERE f.status=? AND (f.owner IS NULL OR f.owner<>?)",
-            (RUNNING, self.id),
-        )
-        for row in rows:
-            if self._owner_alive(row, now):
+        for firing, lease in self.store.firings.running_elsewhere(self.id):
+            if self._owner_alive(lease, now):
                 continue
-            firing = firing_from_row(row)
-            with self.store.workspace.transaction() as db:
-                taken = db.execute(
-                    "UPDATE firings SET owner=?, updated_at=? WHERE schedule_id=? AND fire_key=? "
-                    "AND status=? AND owner IS ?",
-                    (self.id, now, firing.schedule_id, firing.fire_key, RUNNING, firing.owner),
-                ).rowcount
-            if not taken:
+            if not self.store.firings.take_over(firing, self.id, now):
                 continue
-            adopted = self._reload(firing)
+            adopted = self.store.firings.get(firing.schedule_id, firing.fire_key)
             handle = self.launcher.adopt(self.store, adopted.pid, adopted.run_id or "")
             self._watched[(firing.schedule_id, firing.fire_key)] = _Watched(adopted, handle, adopted=True)
             log.warning("firing %s: its scheduler %s is gone; watching run %s (pid %s)",
                         firing.fire_key, firing.owner, firing.run_id, firing.pid)
 
-    def _owner_alive(self, row: Any, now: float) -> bool:
-        if row["owner_host"] is None or row["stopped_at"] is not None:
+    def _owner_alive(self, lease: SchedulerLease | None, now: float) -> bool:
+        if lease is None or lease.stopped_at is not None:
             return False
-        if row["owner_host"] == self.host and not process_alive(row["owner_pid"]):
+        if lease.host == self.host and not process_alive(lease.pid):
             return False
         # a live process (or another host): alive while it heartbeats
-        return bool(now - row["heartbeat_at"] <= self.lease_seconds)
-
-
-def _marks(values: tuple[str, ...]) -> str:
-    return ", ".join("?" for _ in values)
+        return bool(now - lease.heartbeat_at <= self.lease_seconds)
 
 
 __all__ = ["Clock", "RunHandle", "RunLauncher", "Scheduler", "SubprocessLauncher", "SystemClock"]

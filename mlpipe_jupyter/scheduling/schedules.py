@@ -1,4 +1,4 @@
-"""Schedules and their firings, as stored in the workspace.
+"""Schedules and their firings: creating, listing, pausing and deleting schedules.
 
 A schedule fires a published pipeline by cron (in a time zone), every fixed interval, or
 when a dataset gets a new version. Each firing is one row keyed by (schedule, fire key) —
@@ -12,22 +12,21 @@ succeeded   its run succeeded
 failed      its run failed after its retries, timed out, or could not start
 skipped     not run: an earlier firing was still active (overlap policy ``skip``)
 canceled    its schedule was deleted, or its run was canceled by someone else
+
+The rows are ``store.schedules`` and ``store.firings``; ``Firing``, the firing statuses and
+the schedule kinds are defined there and re-exported here. ``Schedule`` is the stored
+record with its fire times.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from typing import Any
 
-from mlpipe_jupyter.errors import (
-    ConflictError,
-    NotFoundError,
-    ScheduleDefinitionError,
-)
+from mlpipe_jupyter.errors import NotFoundError, ScheduleDefinitionError
 from mlpipe_jupyter.model.parameters import resolve_parameters
 from mlpipe_jupyter.model.values import parameter_text
 from mlpipe_jupyter.scheduling.cron import CronExpression, load_timezone
@@ -47,12 +46,19 @@ from mlpipe_jupyter.scheduling.publishing import (
     runnable,
 )
 from mlpipe_jupyter.store import Store
-
-CRON, EVERY, DATASET = "cron", "every", "dataset"
-
-PENDING, RUNNING, RETRY_WAIT = "pending", "running", "retry_wait"
-SUCCEEDED, FAILED, SKIPPED, CANCELED = "succeeded", "failed", "skipped", "canceled"
-ACTIVE = (PENDING, RUNNING, RETRY_WAIT)
+from mlpipe_jupyter.store.firings import (
+    ACTIVE,
+    CANCELED,
+    FAILED,
+    PENDING,
+    RETRY_WAIT,
+    RUNNING,
+    SKIPPED,
+    SUCCEEDED,
+    Firing,
+    firing_from_row,
+)
+from mlpipe_jupyter.store.schedules import CRON, DATASET, EVERY, ScheduleRecord
 
 
 def iso(timestamp: float) -> str:
@@ -61,32 +67,15 @@ def iso(timestamp: float) -> str:
 
 
 @dataclass(frozen=True)
-class Schedule:
-    id: int
-    name: str
-    pipeline: str
-    version: int | None  # None: the pipeline's default version when it fires
-    kind: str  # cron, every or dataset
-    cron: str | None
-    timezone: str
-    every_seconds: float | None
-    dataset: str | None
-    params: dict[str, str]
-    missed: str  # skip | run_once
-    overlap: str  # skip | queue
-    max_retries: int
-    retry_backoff: float  # seconds before the first retry; each next one waits 4x longer
-    timeout: float | None  # seconds a run may take before it is stopped
-    paused: bool
-    created_at: float
-    anchor: float
-    cursor: float  # every fire time up to here has been decided
-    dataset_seen: int | None  # the dataset version last acted on
-    missed_total: int  # fire times that got no run of their own
+class Schedule(ScheduleRecord):
+    """A stored schedule, with its fire times."""
 
-    @property
-    def target(self) -> str:
-        return f"{self.pipeline}@v{self.version}" if self.version else f"{self.pipeline} (default)"
+    @classmethod
+    def of(cls, record: ScheduleRecord) -> Schedule:
+        """The schedule of a record read from the store."""
+        if isinstance(record, cls):
+            return record
+        return cls(**{f.name: getattr(record, f.name) for f in fields(record)})
 
     def fire_times(self) -> FireTimes | None:
         if self.kind == DATASET:
@@ -114,50 +103,6 @@ class Schedule:
         data["trigger"] = self.describe_trigger()
         data["next_fire_times"] = [iso(t) for t in self.next_fire_times(now)]
         return data
-
-
-@dataclass(frozen=True)
-class Firing:
-    schedule_id: int
-    fire_key: str
-    fire_time: float
-    status: str
-    late: bool  # a missed fire time run once by the run_once policy
-    dataset_version: int | None
-    attempt: int
-    run_id: str | None
-    run_ids: list[str]
-    owner: str | None
-    pid: int | None
-    deadline: float | None
-    next_attempt_at: float | None
-    error: str | None
-    created_at: float
-    updated_at: float
-
-
-def _schedule(row: Any) -> Schedule:
-    return Schedule(
-        id=row["id"], name=row["name"], pipeline=row["pipeline"], version=row["version"],
-        kind=row["kind"], cron=row["cron"], timezone=row["timezone"],
-        every_seconds=row["every_seconds"], dataset=row["dataset"],
-        params=json.loads(row["params"]), missed=row["missed"], overlap=row["overlap"],
-        max_retries=row["max_retries"], retry_backoff=row["retry_backoff"],
-        timeout=row["timeout"], paused=bool(row["paused"]), created_at=row["created_at"],
-        anchor=row["anchor"], cursor=row["cursor"], dataset_seen=row["dataset_seen"],
-        missed_total=row["missed_total"],
-    )
-
-
-def firing_from_row(row: Any) -> Firing:
-    return Firing(
-        schedule_id=row["schedule_id"], fire_key=row["fire_key"], fire_time=row["fire_time"],
-        status=row["status"], late=bool(row["late"]), dataset_version=row["dataset_version"],
-        attempt=row["attempt"], run_id=row["run_id"], run_ids=json.loads(row["run_ids"]),
-        owner=row["owner"], pid=row["pid"], deadline=row["deadline"],
-        next_attempt_at=row["next_attempt_at"], error=row["error"],
-        created_at=row["created_at"], updated_at=row["updated_at"],
-    )
 
 
 def create_schedule(
@@ -219,26 +164,16 @@ def create_schedule(
     kind = CRON if cron is not None else EVERY if every_seconds is not None else DATASET
     schedule_name = name or _free_name(store, f"{pipeline}-{kind}")
     check_name(schedule_name, "schedule")
-    with store.workspace.transaction() as db:
-        taken = db.execute("SELECT 1 FROM schedules WHERE name=?", (schedule_name,)).fetchone()
-        if taken:
-            raise ConflictError(f"a schedule named {schedule_name!r} exists already "
-                                "(delete it first or choose another --name)")
-        db.execute(
-            "INSERT INTO schedules (name, pipeline, version, kind, cron, timezone, "
-            "every_seconds, dataset, params, missed, overlap, max_retries, retry_backoff, "
-            "timeout, created_at, anchor, cursor, dataset_seen) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (schedule_name, pipeline, version, kind, cron, timezone_name, every_seconds,
-             on_dataset, json.dumps(texts), missed, overlap, max_retries, retry_backoff,
-             timeout, created, created, created, dataset_seen),
-        )
-    return get_schedule(store, schedule_name)
+    return Schedule.of(store.schedules.create(
+        name=schedule_name, pipeline=pipeline, version=version, kind=kind, cron=cron,
+        timezone=timezone_name, every_seconds=every_seconds, dataset=on_dataset, params=texts,
+        missed=missed, overlap=overlap, max_retries=max_retries, retry_backoff=retry_backoff,
+        timeout=timeout, created_at=created, dataset_seen=dataset_seen,
+    ))
 
 
 def _free_name(store: Store, base: str) -> str:
-    taken = {r["name"] for r in store.workspace.query(
-        "SELECT name FROM schedules WHERE name LIKE ?", (base + "%",))}
+    taken = store.schedules.names_starting(base)
     if base not in taken:
         return base
     number = 2
@@ -248,22 +183,17 @@ def _free_name(store: Store, base: str) -> str:
 
 
 def list_schedules(store: Store, pipeline: str | None = None) -> list[Schedule]:
-    if not store.workspace.db_path.exists():
-        return []
-    if pipeline is not None:
+    if pipeline is not None and store.workspace.db_path.exists():
         get_published(store, pipeline)  # unknown name: the not-found error
-        rows = store.workspace.query("SELECT * FROM schedules WHERE pipeline=? ORDER BY name", (pipeline,))
-    else:
-        rows = store.workspace.query("SELECT * FROM schedules ORDER BY name")
-    return [_schedule(r) for r in rows]
+    return [Schedule.of(r) for r in store.schedules.all(pipeline)]
 
 
 def get_schedule(store: Store, name: str) -> Schedule:
-    rows = store.workspace.query("SELECT * FROM schedules WHERE name=?", (name,))
-    if not rows:
+    found = store.schedules.find(name)
+    if found is None:
         known = ", ".join(s.name for s in list_schedules(store)) or "none"
         raise NotFoundError(f"no schedule named {name!r} (schedules: {known})")
-    return _schedule(rows[0])
+    return Schedule.of(found)
 
 
 def set_paused(store: Store, name: str, paused: bool, now: float | None = None) -> Schedule:
@@ -271,17 +201,10 @@ def set_paused(store: Store, name: str, paused: bool, now: float | None = None) 
     that passed while paused are dropped, unlike times missed while no scheduler ran."""
     schedule = get_schedule(store, name)
     at = time.time() if now is None else now
-    with store.workspace.transaction() as db:
-        if paused:
-            db.execute("UPDATE schedules SET paused=1 WHERE id=?", (schedule.id,))
-        else:
-            seen = schedule.dataset_seen
-            if schedule.dataset:
-                row = db.execute("SELECT MAX(version) FROM datasets WHERE name=?",
-                                 (schedule.dataset,)).fetchone()
-                seen = row[0] or 0
-            db.execute("UPDATE schedules SET paused=0, cursor=MAX(cursor, ?), dataset_seen=? "
-                       "WHERE id=?", (at, seen, schedule.id))
+    if paused:
+        store.schedules.pause(schedule.id)
+    else:
+        store.schedules.resume(schedule, at)
     return get_schedule(store, name)
 
 
@@ -289,20 +212,18 @@ def delete_schedule(store: Store, name: str) -> Schedule:
     """Delete a schedule; its firings that have not started are canceled, running ones
     finish (without retries), and its history stays readable through ``firings``."""
     schedule = get_schedule(store, name)
-    with store.workspace.transaction() as db:
-        db.execute("DELETE FROM schedules WHERE id=?", (schedule.id,))
-        db.execute(
-            "UPDATE firings SET status=?, error=?, updated_at=? WHERE schedule_id=? "
-            "AND status IN (?, ?)",
-            (CANCELED, "schedule deleted", time.time(), schedule.id, PENDING, RETRY_WAIT),
-        )
+    store.schedules.delete(schedule.id, time.time())
     return schedule
 
 
 def firings(store: Store, schedule: Schedule, limit: int = 20) -> list[Firing]:
     """The schedule's latest firings, newest first."""
-    rows = store.workspace.query(
-        "SELECT * FROM firings WHERE schedule_id=? ORDER BY fire_time DESC, created_at DESC LIMIT ?",
-        (schedule.id, limit),
-    )
-    return [firing_from_row(r) for r in rows]
+    return store.firings.of_schedule(schedule.id, limit)
+
+
+__all__ = [
+    "ACTIVE", "CANCELED", "CRON", "DATASET", "EVERY", "FAILED", "PENDING", "RETRY_WAIT",
+    "RUNNING", "SKIPPED", "SUCCEEDED", "Firing", "Schedule", "create_schedule",
+    "delete_schedule", "firing_from_row", "firings", "get_schedule", "iso", "list_schedules",
+    "set_paused",
+]

@@ -518,27 +518,19 @@ class PipelineService:
         if store is None or not store.workspace.db_path.exists():
             return None
         try:
-            version = store.workspace.query("PRAGMA data_version")[0][0]
+            # data_version ignores this connection's own commits (runs of this server);
+            # the marker also counts those
+            return store.workspace.change_marker()
         except Exception:  # a store being created or removed: try again next time
             return None
-        # data_version ignores this connection's own commits (runs of this server)
-        return (int(version), store.workspace.db.total_changes)
 
     def recent_signatures(self, limit: int = 50) -> dict[str, str]:
         """A short signature of each recent or running run, to find the ones that changed."""
         store = self.store()
         if store is None or not store.workspace.db_path.exists():
             return {}
-        rows = store.workspace.query(
-            "SELECT r.id, r.status, r.ended_at, (SELECT group_concat(s.step || ':' || s.status "
-            "|| ':' || s.attempts, ',') FROM step_runs s WHERE s.run_id = r.id) AS steps, "
-            "(SELECT count(*) FROM metrics m WHERE m.run_id = r.id) AS metrics "
-            "FROM runs r WHERE r.id IN (SELECT id FROM runs ORDER BY created_at DESC LIMIT ?) "
-            "OR r.status = 'running'",
-            (limit,),
-        )
-        return {r["id"]: json.dumps([r["status"], r["ended_at"], r["steps"], r["metrics"]])
-                for r in rows}
+        return {run_id: json.dumps(list(signature))
+                for run_id, signature in store.runs.signatures(limit).items()}
 
     def summary_of(self, run_id: str) -> dict[str, Any]:
         store = self._existing_store()

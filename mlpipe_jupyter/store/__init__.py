@@ -1,4 +1,6 @@
-"""The workspace store: runs, step runs, metrics, datasets and committed results."""
+"""The workspace store: runs, step runs, metrics, datasets, committed results, published
+pipelines, schedules, their firings and scheduler heartbeats. Every table's reads and
+writes are here; the schema and its migrations are in ``workspace``."""
 
 from __future__ import annotations
 
@@ -7,8 +9,12 @@ from pathlib import Path
 
 from mlpipe_jupyter.store.datasets import DatasetStore, DatasetVersion
 from mlpipe_jupyter.store.environments import EnvironmentStore
+from mlpipe_jupyter.store.firings import Firing, FiringStore
+from mlpipe_jupyter.store.published import PublishedPipeline, PublishedStore
 from mlpipe_jupyter.store.results import ResultStore
 from mlpipe_jupyter.store.runs import PlannedStep, RunRecord, RunStore, StepRunRecord
+from mlpipe_jupyter.store.schedulers import SchedulerLease, SchedulerStore
+from mlpipe_jupyter.store.schedules import ScheduleRecord, ScheduleStore
 from mlpipe_jupyter.store.workspace import Workspace
 
 
@@ -38,6 +44,22 @@ class Store:
     def results(self) -> ResultStore:
         return ResultStore(self.workspace)
 
+    @cached_property
+    def published(self) -> PublishedStore:
+        return PublishedStore(self.workspace)
+
+    @cached_property
+    def schedules(self) -> ScheduleStore:
+        return ScheduleStore(self.workspace)
+
+    @cached_property
+    def firings(self) -> FiringStore:
+        return FiringStore(self.workspace)
+
+    @cached_property
+    def schedulers(self) -> SchedulerStore:
+        return SchedulerStore(self.workspace)
+
     def close(self) -> None:
         self.workspace.close()
 
@@ -46,10 +68,18 @@ __all__ = [
     "DatasetStore",
     "DatasetVersion",
     "EnvironmentStore",
+    "Firing",
+    "FiringStore",
     "PlannedStep",
+    "PublishedPipeline",
+    "PublishedStore",
     "ResultStore",
     "RunRecord",
     "RunStore",
+    "ScheduleRecord",
+    "ScheduleStore",
+    "SchedulerLease",
+    "SchedulerStore",
     "StepRunRecord",
     "Store",
     "Workspace",

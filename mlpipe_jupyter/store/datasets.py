@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -95,6 +96,13 @@ def _row_to_version(row: object) -> DatasetVersion:
         bytes=r["bytes"],
         description=r["description"],
     )
+
+
+def latest_version_number(db: sqlite3.Connection, name: str) -> int:
+    """The newest version number of dataset ``name`` (0 when it has none), read through
+    ``db`` — a connection inside the caller's transaction."""
+    row = db.execute("SELECT MAX(version) FROM datasets WHERE name=?", (name,)).fetchone()
+    return int(row[0] or 0)
 
 
 def guess_kind(path: Path) -> str:
@@ -194,8 +202,7 @@ class DatasetStore:
         description: str | None,
     ) -> DatasetVersion:
         with self.workspace.transaction() as db:
-            row = db.execute("SELECT MAX(version) FROM datasets WHERE name=?", (name,)).fetchone()
-            version = (row[0] or 0) + 1
+            version = latest_version_number(db, name) + 1
             db.execute(
                 "INSERT INTO datasets (name, version, fingerprint, kind, path, created_at, "
                 "source, files, bytes, description) VALUES (?,?,?,?,?,?,?,?,?,?)",

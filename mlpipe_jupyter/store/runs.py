@@ -345,6 +345,19 @@ class RunStore:
             for r in rows
         ]
 
+    def signatures(self, limit: int = 50) -> dict[str, tuple[str, float | None, str | None, int]]:
+        """For the ``limit`` newest runs and every running one: (status, ended_at, each
+        step's ``step:status:attempts``, metric count) — what changes while a run moves."""
+        rows = self.workspace.query(
+            "SELECT r.id, r.status, r.ended_at, (SELECT group_concat(s.step || ':' || s.status "
+            "|| ':' || s.attempts, ',') FROM step_runs s WHERE s.run_id = r.id) AS steps, "
+            "(SELECT count(*) FROM metrics m WHERE m.run_id = r.id) AS metrics "
+            "FROM runs r WHERE r.id IN (SELECT id FROM runs ORDER BY created_at DESC LIMIT ?) "
+            "OR r.status = 'running'",
+            (limit,),
+        )
+        return {r["id"]: (r["status"], r["ended_at"], r["steps"], r["metrics"]) for r in rows}
+
     # -- files ----------------------------------------------------------------------------
     def output_notebook(self, run_id: str, step: str) -> Path:
         return self.workspace.step_dir(run_id, step) / "output.ipynb"

@@ -194,6 +194,13 @@ class Workspace:
         with self._lock:
             return list(self.db.execute(sql, args))
 
+    def change_marker(self) -> tuple[int, int]:
+        """A value that changes whenever any process commits to the database: SQLite's
+        ``data_version`` (commits of other connections) and this connection's own changes."""
+        with self._lock:
+            version = self.db.execute("PRAGMA data_version").fetchone()[0]
+            return int(version), self.db.total_changes
+
     def close(self) -> None:
         if "db" in self.__dict__:
             self.db.close()
