@@ -38,9 +38,9 @@ def _version(text: str | None) -> int | None:
 
 
 def _duration(text: str | None, option: str) -> float | None:
-    from mlpipe_jupyter.scheduling.policies import parse_duration
+    from mlpipe_jupyter.scheduling.policies import parse_schedule_duration
 
-    return None if text is None else parse_duration(text, option)
+    return None if text is None else parse_schedule_duration(text, option)
 
 
 # -- publish / published ------------------------------------------------------------------------

@@ -65,8 +65,9 @@ DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 # Names a step's code already uses for the injected context.
 RESERVED_NAMES = frozenset({"inputs", "outputs", "context", "mlpipe_jupyter"})
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr)?$", re.IGNORECASE)
-_DURATION_UNITS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600}
+_NUMBER = r"[0-9]+(?:\.[0-9]+)?"
+_DURATION_PART = re.compile(rf"({_NUMBER})\s*(sec|min|hr|[smhd])\s*", re.IGNORECASE)
+_DURATION_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
@@ -105,12 +106,24 @@ def parse_parameter_value(text: str) -> Any:
 
 
 def parse_duration(text: str) -> float:
-    """Seconds from ``30``, ``30s``, ``5m`` or ``2h``."""
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise ValueError(f"{text!r} is not a duration (examples: 30, 30s, 5m, 2h)")
-    unit = match.group(2).lower() if match.group(2) else None
-    seconds = float(match.group(1)) * _DURATION_UNITS[unit]
+    """Seconds from a bare number of seconds (``30``, ``2.5``) or parts with units added up.
+
+    Units: ``s``/``sec``, ``m``/``min``, ``h``/``hr``, ``d``, in any case; numbers may have
+    decimals; spaces may separate a number from its unit and one part from the next:
+    ``30s``, ``5m``, ``1.5h``, ``1h30m``, ``1h 30m``, ``2d``. The one duration grammar of
+    the project: ``--timeout`` here, and the schedule options ``--every``,
+    ``--retry-backoff`` and ``--timeout`` (scheduling.policies).
+    """
+    cleaned = text.strip()
+    if re.fullmatch(_NUMBER, cleaned):
+        seconds = float(cleaned)
+    elif re.fullmatch(f"(?:{_DURATION_PART.pattern})+", cleaned, re.IGNORECASE):
+        seconds = sum(
+            float(number) * _DURATION_UNITS[unit.lower()]
+            for number, unit in _DURATION_PART.findall(cleaned)
+        )
+    else:
+        raise ValueError(f"{text!r} is not a duration (examples: 30, 30s, 5m, 1h30m, 2d)")
     if seconds <= 0:
         raise ValueError(f"{text!r} must be more than zero")
     return seconds

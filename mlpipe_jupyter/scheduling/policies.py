@@ -7,13 +7,13 @@ clock all speak the same unit; only ``CronTimes`` turns them into wall-clock dat
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from mlpipe_jupyter.errors import ScheduleDefinitionError
+from mlpipe_jupyter.model.grammar import parse_duration
 from mlpipe_jupyter.scheduling.cron import CronExpression
 
 SKIP = "skip"
@@ -28,31 +28,31 @@ MISFIRE_GRACE_SECONDS = 60.0
 RETRY_BACKOFF_FACTOR = 4  # 30 s, 2 min, 8 min, ... for the default base of 30 s
 RETRY_BACKOFF_CAP_SECONDS = 3600.0
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_EVERY = re.compile(r"^(?:(\d+)([smhd]))+$")
 
-
-def parse_duration(text: str, option: str = "--every") -> float:
-    """``"15m"``, ``"90s"``, ``"1h30m"``, ``"2d"`` -> seconds (at least 1)."""
-    cleaned = text.strip().lower().replace(" ", "")
-    if not _EVERY.match(cleaned):
-        raise ScheduleDefinitionError(
-            f"{option} {text!r}: expected a duration such as 30s, 15m, 1h30m or 1d"
-        )
-    seconds = sum(int(n) * _UNITS[u] for n, u in re.findall(r"(\d+)([smhd])", cleaned))
+def parse_schedule_duration(text: str, option: str = "--every") -> float:
+    """Seconds from a schedule option's duration (the grammar of ``parse_duration``), >= 1s."""
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        seconds = 0.0  # not a duration: the same answer as one too short
     if seconds < 1:
-        raise ScheduleDefinitionError(f"{option} {text!r}: must be at least 1s")
-    return float(seconds)
+        raise ScheduleDefinitionError(
+            f"{option} {text!r}: expected a duration of at least 1s such as 30s, 15m, 1h30m or 1d"
+        )
+    return seconds
 
 
 def format_duration(seconds: float) -> str:
-    """The inverse of ``parse_duration`` for whole seconds: 5400 -> '1h30m'."""
+    """The inverse of ``parse_duration``: 5400 -> '1h30m', 90.5 -> '1m30.5s'."""
     rest, parts = int(seconds), []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if rest >= size:
             parts.append(f"{rest // size}{unit}")
             rest %= size
-    return "".join(parts) or "0s"
+    rest_seconds = rest + (seconds - int(seconds))
+    if rest_seconds or not parts:
+        parts.append(f"{rest_seconds:g}s")
+    return "".join(parts)
 
 
 class FireTimes(Protocol):

@@ -86,6 +86,30 @@ def test_values() -> None:
     assert parse_parameter_value("'a b'") == "a b"
     assert parse_parameter_value("True") is True
     assert parse_duration("2h") == 7200
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30", 30), ("2.5", 2.5), ("30s", 30), ("10sec", 10), ("5m", 300), ("5 min", 300),
+     ("1.5h", 5400), ("2hr", 7200), ("2d", 172800), ("1h30m", 5400), ("1H 30M", 5400),
+     ("1d2h3m4s", 93784), (" 15m ", 900)],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("soon", "'soon' is not a duration"), ("1w", "not a duration"), ("-5m", "not a duration"),
+     ("1h30", "not a duration"), ("1 5m", "not a duration"), ("2 hours", "not a duration"),
+     ("0s", "'0s' must be more than zero"), ("0", "must be more than zero")],
+)
+def test_bad_durations(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_duration(text)
+
+
+def test_sizes() -> None:
     assert parse_size("512m") == 512 * 1024**2
     assert parse_size("1.5GiB") == int(1.5 * 1024**3)
 

@@ -8,18 +8,24 @@ from mlpipe_jupyter.errors import ScheduleDefinitionError
 from mlpipe_jupyter.scheduling.policies import (
     EveryTimes,
     format_duration,
-    parse_duration,
+    parse_schedule_duration,
     plan_due,
     retry_delay,
 )
 
 
 def test_durations() -> None:
-    assert parse_duration("15m") == 900 and parse_duration("1h30m") == 5400
-    assert parse_duration("2d") == 172800 and format_duration(5400) == "1h30m"
-    for bad in ("15", "m", "0s", "1w", "-5m"):
-        with pytest.raises(ScheduleDefinitionError, match="--every"):
-            parse_duration(bad)
+    # the grammar of model.grammar.parse_duration, at least 1s, errors naming the option
+    assert parse_schedule_duration("15m") == 900 and parse_schedule_duration("1h30m") == 5400
+    assert parse_schedule_duration("2d") == 172800 and parse_schedule_duration("15") == 15
+    assert parse_schedule_duration("1h 30m") == 5400 and parse_schedule_duration("1.5min") == 90
+    for bad in ("m", "0s", "0.5s", "1w", "-5m"):
+        with pytest.raises(ScheduleDefinitionError, match=f"--every '{bad}': expected a duration"):
+            parse_schedule_duration(bad)
+    with pytest.raises(ScheduleDefinitionError, match="--timeout 'soon': expected a duration"):
+        parse_schedule_duration("soon", "--timeout")
+    assert format_duration(5400) == "1h30m" and format_duration(90.5) == "1m30.5s"
+    assert format_duration(0) == "0s" and format_duration(86400 + 4) == "1d4s"
 
 
 def test_every_grid() -> None:
