@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
@@ -108,7 +108,7 @@ class CronExpression:
             # fold=0 reads a repeated wall time as its first pass, and one in a gap with the
             # offset before the change. A repeated hour's second pass maps to instants
             # already past; walls up to the last fire's own wall time were passed over.
-            fire = wall.replace(tzinfo=tz, fold=0).astimezone(timezone.utc)
+            fire = wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
             if fire > last and wall > floor:
                 yield fire
                 last, floor = fire, fire.astimezone(tz).replace(tzinfo=None)

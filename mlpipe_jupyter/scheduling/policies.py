@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -71,14 +71,14 @@ class CronTimes:
     tz: ZoneInfo
 
     def next_after(self, at: float) -> float:
-        instant = datetime.fromtimestamp(at, tz=timezone.utc)
+        instant = datetime.fromtimestamp(at, tz=UTC)
         return self.cron.next_after(instant, self.tz).timestamp()
 
     def due_between(self, after: float, until: float) -> tuple[int, float | None]:
         # one step per fire time, on one cron iterator: a minute-cron missed for a year is
         # half a million steps, seconds once, which is acceptable for a scheduler coming back.
         count, last = 0, None
-        for fire in self.cron.fire_times(datetime.fromtimestamp(after, tz=timezone.utc), self.tz):
+        for fire in self.cron.fire_times(datetime.fromtimestamp(after, tz=UTC), self.tz):
             at = fire.timestamp()
             if at > until:
                 break

@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from mlpipe_jupyter.errors import NotFoundError, ScheduleDefinitionError
@@ -63,7 +63,7 @@ from mlpipe_jupyter.store.schedules import CRON, DATASET, EVERY, ScheduleRecord
 
 def iso(timestamp: float) -> str:
     """A fire time as its key: UTC, to the second."""
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ def create_schedule(
     load_timezone(timezone_name)
     if cron is not None:
         cron_expr = CronExpression.parse(cron)
-        cron_expr.next_after(datetime.fromtimestamp(created, tz=timezone.utc),
+        cron_expr.next_after(datetime.fromtimestamp(created, tz=UTC),
                              load_timezone(timezone_name))  # "never fires" is an error now
     if every_seconds is not None and every_seconds < 1:
         raise ScheduleDefinitionError("--every must be at least 1s")
