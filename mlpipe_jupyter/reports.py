@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from mlpipe_jupyter.runner.view import step_counts
 from mlpipe_jupyter.store import Store
 
 
@@ -39,9 +40,7 @@ def runs_table(
         return "no matching runs" if filtered else "no runs yet"
     rows = []
     for run in runs:
-        counts: dict[str, int] = {}
-        for step in store.runs.step_runs(run.id):
-            counts[step.status.value] = counts.get(step.status.value, 0) + 1
+        counts = step_counts(store, run.id)
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         rows.append([run.id, run.status.value, when(run.created_at), seconds(run.duration),
                      run.experiment, summary])

@@ -108,9 +108,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from mlpipe_jupyter.runner.view import read_run
+
     store = _store()
     store.runs.mark_dead_runs()
-    run = store.runs.get_run(args.run)
+    view = read_run(store, args.run)
+    run = view.record
+    assert run is not None  # read from the store
     git = run.git
     git_text = (f"{git['commit'][:10]} on {git.get('branch')}{' (dirty)' if git.get('dirty') else ''}"
                 if git else "not a git repository")
@@ -124,18 +128,14 @@ def cmd_show(args: argparse.Namespace) -> int:
                                            for k, v in run.params.items()))
     if run.published:
         print(f"  published:  {run.published}")
-    metrics = store.runs.metrics(run.id)
     rows = []
-    for step in store.runs.step_runs(run.id):
+    for step in view.steps:
         note = step.error.splitlines()[0] if step.error else ""
-        if step.status.value == "reused":
+        if step.reused:
             note = f"from run {step.reused_from}"
-        step_metrics = {m["name"]: m["value"] for m in metrics if m["step"] == step.step}
-        if step.status.value == "reused" and step.reused_from:
-            step_metrics = {m["name"]: m["value"] for m in store.runs.metrics(step.reused_from, step.step)}
-        shown = ", ".join(f"{k}={v}" for k, v in step_metrics.items())
-        took = _seconds(step.duration) if step.status.value != "reused" else "-"
-        rows.append([step.step, step.status.value, took,
+        # a reused step's metrics are its source run's (the view resolves them)
+        shown = ", ".join(f"{k}={v}" for k, v in step.metrics.items())
+        rows.append([step.name, step.status, _seconds(step.duration),
                      (step.fingerprint or "-")[:12], shown, note])
     print()
     print(_table(rows, ["STEP", "STATUS", "TIME", "FINGERPRINT", "METRICS", "NOTE"]))
@@ -153,13 +153,15 @@ def cmd_why(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    from mlpipe_jupyter.runner.view import read_step
+
     store = _store()
-    run = store.runs.get_run(args.run)
-    record = store.runs.step_run(run.id, args.step)
-    run_id = record.reused_from if record.status.value == "reused" and record.reused_from else run.id
-    if run_id != run.id:
+    step = read_step(store, args.run, args.step)
+    run_id = step.source_run_id  # a reused step's log is its source run's
+    if run_id != step.run_id:
         print(f"(step '{args.step}' was reused: showing the log of run {run_id})", file=sys.stderr)
-    path = store.runs.log_path(run_id, args.step)
+    path = step.log_path
+    assert path is not None  # read from the store
     offset = 0
     while True:
         if path.exists():

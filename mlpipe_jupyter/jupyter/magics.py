@@ -159,9 +159,9 @@ class MlpipeMagics(Magics):
         return list(arg_split(line, posix=True))
 
     def _cmd_run(self, args: argparse.Namespace) -> None:
-        from mlpipe_jupyter.jupyter.background import BackgroundRun
         from mlpipe_jupyter.jupyter.widget import DagWidget, watch_run
         from mlpipe_jupyter.model.parameters import parse_assignments
+        from mlpipe_jupyter.runner.background import BackgroundRun
         from mlpipe_jupyter.runner.planning import Selection
         from mlpipe_jupyter.runner.runner import RunRequest
 

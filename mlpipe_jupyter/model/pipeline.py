@@ -2,12 +2,41 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from mlpipe_jupyter.errors import DefinitionError, DefinitionIssue
 from mlpipe_jupyter.model.step import DatasetInput, SetupCell, Step, StepOutputInput
+
+
+def layers_of(upstream: Mapping[str, Sequence[str]]) -> dict[str, int]:
+    """Each step's layer: its depth, the longest path from a root step (roots are 0).
+
+    ``upstream`` maps every step to its direct upstream steps; names it does not map are
+    ignored, and so is an edge that closes a cycle. ``Pipeline.layers`` groups steps by
+    this; the run read model (``runner.view``) draws a recorded run's DAG with it.
+    """
+    depth: dict[str, int] = {}
+    for root in upstream:
+        if root in depth:
+            continue
+        # depth-first without recursion (a long chain of steps is no stack overflow)
+        path = {root}
+        stack = [(root, iter(upstream[root]))]
+        while stack:
+            name, parents = stack[-1]
+            for parent in parents:
+                if parent in upstream and parent not in path and parent not in depth:
+                    path.add(parent)
+                    stack.append((parent, iter(upstream[parent])))
+                    break
+            else:
+                stack.pop()
+                path.discard(name)
+                depth[name] = 1 + max((depth[u] for u in upstream[name] if u in depth),
+                                      default=-1)
+    return depth
 
 
 @dataclass(frozen=True)
@@ -98,9 +127,8 @@ class Pipeline:
 
     def layers(self) -> list[list[str]]:
         """Steps grouped by depth (longest path from a root): the DAG's drawing order."""
-        depth: dict[str, int] = {}
-        for name in self.topological_order():
-            depth[name] = 1 + max((depth[u] for u in self.upstream(name)), default=-1)
+        order = self.topological_order()  # a cycle is a DefinitionError here
+        depth = layers_of({name: sorted(self.upstream(name)) for name in order})
         result: list[list[str]] = [[] for _ in range(1 + max(depth.values(), default=-1))]
         for name in self.step_names:
             result[depth[name]].append(name)

@@ -221,13 +221,13 @@ def _render_html(path: str) -> str:
 class PublishedListHandler(MlpipeHandler):
     @web.authenticated
     def get(self) -> None:
-        self.reply(self.service.list_published())
+        self.reply(self.service.scheduling.list_published())
 
 
 class PublishedHandler(MlpipeHandler):
     @web.authenticated
     def get(self, name: str) -> None:
-        self.reply(self.service.published(name))
+        self.reply(self.service.scheduling.published(name))
 
 
 class TriggerHandler(MlpipeHandler):
@@ -240,32 +240,32 @@ class TriggerHandler(MlpipeHandler):
         parameters = _field(body, "parameters", dict, {})
         loop = asyncio.get_running_loop()
         started = await loop.run_in_executor(
-            None, lambda: self.service.trigger(name, version, parameters))
+            None, lambda: self.service.scheduling.trigger(name, version, parameters))
         self.reply(started, status=202)
 
 
 class SchedulesHandler(MlpipeHandler):
     @web.authenticated
     def get(self) -> None:
-        self.reply(self.service.list_schedules())
+        self.reply(self.service.scheduling.list_schedules())
 
 
 class ScheduleHandler(MlpipeHandler):
     @web.authenticated
     def get(self, schedule: str) -> None:
-        self.reply(self.service.schedule(schedule))
+        self.reply(self.service.scheduling.schedule(schedule))
 
 
 class SchedulePauseHandler(MlpipeHandler):
     @web.authenticated
     def post(self, schedule: str) -> None:
-        self.reply(self.service.set_schedule_paused(schedule, True))
+        self.reply(self.service.scheduling.set_schedule_paused(schedule, True))
 
 
 class ScheduleResumeHandler(MlpipeHandler):
     @web.authenticated
     def post(self, schedule: str) -> None:
-        self.reply(self.service.set_schedule_paused(schedule, False))
+        self.reply(self.service.scheduling.set_schedule_paused(schedule, False))
 
 
 class OpenApiHandler(MlpipeHandler):

@@ -1,9 +1,10 @@
 """What the REST handlers ask of the library: one object per Jupyter server.
 
-It turns the store's records into JSON-ready dictionaries, maps paths between the server
-root and the file system (refusing anything outside the root), starts runs in background
-threads of the server process and keeps them so that they can be canceled. Runs started
-elsewhere (the CLI, a kernel) are seen through the store like any other.
+It answers with the run read model (``runner.view``) as JSON-ready dictionaries
+(``payloads``), maps paths between the server root and the file system (refusing anything
+outside the root), starts runs in background threads of the server process and keeps them
+so that they can be canceled. Runs started elsewhere (the CLI, a kernel) are seen through
+the store like any other. Published pipelines and schedules are ``scheduling``'s.
 """
 
 from __future__ import annotations
@@ -19,27 +20,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlpipe_jupyter.errors import (
-    ConflictError,
-    MlpipeError,
-    NotFoundError,
-    PublishedPipelineNotFoundError,
-    WorkspaceError,
-)
-from mlpipe_jupyter.jupyter.background import BackgroundRun
-from mlpipe_jupyter.jupyter.run_state import layers_of
+from mlpipe_jupyter.errors import ConflictError, MlpipeError, NotFoundError, WorkspaceError
 from mlpipe_jupyter.model.grammar import STEP_MAGIC
 from mlpipe_jupyter.model.status import RunStatus
 from mlpipe_jupyter.model.values import literal_mapping, parameter_text
 from mlpipe_jupyter.notebook import load_pipeline
+from mlpipe_jupyter.runner.background import BackgroundRun
 from mlpipe_jupyter.runner.explain import explain_step
 from mlpipe_jupyter.runner.planning import Selection
 from mlpipe_jupyter.runner.runner import RunRequest
-from mlpipe_jupyter.scheduling import publishing, schedules
-from mlpipe_jupyter.scheduling.publishing import PublishedPipeline
-from mlpipe_jupyter.scheduling.triggering import prepare_run, start_run
+from mlpipe_jupyter.runner.view import read_run, read_step, step_counts
 from mlpipe_jupyter.server.errors import BadRequestError, ForbiddenPathError
-from mlpipe_jupyter.store import RunRecord, StepRunRecord, Store
+from mlpipe_jupyter.server.payloads import (
+    json_safe,
+    parameter_texts,
+    run_details,
+    run_summary,
+    step_payload,
+)
+from mlpipe_jupyter.server.scheduling import SchedulingService
+from mlpipe_jupyter.store import RunRecord, Store
 from mlpipe_jupyter.store.results import process_alive
 from mlpipe_jupyter.store.workspace import WORKSPACE_DIRNAME, Workspace, find_workspace_dir
 
@@ -69,6 +69,7 @@ class PipelineService:
         self._store: Store | None = None
         self._live: dict[str, BackgroundRun] = {}
         self._lock = threading.Lock()
+        self.scheduling = SchedulingService(self.store)
 
     # -- the workspace ------------------------------------------------------------------
     @property
@@ -155,8 +156,8 @@ class PipelineService:
             {"name": s.name, "cell": s.cell, "upstream": sorted(pipeline.upstream(s.name))}
             for s in pipeline.steps
         ]
-        item["parameters"] = _json_safe(pipeline.parameters())
-        item["parameter_texts"] = _parameter_texts(pipeline.parameters())
+        item["parameters"] = json_safe(pipeline.parameters())
+        item["parameter_texts"] = parameter_texts(pipeline.parameters())
         issues = pipeline.definition_issues(None)
         item["error"] = "\n".join(str(i) for i in issues) or None
         return item
@@ -193,99 +194,48 @@ class PipelineService:
         return page
 
     def run_summary(self, store: Store, run: RunRecord) -> dict[str, Any]:
-        counts: dict[str, int] = {}
-        for step in store.runs.step_runs(run.id):
-            counts[step.status.value] = counts.get(step.status.value, 0) + 1
-        return {
-            "id": run.id,
-            "status": run.status.value,
-            "experiment": run.experiment,
-            "notebook": self.relative(run.notebook) or run.notebook,
-            "created_at": run.created_at,
-            "ended_at": run.ended_at,
-            "duration": run.duration,
-            "step_counts": counts,
-            "params": _json_safe(run.params),
-            "param_texts": _parameter_texts(run.params),
-            "error": run.error,
-            "live": run.id in self._live,
-        }
+        return run_summary(run, step_counts(store, run.id), self._notebook_name(run),
+                           run.id in self._live)
+
+    def _notebook_name(self, run: RunRecord) -> str:
+        return self.relative(run.notebook) or run.notebook
 
     def run(self, run_ref: str) -> dict[str, Any]:
         """A run with its steps: statuses, durations, fingerprints, decisions, metrics."""
         store = self._existing_store()
         store.runs.mark_dead_runs()
-        run = store.runs.get_run(run_ref)
-        records = store.runs.step_runs(run.id)
-        layers = layers_of({r.step: r.upstream for r in records})
-        detail = self.run_summary(store, run)
-        detail.update({
-            "options": _json_safe(run.options),
-            "git": run.git,
-            "host": run.host,
-            "pid": run.pid,
-            "published": run.published,
-            "steps": [self._step(store, r, layers.get(r.step, 0)) for r in records],
-        })
+        view = read_run(store, run_ref)
+        assert view.record is not None  # read from the store
+        detail = run_summary(view.record, view.step_counts(), self._notebook_name(view.record),
+                             view.run_id in self._live)
+        detail.update(run_details(view.record))
+        detail["steps"] = [step_payload(step) for step in view.steps]
         return detail
-
-    def _step(self, store: Store, record: StepRunRecord, layer: int) -> dict[str, Any]:
-        reused = record.status.value == "reused"
-        # a reused step's metrics are those of the run that produced its result
-        metrics_run = record.reused_from if reused and record.reused_from else record.run_id
-        metrics = {m["name"]: _json_safe(m["value"])
-                   for m in store.runs.metrics(metrics_run, record.step)}
-        return {
-            "name": record.step,
-            "status": record.status.value,
-            "layer": layer,
-            "upstream": list(record.upstream),
-            "cell": record.cell,
-            "started_at": record.started_at,
-            "ended_at": record.ended_at,
-            "duration": None if reused else record.duration,
-            "attempts": record.attempts,
-            "fingerprint": record.fingerprint,
-            "reused": reused,
-            "reused_from": record.reused_from,
-            "decision": record.decision,
-            "error": record.error,
-            "compute": record.compute,
-            "metrics": metrics,
-            "has_output": store.runs.output_notebook(record.run_id, record.step).exists(),
-        }
 
     def step(self, run_ref: str, step: str) -> dict[str, Any]:
         """One step of a run, with the full explanation of its reuse decision."""
         store = self._existing_store()
-        run = store.runs.get_run(run_ref)
-        record = store.runs.step_run(run.id, step)
-        records = store.runs.step_runs(run.id)
-        layers = layers_of({r.step: r.upstream for r in records})
-        detail = self._step(store, record, layers.get(step, 0))
-        detail["run_id"] = run.id
-        detail["why"] = explain_step(store, run.id, step)
+        view = read_step(store, run_ref, step)
+        detail = step_payload(view)
+        detail["run_id"] = view.run_id
+        detail["why"] = explain_step(store, view.run_id, step)
         return detail
 
     # -- logs and output notebooks --------------------------------------------------------
-    def _log_owner(self, store: Store, run_ref: str, step: str) -> tuple[str, StepRunRecord]:
-        run = store.runs.get_run(run_ref)
-        record = store.runs.step_run(run.id, step)
-        reused = record.status.value == "reused" and record.reused_from
-        return (record.reused_from if reused else run.id) or run.id, record
-
     def read_log(self, run_ref: str, step: str, offset: int | None = None,
                  tail: int | None = None) -> LogChunk:
-        """The step's log from byte ``offset`` on, or its last ``tail`` lines (default 200)."""
+        """The step's log from byte ``offset`` on, or its last ``tail`` lines (default 200);
+        a reused step's log is that of the run that produced its result."""
         if offset is not None and offset < 0:
             raise BadRequestError("offset must not be negative")
         if tail is not None and not 1 <= tail <= 100_000:
             raise BadRequestError("tail must be between 1 and 100000")
         store = self._existing_store()
-        run_id, record = self._log_owner(store, run_ref, step)
-        path = store.runs.log_path(run_id, step)
+        view = read_step(store, run_ref, step)
+        run_id = view.source_run_id
+        assert view.log_path is not None  # read from the store
         try:
-            with path.open("rb") as handle:
+            with view.log_path.open("rb") as handle:
                 if offset is not None:
                     handle.seek(offset)
                     data = handle.read()
@@ -299,14 +249,18 @@ class PipelineService:
         if offset is None:
             text = "\n".join(text.splitlines()[-(tail or 200):])
         # a reused step's log is complete; otherwise the step's own state says
-        final = store.runs.step_run(run_id, step).status.is_final or record.status.is_final
+        final = store.runs.step_run(run_id, step).status.is_final or view.is_final
         return LogChunk(run_id, text, end, final)
+
+    def _output_notebook(self, run_ref: str, step: str) -> tuple[str, Path]:
+        """The run whose executed notebook the step's is (its source run), and its path."""
+        view = read_step(self._existing_store(), run_ref, step)
+        assert view.output_notebook is not None  # read from the store
+        return view.source_run_id, view.output_notebook
 
     def output_notebook(self, run_ref: str, step: str, allow_hidden: bool) -> dict[str, Any]:
         """Where the step's executed notebook is, and whether JupyterLab can open it."""
-        store = self._existing_store()
-        run_id, _ = self._log_owner(store, run_ref, step)
-        path = store.runs.output_notebook(run_id, step)
+        run_id, path = self._output_notebook(run_ref, step)
         if not path.exists():
             raise NotFoundError(f"step {step!r} of run {run_id} has no output notebook "
                                 "(it did not execute, or has not started yet)")
@@ -321,9 +275,7 @@ class PipelineService:
         }
 
     def output_notebook_file(self, run_ref: str, step: str) -> Path:
-        store = self._existing_store()
-        run_id, _ = self._log_owner(store, run_ref, step)
-        path = store.runs.output_notebook(run_id, step)
+        run_id, path = self._output_notebook(run_ref, step)
         if not path.exists():
             raise NotFoundError(f"step {step!r} of run {run_id} has no output notebook")
         return path
@@ -419,98 +371,6 @@ class PipelineService:
         for background in live:
             background.wait(30)
 
-    # -- published pipelines and schedules ------------------------------------------------
-    def _scheduling_store(self) -> Store | None:
-        store = self.store()
-        if store is None or not store.workspace.db_path.exists():
-            return None
-        return store
-
-    def list_published(self) -> dict[str, Any]:
-        """Published pipelines, one entry per name with its versions and default version."""
-        store = self._scheduling_store()
-        if store is None:
-            return {"published": []}
-        by_name: dict[str, list[PublishedPipeline]] = {}
-        for version in publishing.list_published(store):
-            by_name.setdefault(version.name, []).append(version)
-        return {"published": [_published_entry(n, v) for n, v in by_name.items()]}
-
-    def published(self, name: str) -> dict[str, Any]:
-        """One published pipeline: every version, and which one is the default."""
-        store = self._scheduling_store()
-        if store is None:
-            raise PublishedPipelineNotFoundError(f"no published pipeline named {name!r} "
-                                                 "(this server's folder has no mlpipe workspace)")
-        return _published_entry(name, publishing.list_published(store, name))
-
-    def trigger(self, name: str, version: int | None,
-                parameters: Mapping[str, Any] | None) -> dict[str, Any]:
-        """Start a run of a published pipeline (a detached ``mlpipe run`` process); returns
-        its id and the version it runs, without waiting for the run to be recorded."""
-        store = self._scheduling_store()
-        if store is None:
-            raise PublishedPipelineNotFoundError(f"no published pipeline named {name!r} "
-                                                 "(this server's folder has no mlpipe workspace)")
-        # trigger_published, keeping the version it resolved (the default may change)
-        prepared = prepare_run(store, name, version, parameters)
-        start_run(store, prepared)
-        return {"run_id": prepared.run_id, "published": prepared.published.ref,
-                "version": prepared.published.version}
-
-    def list_schedules(self) -> dict[str, Any]:
-        """Schedules with their next fire times and the status of their last firing."""
-        store = self._scheduling_store()
-        if store is None:
-            return {"schedules": []}
-        return {"schedules": [self._schedule(store, s) for s in schedules.list_schedules(store)]}
-
-    def schedule(self, ref: str) -> dict[str, Any]:
-        store = self._scheduling_store()
-        if store is None:
-            raise NotFoundError(f"no schedule named {ref!r} (this server's folder has no "
-                                "mlpipe workspace)")
-        return self._schedule(store, self._find_schedule(store, ref))
-
-    def set_schedule_paused(self, ref: str, paused: bool) -> dict[str, Any]:
-        """Pause or resume a schedule (resuming drops the fire times that passed)."""
-        store = self._scheduling_store()
-        if store is None:
-            raise NotFoundError(f"no schedule named {ref!r} (this server's folder has no "
-                                "mlpipe workspace)")
-        found = self._find_schedule(store, ref)
-        return self._schedule(store, schedules.set_paused(store, found.name, paused))
-
-    @staticmethod
-    def _find_schedule(store: Store, ref: str) -> schedules.Schedule:
-        """A schedule by name, else by numeric id."""
-        try:
-            return schedules.get_schedule(store, ref)
-        except NotFoundError:
-            if ref.isdigit():
-                for candidate in schedules.list_schedules(store):
-                    if candidate.id == int(ref):
-                        return candidate
-            raise
-
-    def _schedule(self, store: Store, schedule: schedules.Schedule) -> dict[str, Any]:
-        data = _json_safe(schedule.to_dict())
-        last = schedules.firings(store, schedule, limit=1)
-        data["last_firing"] = None
-        if last:
-            firing = last[0]
-            run_status = None
-            if firing.run_id:
-                try:
-                    run_status = store.runs.get_run(firing.run_id).status.value
-                except NotFoundError:
-                    run_status = None
-            data["last_firing"] = {
-                "fire_time": schedules.iso(firing.fire_time), "status": firing.status,
-                "run_id": firing.run_id, "run_status": run_status, "error": firing.error,
-            }
-        return data
-
     # -- change detection (for live updates) ----------------------------------------------
     def change_marker(self) -> tuple[int, ...] | None:
         """Changes whenever any process commits to the store (cheap: two pragmas)."""
@@ -549,29 +409,3 @@ def _is_cli_runner(pid: int) -> bool:
     if any("ipykernel" in w for w in words):
         return False
     return "run" in words and any("mlpipe" in w for w in words)
-
-
-def _published_entry(name: str, versions: list[PublishedPipeline]) -> dict[str, Any]:
-    default = next((v for v in versions if v.is_default), None)
-    return {
-        "name": name,
-        "default_version": default.version if default else None,
-        "versions": [_json_safe(v.to_dict()) for v in versions],
-    }
-
-
-def _parameter_texts(values: Mapping[str, Any]) -> dict[str, str]:
-    """Values as the ``-p NAME=VALUE`` text that gives them back (JSON has no ``True``,
-    tuples or bytes, so the panel shows and edits these)."""
-    return {name: parameter_text(value) for name, value in values.items()}
-
-
-_NON_FINITE = {"Infinity": "inf", "-Infinity": "-inf", "NaN": "nan"}
-
-
-def _json_safe(value: Any) -> Any:
-    """Values as JSON can carry them (records may hold tuples or repr'd objects). Infinity
-    and NaN (a 1e999 parameter, a NaN metric) become the strings "inf", "-inf" and "nan":
-    json.dumps would write them as bare Infinity/NaN, which is not JSON, and a browser's
-    JSON.parse then rejects the whole answer."""
-    return json.loads(json.dumps(value, default=repr), parse_constant=_NON_FINITE.__getitem__)

@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 
 from mlpipe_jupyter.events import RUN_STARTED, STEP_STATUS, EventBus, RunEvent
-from mlpipe_jupyter.jupyter.run_state import layers_of
 from mlpipe_jupyter.jupyter.widget import DagWidget, watch_run
+from mlpipe_jupyter.model.pipeline import layers_of
 
 ESM = Path(__file__).resolve().parents[2] / "mlpipe_jupyter" / "jupyter" / "widget.js"
 

@@ -1,4 +1,5 @@
-"""A pipeline run in a background thread, so the kernel stays usable while it runs."""
+"""A pipeline run in a background thread, so that its caller stays usable while it runs:
+the kernel that ran ``%mlpipe run``, or the Jupyter server that answered a REST request."""
 
 from __future__ import annotations
 

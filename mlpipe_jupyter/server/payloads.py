@@ -1,0 +1,97 @@
+"""The REST API's JSON bodies, made from the run read model and the store's records.
+
+Their shapes are the schemas of ``openapi.yaml`` (``RunSummary``, ``RunDetail``, ``Step``,
+``Published``); the panel's ``api.ts`` mirrors them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from mlpipe_jupyter.model.values import parameter_text
+from mlpipe_jupyter.runner.view import StepView
+from mlpipe_jupyter.scheduling.publishing import PublishedPipeline
+from mlpipe_jupyter.store import RunRecord
+
+
+def run_summary(run: RunRecord, step_counts: Mapping[str, int], notebook: str,
+                live: bool) -> dict[str, Any]:
+    """A run as the run list shows it; ``notebook`` as the server names it."""
+    return {
+        "id": run.id,
+        "status": run.status.value,
+        "experiment": run.experiment,
+        "notebook": notebook,
+        "created_at": run.created_at,
+        "ended_at": run.ended_at,
+        "duration": run.duration,
+        "step_counts": dict(step_counts),
+        "params": json_safe(run.params),
+        "param_texts": parameter_texts(run.params),
+        "error": run.error,
+        "live": live,
+    }
+
+
+def run_details(run: RunRecord) -> dict[str, Any]:
+    """What a run's detail adds to its summary, besides its steps."""
+    return {
+        "options": json_safe(run.options),
+        "git": run.git,
+        "host": run.host,
+        "pid": run.pid,
+        "published": run.published,
+    }
+
+
+def step_payload(step: StepView) -> dict[str, Any]:
+    """A step of a run (``has_output``: it executed in this run and left its notebook; a
+    reused step's notebook is its source run's, which the output routes resolve)."""
+    return {
+        "name": step.name,
+        "status": step.status,
+        "layer": step.layer,
+        "upstream": list(step.upstream),
+        "cell": step.cell,
+        "started_at": step.started_at,
+        "ended_at": step.ended_at,
+        "duration": step.duration,
+        "attempts": step.attempts,
+        "fingerprint": step.fingerprint,
+        "reused": step.reused,
+        "reused_from": step.reused_from,
+        "decision": step.decision,
+        "error": step.error,
+        "compute": step.compute,
+        "metrics": {name: json_safe(value) for name, value in step.metrics.items()},
+        "has_output": step.has_output,
+    }
+
+
+def published_entry(name: str, versions: list[PublishedPipeline]) -> dict[str, Any]:
+    """A published pipeline: every version, and which one is the default."""
+    default = next((v for v in versions if v.is_default), None)
+    return {
+        "name": name,
+        "default_version": default.version if default else None,
+        "versions": [json_safe(v.to_dict()) for v in versions],
+    }
+
+
+def parameter_texts(values: Mapping[str, Any]) -> dict[str, str]:
+    """Values as the ``-p NAME=VALUE`` text that gives them back (JSON has no ``True``,
+    tuples or bytes, so the panel shows and edits these)."""
+    return {name: parameter_text(value) for name, value in values.items()}
+
+
+_NON_FINITE = {"Infinity": "inf", "-Infinity": "-inf", "NaN": "nan"}
+
+
+def json_safe(value: Any) -> Any:
+    """Values as JSON can carry them (records may hold tuples or repr'd objects). Infinity
+    and NaN (a 1e999 parameter, a NaN metric) become the strings "inf", "-inf" and "nan":
+    json.dumps would write them as bare Infinity/NaN, which is not JSON, and a browser's
+    JSON.parse then rejects the whole answer."""
+    return json.loads(json.dumps(value, default=repr), parse_constant=_NON_FINITE.__getitem__)
