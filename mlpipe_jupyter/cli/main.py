@@ -10,15 +10,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mlpipe_jupyter.errors import MlpipeError
+from mlpipe_jupyter.errors import EXIT_FAILED, EXIT_USAGE, MlpipeError, exit_code
 from mlpipe_jupyter.model.values import parameter_text
 from mlpipe_jupyter.reports import seconds as _seconds
 from mlpipe_jupyter.reports import table as _table
 from mlpipe_jupyter.reports import when as _when
 
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 EXIT_CANCELED = 130
+__all__ = ["EXIT_CANCELED", "EXIT_FAILED", "EXIT_USAGE", "build_parser", "main"]
 
 
 def _store(create: bool = False) -> Any:
@@ -388,18 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except MlpipeError as error:
         print(f"mlpipe: {error}", file=sys.stderr)
-        from mlpipe_jupyter.errors import (
-            DefinitionError,
-            EnvironmentDefinitionError,
-            NotebookError,
-            ParameterError,
-            PublishedPipelineNotFoundError,
-            ScheduleDefinitionError,
-        )
-
-        bad_input = (DefinitionError, ParameterError, NotebookError, EnvironmentDefinitionError,
-                     ScheduleDefinitionError, PublishedPipelineNotFoundError)
-        return EXIT_USAGE if isinstance(error, bad_input) else EXIT_FAILED
+        return exit_code(error)  # the one table, errors.OUTCOMES
     except KeyboardInterrupt:
         print("mlpipe: interrupted", file=sys.stderr)
         return EXIT_CANCELED

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlpipe_jupyter.errors import ExecutorError
+
 log = logging.getLogger(__name__)
 
 _START_ATTEMPTS = 3  # concurrent starts occasionally collide (ZMQ address already in use)
@@ -111,7 +113,7 @@ def start_kernel(kernel_name: str, cwd: Path, startup_timeout: float = 60) -> Wa
                 _forget(kernel)
             _remove_files(manager)
             raise
-    raise RuntimeError(f"kernel {kernel_name!r} did not start: {last_error}")
+    raise ExecutorError(f"kernel {kernel_name!r} did not start: {last_error}")
 
 
 _IPC_DIR: str | None = None

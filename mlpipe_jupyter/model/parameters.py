@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from mlpipe_jupyter.errors import ParameterError
+from mlpipe_jupyter.errors import PARAMETER, DefinitionIssue, ParameterError
 from mlpipe_jupyter.model.grammar import parse_parameter_value
 from mlpipe_jupyter.model.pipeline import Pipeline
 from mlpipe_jupyter.model.values import read_literal
@@ -71,17 +71,37 @@ def coerce_parameter(name: str, default: Any, text: str) -> Any:
     return value
 
 
-def resolve_parameters(pipeline: Pipeline, overrides: Mapping[str, str]) -> dict[str, Any]:
-    """Validated override values by parameter name; unknown names are all reported at once."""
+def parameter_issues(
+    pipeline: Pipeline, overrides: Mapping[str, str]
+) -> tuple[dict[str, Any], list[DefinitionIssue]]:
+    """The override values by parameter name, and every problem with them: the unknown
+    names together, then each value of the wrong type."""
     known = pipeline.parameters()
+    issues: list[DefinitionIssue] = []
     unknown = sorted(set(overrides) - set(known))
     if unknown:
         names = ", ".join(sorted(known)) or "none"
-        raise ParameterError(
+        issues.append(DefinitionIssue(
             f"unknown parameter(s) {', '.join(unknown)} for {pipeline.source or 'this pipeline'}"
-            f" (its parameters: {names})"
-        )
-    return {name: coerce_parameter(name, known[name], text) for name, text in overrides.items()}
+            f" (its parameters: {names})", kind=PARAMETER,
+        ))
+    values: dict[str, Any] = {}
+    for name, text in overrides.items():
+        if name not in known:
+            continue
+        try:
+            values[name] = coerce_parameter(name, known[name], text)
+        except ParameterError as exc:
+            issues += exc.issues
+    return values, issues
+
+
+def resolve_parameters(pipeline: Pipeline, overrides: Mapping[str, str]) -> dict[str, Any]:
+    """Validated override values by parameter name; every problem is reported at once."""
+    values, issues = parameter_issues(pipeline, overrides)
+    if issues:
+        raise ParameterError.of(issues)
+    return values
 
 
 def step_parameters(pipeline: Pipeline, step: str, resolved: Mapping[str, Any]) -> dict[str, Any]:

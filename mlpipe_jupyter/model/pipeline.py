@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlpipe_jupyter.errors import DefinitionError, DefinitionIssue
+from mlpipe_jupyter.errors import DefinitionError, DefinitionIssue, NotFoundError
 from mlpipe_jupyter.model.step import DatasetInput, SetupCell, Step, StepOutputInput
 
 
@@ -59,7 +59,7 @@ class Pipeline:
             return self._by_name[name]
         except KeyError:
             known = ", ".join(s.name for s in self.steps) or "none"
-            raise KeyError(f"no step named {name!r} (steps: {known})") from None
+            raise NotFoundError(f"no step named {name!r} (steps: {known})") from None
 
     def has_step(self, name: str) -> bool:
         return name in self._by_name

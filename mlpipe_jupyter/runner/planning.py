@@ -25,6 +25,7 @@ from mlpipe_jupyter.model.values import canonical_literal
 from mlpipe_jupyter.store import Store
 from mlpipe_jupyter.store.datasets import hash_file
 from mlpipe_jupyter.store.runs import PlannedStep
+from mlpipe_jupyter.validation import selection_issues, step_hash_files
 
 EXECUTE = "execute"
 REUSE = "reuse"
@@ -41,14 +42,7 @@ class Selection:
     regenerate: bool = False  # --regenerate: execute every selected step
 
     def check(self, pipeline: Pipeline) -> list[DefinitionIssue]:
-        issues = []
-        for name in (*self.steps, *([self.until] if self.until else [])):
-            if not pipeline.has_step(name):
-                known = ", ".join(pipeline.step_names)
-                issues.append(DefinitionIssue(f"no step named {name!r} (steps: {known})"))
-        if self.downstream and not self.steps:
-            issues.append(DefinitionIssue("--downstream needs --step STEP"))
-        return issues
+        return selection_issues(pipeline, self.steps, self.until, self.downstream)
 
 
 @dataclass
@@ -201,20 +195,15 @@ class Planner:
         plans: Mapping[str, StepPlan],
     ) -> StepPlan:
         files: dict[str, str] = {}
-        issues: list[DefinitionIssue] = []
-        for pattern in step.header.hash_paths:
-            matched = sorted(p for p in self.folder.glob(pattern) if p.is_file())
-            if not matched:
-                issues.append(DefinitionIssue(
-                    f"matches no file under {self.folder}", step=step.name, cell=step.cell,
-                    field=f"--hash-paths {pattern}",
-                ))
-            for path in matched:
-                files[path.relative_to(self.folder).as_posix()] = hash_file(path)
-        for path in setup_files + local_modules(step.code, self.folder):
-            files.setdefault(path.relative_to(self.folder).as_posix(), hash_file(path))
+        # checked with the rest of the request (validation.validate_run) before planning;
+        # a file deleted since then is still an error, never a silently smaller fingerprint
+        matched, issues = step_hash_files(step, self.folder)
         if issues:
             raise DefinitionError(issues, self.pipeline.source)
+        for path in matched:
+            files[path.relative_to(self.folder).as_posix()] = hash_file(path)
+        for path in setup_files + local_modules(step.code, self.folder):
+            files.setdefault(path.relative_to(self.folder).as_posix(), hash_file(path))
         inputs: dict[str, str] = {}
         input_paths: dict[str, Path] = {}
         for ref in step.header.inputs:

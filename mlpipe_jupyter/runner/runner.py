@@ -17,16 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlpipe_jupyter.errors import DefinitionError, DefinitionIssue, ExecutorError
+from mlpipe_jupyter.errors import ExecutorError
 from mlpipe_jupyter.events import RUN_STARTED, STEP_STATUS, EventBus, RunEvent
 from mlpipe_jupyter.executors.base import Executor
 from mlpipe_jupyter.executors.kernels import reap_orphans
-from mlpipe_jupyter.executors.registry import (
-    DEFAULT_COMPUTE,
-    check_compute_name,
-    create_executor,
-)
-from mlpipe_jupyter.model.parameters import resolve_parameters
+from mlpipe_jupyter.executors.registry import DEFAULT_COMPUTE, create_executor
 from mlpipe_jupyter.model.pipeline import Pipeline
 from mlpipe_jupyter.model.status import RunStatus
 from mlpipe_jupyter.model.step import Step
@@ -34,11 +29,11 @@ from mlpipe_jupyter.notebook import load_pipeline
 from mlpipe_jupyter.runner.execution import Execution, RunResult, initial_status
 from mlpipe_jupyter.runner.planning import EXECUTE, Planner, Selection
 from mlpipe_jupyter.store import Store
-from mlpipe_jupyter.store.compute import ComputeTargets
 from mlpipe_jupyter.store.results import discard
 from mlpipe_jupyter.store.runs import new_run_id
 from mlpipe_jupyter.store.snapshot import git_info, snapshot_notebook
 from mlpipe_jupyter.store.workspace import Workspace, find_workspace_dir
+from mlpipe_jupyter.validation import validate_run
 
 log = logging.getLogger(__name__)
 
@@ -98,62 +93,19 @@ class Runner:
         if store is None:
             found = find_workspace_dir()
             store = Store(Workspace(found)) if found and found.is_dir() else None
-        datasets = store.datasets.versions() if store and store.workspace.db_path.exists() else {}
-        issues = pipeline.definition_issues(datasets)
-        issues += request.selection.check(pipeline)
-        for name, version in sorted(request.dataset_versions.items()):
-            if name not in pipeline.datasets_used():
-                issues.append(DefinitionIssue(
-                    "the pipeline reads no such dataset", field=f"--dataset-version {name}@v{version}"))
-            elif version not in datasets.get(name, []):
-                issues.append(DefinitionIssue(
-                    f"dataset {name!r} has no version {version}",
-                    field=f"--dataset-version {name}@v{version}"))
-        computes = {request.compute or DEFAULT_COMPUTE}
-        computes |= {s.header.compute for s in pipeline.steps if s.header.compute}
-        named = ComputeTargets(store.workspace).names() if store else []
-        for name in sorted(computes):
-            problem = check_compute_name(name, named)
-            if problem:
-                step = next((s for s in pipeline.steps if s.header.compute == name), None)
-                issues.append(DefinitionIssue(
-                    problem, step=step.name if step else None, cell=step.cell if step else None,
-                    field=f"--compute {name}",
-                ))
-        issues += self._environment_issues(pipeline, request, store)
-        if request.max_parallel is not None and request.max_parallel < 1:
-            issues.append(DefinitionIssue("--max-parallel must be at least 1"))
-        if issues:
-            raise DefinitionError(issues, pipeline.source)
-        parameters = resolve_parameters(pipeline, request.parameters)
+        parameters = validate_run(
+            store, pipeline, request.notebook.expanduser().resolve().parent,
+            parameters=request.parameters, compute=request.compute, env=request.env,
+            dataset_versions=request.dataset_versions, steps=request.selection.steps,
+            until=request.selection.until, downstream=request.selection.downstream,
+            max_parallel=request.max_parallel,
+        )
         if store is None:  # only now, with nothing wrong, is a new workspace created
             store = Store(Workspace.find(create=True))
         else:
             store.workspace.ensure_created()
         self._store = store
         return parameters, store
-
-    @staticmethod
-    def _environment_issues(
-        pipeline: Pipeline, request: RunRequest, store: Store | None
-    ) -> list[DefinitionIssue]:
-        known = set(store.environments.names()) if store and store.workspace.db_path.exists() else set()
-        issues = []
-        uses: list[tuple[Step | None, str]] = [
-            (s, s.header.env) for s in pipeline.steps if s.header.env
-        ]
-        if request.env:
-            uses.append((None, request.env))
-        for step, ref in uses:
-            name = ref.partition("@")[0]
-            if name not in known:
-                issues.append(DefinitionIssue(
-                    f"environment {name!r} is not defined (known: {', '.join(sorted(known)) or 'none'}); "
-                    f"create it with `mlpipe env create {name} --pip PACKAGE ...`",
-                    step=step.name if step else None, cell=step.cell if step else None,
-                    field=f"--env {ref}",
-                ))
-        return issues
 
     def _executor(self, compute: str) -> Executor:
         if compute not in self._executors:

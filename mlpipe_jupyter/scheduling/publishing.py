@@ -16,47 +16,39 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from mlpipe_jupyter.errors import ConflictError, DefinitionError, DefinitionIssue
-from mlpipe_jupyter.model.grammar import DATASET_NAME
+from mlpipe_jupyter.errors import ConflictError, DefinitionError
 from mlpipe_jupyter.model.pipeline import Pipeline
-from mlpipe_jupyter.notebook import load_pipeline, pipeline_from_cells, read_code_cells
+from mlpipe_jupyter.notebook import load_pipeline, read_code_cells
 from mlpipe_jupyter.runner.planning import local_modules
 from mlpipe_jupyter.store import Store
 from mlpipe_jupyter.store.datasets import hash_file
 from mlpipe_jupyter.store.environments import parse_env_ref
 from mlpipe_jupyter.store.published import SNAPSHOT_NOTEBOOK, PublishedPipeline
 from mlpipe_jupyter.store.snapshot import git_info
+from mlpipe_jupyter.validation import (
+    name_issues,
+    published_pipeline,
+    runnable_version,
+    validate_publish,
+)
 
 
 def load_published_pipeline(published: PublishedPipeline) -> Pipeline:
     """The pipeline of a published snapshot; messages name it ``NAME@vN``."""
-    return pipeline_from_cells(read_code_cells(published.notebook), source=published.ref)
+    return published_pipeline(published)
 
 
 def check_name(name: str, what: str = "published pipeline") -> None:
-    if not DATASET_NAME.match(name):
-        raise DefinitionError([DefinitionIssue(
-            f"{what} name {name!r} is not valid: letters, digits, '_', '-', '.'", field="--name",
-        )])
+    """Raise DefinitionError when ``name`` is not a valid published pipeline (or schedule) name."""
+    issues = name_issues(name, what)
+    if issues:
+        raise DefinitionError(issues)
 
 
-def _pipeline_files(pipeline: Pipeline, folder: Path) -> tuple[list[Path], list[DefinitionIssue]]:
-    """Local modules and ``--hash-paths`` files the steps depend on, under ``folder``."""
-    found: set[Path] = set()
-    issues: list[DefinitionIssue] = []
-    for cell in pipeline.setup:
-        found.update(local_modules(cell.code, folder))
-    for step in pipeline.steps:
-        found.update(local_modules(step.code, folder))
-        for pattern in step.header.hash_paths:
-            matched = [p for p in folder.glob(pattern) if p.is_file()]
-            if not matched:
-                issues.append(DefinitionIssue(
-                    f"matches no file under {folder}", step=step.name, cell=step.cell,
-                    field=f"--hash-paths {pattern}",
-                ))
-            found.update(matched)
-    return sorted(found), issues
+def _local_modules(pipeline: Pipeline, folder: Path) -> set[Path]:
+    """The local modules the setup cells and steps import, under ``folder``."""
+    codes = [cell.code for cell in pipeline.setup] + [step.code for step in pipeline.steps]
+    return {path for code in codes for path in local_modules(code, folder)}
 
 
 def _content_hash(notebook: Path, pipeline: Pipeline, files: list[Path], folder: Path) -> str:
@@ -88,22 +80,14 @@ def _describe_steps(pipeline: Pipeline) -> list[dict[str, Any]]:
     ]
 
 
-def _resolve_environments(store: Store, pipeline: Pipeline) -> tuple[dict[str, str], list[DefinitionIssue]]:
-    known = set(store.environments.names())
+def _resolve_environments(store: Store, pipeline: Pipeline) -> dict[str, str]:
+    """Each step's environment as the NAME@vN it names now (checked to exist)."""
     resolved: dict[str, str] = {}
-    issues: list[DefinitionIssue] = []
     for step in pipeline.steps:
-        if not step.header.env:
-            continue
-        name, version = parse_env_ref(step.header.env)
-        if name not in known:
-            issues.append(DefinitionIssue(
-                f"environment {name!r} is not defined; create it with `mlpipe env create {name}`",
-                step=step.name, cell=step.cell, field=f"--env {step.header.env}",
-            ))
-            continue
-        resolved[step.name] = store.environments.get(name, version).ref
-    return resolved, issues
+        if step.header.env:
+            name, version = parse_env_ref(step.header.env)
+            resolved[step.name] = store.environments.get(name, version).ref
+    return resolved
 
 
 def publish(
@@ -118,17 +102,13 @@ def publish(
     The pipeline is validated first (every issue at once) and nothing is stored when it
     has any. Content identical to the latest version returns that version, uncreated.
     """
-    check_name(name)
     pipeline = load_pipeline(notebook)
     source = notebook.expanduser().resolve()
     folder = source.parent
+    hash_files = validate_publish(store, pipeline, folder, name)
     store.workspace.ensure_created()
-    issues = pipeline.definition_issues(store.datasets.versions())
-    environments, env_issues = _resolve_environments(store, pipeline)
-    files, file_issues = _pipeline_files(pipeline, folder)
-    issues += env_issues + file_issues
-    if issues:
-        raise DefinitionError(issues, pipeline.source)
+    environments = _resolve_environments(store, pipeline)
+    files = sorted(_local_modules(pipeline, folder) | set(hash_files))
     pipeline.topological_order()  # cycles were reported above; this cannot raise now
     content_hash = _content_hash(source, pipeline, files, folder)
     latest = store.published.latest(name)
@@ -202,11 +182,4 @@ def set_default(store: Store, name: str, version: int) -> PublishedPipeline:
 
 def runnable(store: Store, name: str, version: int | None = None) -> PublishedPipeline:
     """The version a trigger runs: found, and not disabled (else ConflictError)."""
-    target = get_published(store, name, version)
-    if target.disabled:
-        which = "its default version " if version is None else ""
-        raise ConflictError(
-            f"published pipeline {name!r} {which}v{target.version} is disabled "
-            f"(`mlpipe published enable {name} --version {target.version}`)"
-        )
-    return target
+    return runnable_version(store, name, version)

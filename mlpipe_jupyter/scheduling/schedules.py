@@ -26,25 +26,16 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from mlpipe_jupyter.errors import NotFoundError, ScheduleDefinitionError
-from mlpipe_jupyter.model.parameters import resolve_parameters
+from mlpipe_jupyter.errors import NotFoundError
 from mlpipe_jupyter.model.values import parameter_text
-from mlpipe_jupyter.scheduling.cron import CronExpression, load_timezone
 from mlpipe_jupyter.scheduling.policies import (
-    MISSED_POLICIES,
-    OVERLAP_POLICIES,
     SKIP,
     FireTimes,
     fire_times,
     format_duration,
     upcoming,
 )
-from mlpipe_jupyter.scheduling.publishing import (
-    check_name,
-    get_published,
-    load_published_pipeline,
-    runnable,
-)
+from mlpipe_jupyter.scheduling.publishing import get_published
 from mlpipe_jupyter.store import Store
 from mlpipe_jupyter.store.firings import (
     ACTIVE,
@@ -59,6 +50,7 @@ from mlpipe_jupyter.store.firings import (
     firing_from_row,
 )
 from mlpipe_jupyter.store.schedules import CRON, DATASET, EVERY, ScheduleRecord
+from mlpipe_jupyter.validation import validate_schedule
 
 
 def iso(timestamp: float) -> str:
@@ -125,45 +117,24 @@ def create_schedule(
 ) -> Schedule:
     """Validate every field, then store the schedule. Nothing is stored on any error.
 
-    Raises ScheduleDefinitionError (trigger, time zone, policies), PublishedPipelineNotFoundError,
-    ConflictError (disabled version, name taken), ParameterError.
+    Every problem is reported at once (``validation.validate_schedule``): ScheduleDefinitionError
+    (trigger, cron, time zone, policies, name — with any parameter problems), ParameterError
+    (only parameters are wrong); PublishedPipelineNotFoundError or ConflictError (disabled
+    version) when the schedule's own fields are fine; ConflictError when the name is taken.
     """
     created = time.time() if now is None else now
-    triggers = [t for t in (cron, every_seconds, on_dataset) if t is not None]
-    if len(triggers) != 1:
-        raise ScheduleDefinitionError("give exactly one of --cron, --every and --on-dataset")
-    load_timezone(timezone_name)
-    if cron is not None:
-        cron_expr = CronExpression.parse(cron)
-        cron_expr.next_after(datetime.fromtimestamp(created, tz=UTC),
-                             load_timezone(timezone_name))  # "never fires" is an error now
-    if every_seconds is not None and every_seconds < 1:
-        raise ScheduleDefinitionError("--every must be at least 1s")
-    if missed not in MISSED_POLICIES:
-        raise ScheduleDefinitionError(f"--missed {missed!r}: expected one of {', '.join(MISSED_POLICIES)}")
-    if overlap not in OVERLAP_POLICIES:
-        raise ScheduleDefinitionError(f"--overlap {overlap!r}: expected one of {', '.join(OVERLAP_POLICIES)}")
-    if max_retries < 0:
-        raise ScheduleDefinitionError(f"--retries {max_retries}: must be 0 or more")
-    if retry_backoff < 0:
-        raise ScheduleDefinitionError(f"--retry-backoff {retry_backoff}: must be 0 or more")
-    if timeout is not None and timeout <= 0:
-        raise ScheduleDefinitionError(f"--timeout {timeout}: must be more than 0")
-    published = runnable(store, pipeline, version)
     texts = {k: parameter_text(v) for k, v in (params or {}).items()}
-    resolve_parameters(load_published_pipeline(published), texts)
+    validate_schedule(
+        store, pipeline, version, texts, on_dataset, cron=cron, timezone_name=timezone_name,
+        every_seconds=every_seconds, missed=missed, overlap=overlap, max_retries=max_retries,
+        retry_backoff=retry_backoff, timeout=timeout, name=name, now=created,
+    )
     dataset_seen = None
     if on_dataset is not None:
-        if on_dataset not in published.datasets:
-            raise ScheduleDefinitionError(
-                f"--on-dataset {on_dataset}: {published.ref} reads no such dataset "
-                f"(it reads: {', '.join(published.datasets) or 'none'})"
-            )
         latest = store.datasets.latest(on_dataset, missing_ok=True)
         dataset_seen = latest.version if latest else 0
     kind = CRON if cron is not None else EVERY if every_seconds is not None else DATASET
     schedule_name = name or _free_name(store, f"{pipeline}-{kind}")
-    check_name(schedule_name, "schedule")
     return Schedule.of(store.schedules.create(
         name=schedule_name, pipeline=pipeline, version=version, kind=kind, cron=cron,
         timezone=timezone_name, every_seconds=every_seconds, dataset=on_dataset, params=texts,

@@ -19,17 +19,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlpipe_jupyter.errors import DefinitionError, DefinitionIssue, NotFoundError
-from mlpipe_jupyter.model.parameters import resolve_parameters
+from mlpipe_jupyter.errors import NotFoundError
 from mlpipe_jupyter.model.values import parameter_text
-from mlpipe_jupyter.scheduling.publishing import (
-    PublishedPipeline,
-    load_published_pipeline,
-    runnable,
-)
+from mlpipe_jupyter.scheduling.publishing import PublishedPipeline
 from mlpipe_jupyter.store import Store
 from mlpipe_jupyter.store.runs import RunRecord, new_run_id
 from mlpipe_jupyter.store.workspace import HOME_VARIABLE
+from mlpipe_jupyter.validation import validate_trigger
 
 LAUNCH_LOG = "launcher.log"
 
@@ -67,21 +63,12 @@ def prepare_run(
     """Check a trigger without starting anything.
 
     Raises PublishedPipelineNotFoundError (unknown name or version), ConflictError
-    (disabled), ParameterError (unknown parameter or bad value) or DefinitionError
-    (a dataset it reads is gone).
+    (disabled), then every other problem at once (``validation.validate_trigger``):
+    ParameterError when only parameters are wrong, else DefinitionError (a dataset it
+    reads is gone, a pinned version does not exist, a compute target is unknown, ...).
     """
-    published = runnable(store, name, version)
     texts = {k: parameter_text(v) for k, v in (parameters or {}).items()}
-    pipeline = load_published_pipeline(published)
-    resolve_parameters(pipeline, texts)
-    known = store.datasets.versions()
-    issues = pipeline.definition_issues(known)
-    for dataset, number in sorted((dataset_versions or {}).items()):
-        if number not in known.get(dataset, []):
-            issues.append(DefinitionIssue(f"dataset {dataset!r} has no version {number}",
-                                          field=f"dataset {dataset}@v{number}"))
-    if issues:
-        raise DefinitionError(issues, published.ref)
+    published, _ = validate_trigger(store, name, version, texts, dataset_versions)
     return PreparedRun(published, texts, new_run_id(), dict(dataset_versions or {}))
 
 

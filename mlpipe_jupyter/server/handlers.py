@@ -1,7 +1,7 @@
 """The REST API under ``{base_url}mlpipe/api/``: parse the request, call the service, answer.
 
 Every route requires Jupyter's authentication (token or login cookie; XSRF on POST from a
-browser session). Errors are mapped to statuses in one place (``errors.STATUS_BY_ERROR``):
+browser session). Errors are mapped to statuses in one place (``mlpipe_jupyter.errors.OUTCOMES``):
 ``send_error`` below swaps tornado's 500 for the table's status, so handlers never catch.
 Live updates are streamed as server-sent events over an authenticated GET: the server
 watches the store; the browser never polls.
@@ -63,6 +63,10 @@ class MlpipeHandler(APIHandler):
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, MlpipeError) and http_status(value) < 500:
             self.log.info("mlpipe %s %s: %s", self.request.method, self.request.path, value)
+            return
+        if isinstance(value, MlpipeError) and http_status(value) != 500:
+            # 503: the compute target cannot run steps now; the message says why, no bug
+            self.log.warning("mlpipe %s %s: %s", self.request.method, self.request.path, value)
             return
         super().log_exception(typ, value, tb)
 

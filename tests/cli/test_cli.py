@@ -188,3 +188,11 @@ def test_environments_are_versioned(workspace_dir: Path) -> None:
     assert "pip install" in shown and "scikit-learn==1.7" in shown and "apt-get install" in shown
     bad = run_cli("env", "create", "Bad Name")
     assert bad.returncode == 2 and "environment name 'Bad Name' is not valid" in bad.stderr
+
+
+def test_no_docker_engine_exits_1_with_its_message(workspace_dir: Path) -> None:
+    notebook = write_notebook(workspace_dir / "d.ipynb", ["%%mlstep a --output o\npass"])
+    done = run_cli("run", str(notebook), "--compute", "docker", cwd=workspace_dir,
+                   env={"DOCKER_HOST": f"unix://{workspace_dir}/no-such-docker.sock"})
+    assert done.returncode == 1, done.stderr
+    assert "no Docker engine answers" in done.stderr and "Traceback" not in done.stderr

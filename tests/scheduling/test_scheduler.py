@@ -284,3 +284,22 @@ def test_bad_schedules_are_refused_and_store_nothing(
     with pytest.raises(ConflictError, match="disabled"):
         create_schedule(store, "pipe", every_seconds=60)
     assert list_schedules(store) == []
+
+
+def test_a_schedule_reports_every_problem_at_once(
+    store: Store, published: PublishedPipeline
+) -> None:
+    with pytest.raises(ScheduleDefinitionError) as caught:
+        create_schedule(store, "pipe", name="bad name", cron="61 * * * *",
+                        timezone_name="Europe/Pariss", params={"m": 1, "n": "many"},
+                        missed="sometimes", max_retries=-1)
+    text = str(caught.value)
+    assert "7 schedule errors; nothing was stored" in text, text
+    for part in ("minute 61 is out of range 0-59", "--timezone 'Europe/Pariss': unknown time zone",
+                 "unknown parameter(s) m", "parameter 'n' expects int", "--missed 'sometimes'",
+                 "--retries -1", "schedule name 'bad name' is not valid"):
+        assert part in text, part
+    # the schedule's own problems come before an unknown pipeline, which cannot be checked
+    with pytest.raises(ScheduleDefinitionError, match="2 schedule errors") as caught:
+        create_schedule(store, "nope", cron="61 * * * *", missed="sometimes")
+    assert list_schedules(store) == []

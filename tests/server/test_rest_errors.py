@@ -155,3 +155,18 @@ async def test_openapi_document_is_served(api: Any) -> None:
 
     status, body = await api("GET", "openapi.json")
     assert status == 200 and body == openapi_document()
+
+
+async def test_an_unreachable_compute_target_is_a_503_with_its_message(
+    api: Any, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlpipe_jupyter.store import Store
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{project}/no-such-docker.sock")
+    status, body = await api("POST", "runs", body={"notebook": "pipe.ipynb", "compute": "docker"})
+    assert status == 503, body
+    assert body["error"] == "TargetUnavailableError"
+    assert "no Docker engine answers" in body["message"]
+    store = Store.open(project)
+    assert store.runs.list_runs(None, None, None, 10, 0) == []  # no run was recorded
+    store.close()

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlpipe_jupyter.errors import ExecutorError
+from mlpipe_jupyter.errors import ExecutorError, TargetUnavailableError
 from mlpipe_jupyter.model.step import Resources
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
@@ -109,7 +109,7 @@ def connect(address: str, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> Any:
     try:
         return Client(address, timeout=timeout, set_as_default=False)
     except (OSError, TimeoutError) as exc:
-        raise ExecutorError(unreachable_message(address, exc)) from None
+        raise TargetUnavailableError(unreachable_message(address, exc)) from None
 
 
 def worker_resources(client: Any) -> dict[str, dict[str, float]]:

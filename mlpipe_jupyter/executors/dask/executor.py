@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlpipe_jupyter.errors import ExecutorError
+from mlpipe_jupyter.errors import ExecutorError, TargetUnavailableError
 from mlpipe_jupyter.executors.base import Executor, OutcomeCallback, StepOutcome, StepTask
 from mlpipe_jupyter.executors.dask.cluster import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -154,13 +154,13 @@ class DaskExecutor(Executor):
                     f"does not exist (or these credentials cannot see it); create it "
                     f"first") from None
             except Exception as exc:
-                raise ExecutorError(f"datastore {self._objstore_url} is unreachable: "
+                raise TargetUnavailableError(f"datastore {self._objstore_url} is unreachable: "
                                     f"{type(exc).__name__}: {exc}") from None
         client = self.client
         deadline = time.monotonic() + self.connect_timeout
         while not client.nthreads():
             if time.monotonic() > deadline:
-                raise ExecutorError(
+                raise TargetUnavailableError(
                     f"the dask cluster {self.address} has no workers; start some with "
                     f"`dask worker {self.address}`"
                 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from mlpipe_jupyter.errors import ExecutorError
+from mlpipe_jupyter.errors import ExecutorError, TargetUnavailableError
 
 START_HINT = (
     "start one with `bash scripts/install-docker` (as root: installs docker.io and runs "
@@ -24,7 +24,8 @@ def docker_client() -> Any:
         client = docker.from_env(timeout=120)
         client.ping()
     except DockerException as exc:
-        raise ExecutorError(f"no Docker engine answers ({_first_line(exc)}); {START_HINT}") from None
+        raise TargetUnavailableError(
+            f"no Docker engine answers ({_first_line(exc)}); {START_HINT}") from None
     return client
 
 
