@@ -29,13 +29,13 @@ from mlpipe_jupyter.errors import (
     error_for_issues,
 )
 from mlpipe_jupyter.executors.registry import DEFAULT_COMPUTE, check_compute_name
+from mlpipe_jupyter.model.cron import CronExpression, load_timezone
 from mlpipe_jupyter.model.grammar import DATASET_NAME
 from mlpipe_jupyter.model.parameters import parameter_issues
 from mlpipe_jupyter.model.pipeline import Pipeline
+from mlpipe_jupyter.model.schedule_policies import MISSED_POLICIES, OVERLAP_POLICIES
 from mlpipe_jupyter.model.step import Step
 from mlpipe_jupyter.notebook import pipeline_from_cells, read_code_cells
-from mlpipe_jupyter.scheduling.cron import CronExpression, load_timezone
-from mlpipe_jupyter.scheduling.policies import MISSED_POLICIES, OVERLAP_POLICIES
 from mlpipe_jupyter.store import PublishedPipeline, Store
 from mlpipe_jupyter.store.compute import ComputeTargets
 from mlpipe_jupyter.store.environments import parse_env_ref

@@ -38,7 +38,7 @@ def _version(text: str | None) -> int | None:
 
 
 def _duration(text: str | None, option: str) -> float | None:
-    from mlpipe_jupyter.scheduling.policies import parse_schedule_duration
+    from mlpipe_jupyter.model.schedule_policies import parse_schedule_duration
 
     return None if text is None else parse_schedule_duration(text, option)
 
@@ -198,7 +198,7 @@ def _print_next(schedule: Any) -> None:
 
 
 def _show(store: Any, schedule: Any, limit: int) -> None:
-    from mlpipe_jupyter.scheduling.policies import format_duration
+    from mlpipe_jupyter.model.schedule_policies import format_duration
     from mlpipe_jupyter.scheduling.schedules import firings
 
     print(f"schedule {schedule.name}  {'PAUSED' if schedule.paused else 'active'}")

@@ -112,7 +112,7 @@ def parse_duration(text: str) -> float:
     decimals; spaces may separate a number from its unit and one part from the next:
     ``30s``, ``5m``, ``1.5h``, ``1h30m``, ``1h 30m``, ``2d``. The one duration grammar of
     the project: ``--timeout`` here, and the schedule options ``--every``,
-    ``--retry-backoff`` and ``--timeout`` (scheduling.policies).
+    ``--retry-backoff`` and ``--timeout`` (model.schedule_policies).
     """
     cleaned = text.strip()
     if re.fullmatch(_NUMBER, cleaned):

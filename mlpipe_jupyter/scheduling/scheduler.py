@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from mlpipe_jupyter.errors import MlpipeError, NotFoundError
+from mlpipe_jupyter.model.schedule_policies import RUN_ONCE, SKIP, plan_due, retry_delay
 from mlpipe_jupyter.model.status import RunStatus
-from mlpipe_jupyter.scheduling.policies import RUN_ONCE, SKIP, plan_due, retry_delay
 from mlpipe_jupyter.scheduling.schedules import (
     CANCELED,
     DATASET,

@@ -27,14 +27,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mlpipe_jupyter.errors import NotFoundError
-from mlpipe_jupyter.model.values import parameter_text
-from mlpipe_jupyter.scheduling.policies import (
+from mlpipe_jupyter.model.schedule_policies import (
     SKIP,
     FireTimes,
     fire_times,
     format_duration,
     upcoming,
 )
+from mlpipe_jupyter.model.values import parameter_text
 from mlpipe_jupyter.scheduling.publishing import get_published
 from mlpipe_jupyter.store import Store
 from mlpipe_jupyter.store.firings import (

@@ -3,7 +3,7 @@
 A schedule fires by cron (in a time zone), every fixed interval, or when a dataset gets a
 new version. ``cursor`` says up to when every fire time has been decided, ``dataset_seen``
 which dataset version a dataset schedule last acted on. Deciding the next fire times is
-the scheduler's (``scheduling.policies``); recording the decision is ``fire_due`` here:
+the scheduler's (``model.schedule_policies``); recording the decision is ``fire_due`` here:
 one IMMEDIATE transaction that re-reads the schedule, moves its cursor and inserts the
 firing, so two schedulers never decide the same fire time twice.
 """

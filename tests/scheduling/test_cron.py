@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from mlpipe_jupyter.errors import ScheduleDefinitionError
-from mlpipe_jupyter.scheduling.cron import CronExpression, load_timezone
+from mlpipe_jupyter.model.cron import CronExpression, load_timezone
 
 UTC = ZoneInfo("UTC")
 PARIS = ZoneInfo("Europe/Paris")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mlpipe_jupyter.errors import ScheduleDefinitionError
-from mlpipe_jupyter.scheduling.policies import (
+from mlpipe_jupyter.model.schedule_policies import (
     EveryTimes,
     format_duration,
     parse_schedule_duration,

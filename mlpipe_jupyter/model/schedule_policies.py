@@ -13,8 +13,8 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from mlpipe_jupyter.errors import ScheduleDefinitionError
+from mlpipe_jupyter.model.cron import CronExpression
 from mlpipe_jupyter.model.grammar import parse_duration
-from mlpipe_jupyter.scheduling.cron import CronExpression
 
 SKIP = "skip"
 RUN_ONCE = "run_once"
@@ -108,7 +108,7 @@ def fire_times(
     cron: str | None, timezone_name: str, every_seconds: float | None, anchor: float
 ) -> FireTimes:
     """The time trigger of a schedule's fields (validated: errors name the option)."""
-    from mlpipe_jupyter.scheduling.cron import load_timezone
+    from mlpipe_jupyter.model.cron import load_timezone
 
     if cron is not None:
         return CronTimes(CronExpression.parse(cron), load_timezone(timezone_name))
