@@ -31,12 +31,13 @@ import logging
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from mlpipe_jupyter.errors import ExecutorError
-from mlpipe_jupyter.executors.base import Executor, OutcomeCallback, StepOutcome, StepTask
+from mlpipe_jupyter.executors.base import Executor, StepOutcome, StepTask, Submission
 from mlpipe_jupyter.executors.dask.cluster import (
     DEFAULT_CONNECT_TIMEOUT,
     connect,
@@ -69,13 +70,15 @@ DEFAULT_KERNEL = "python3"  # the kernel started ahead on the workers (steps' us
 
 @dataclass
 class _Pending:
-    task: StepTask
-    on_done: OutcomeCallback
+    submission: Submission
     future: Any
     wanted: dict[str, float]
     candidates: list[str] | None = None  # the workers it may run on; None: any
     unplaceable_since: float | None = None
-    reported: bool = False
+
+    @property
+    def task(self) -> StepTask:
+        return self.submission.task
 
 
 @dataclass
@@ -98,6 +101,7 @@ class DaskExecutor(Executor):
                  datastore: str | None = None,
                  connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
                  no_worker_timeout: float | None = None, **_options: Any) -> None:
+        super().__init__()
         self.target = target
         self.workspace = workspace
         self.address = address or scheduler_address(target)
@@ -110,7 +114,6 @@ class DaskExecutor(Executor):
         self._objstore_url: str | None = None  # set by check() for an object-store datastore
         self._lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}  # by Dask key
-        self._canceled: set[tuple[str, str | None]] = set()
         self._events_set: set[str] = set()  # cancel events this executor set
         self._last_cancel: float | None = None  # monotonic time of the last cancel
         self._env_fingerprint: str | None = None
@@ -222,11 +225,9 @@ class DaskExecutor(Executor):
         if not any(problem is None and w in current for w, problem in engines.items()):
             engines = self._docker_workers(refresh=True)  # workers came and went since
         candidates = sorted(w for w, problem in engines.items() if problem is None and w in current)
-        resources = task.resources
+        # network and limits travel with the task
         box = {"environment": {"name": environment.name, "version": environment.version,
-                               **environment.spec.to_dict()},
-               "network": task.network, "cpus": resources.cpus,
-               "memory_bytes": resources.memory_bytes, "gpus": resources.gpus}
+                               **environment.spec.to_dict()}}
         return box, candidates
 
     def prepare(self, cwd: Path, expected_tasks: int, max_parallel: int) -> None:
@@ -244,10 +245,8 @@ class DaskExecutor(Executor):
             log.debug("asking the workers to start kernels failed", exc_info=True)
 
     # -- running ----------------------------------------------------------------------------
-    def submit(self, task: StepTask, on_done: OutcomeCallback) -> None:
-        if self._is_canceled(task):
-            on_done(StepOutcome(task, ok=False, canceled=True, error="canceled"))
-            return
+    def launch(self, submission: Submission) -> None:
+        task = submission.task
         wanted = dask_resources(task.resources)
         container: dict[str, Any] | None = None
         candidates: list[str] | None = None  # None: any worker
@@ -261,19 +260,13 @@ class DaskExecutor(Executor):
         except Exception as exc:  # the scheduler went away since check()
             problem = f"the dask scheduler {self.address} stopped answering: {exc}"
         if problem:
-            on_done(StepOutcome(task, ok=False, error=problem, started_at=time.time(),
-                                ended_at=time.time()))
+            submission.report(StepOutcome(task, ok=False, error=problem, started_at=time.time(),
+                                          ended_at=time.time()))
             return
-        spec = {
-            "run_id": task.run_id, "step": task.step, "attempt": task.attempt,
-            "step_notebook": str(task.step_notebook), "output_notebook": str(task.output_notebook),
-            "log_path": str(task.log_path), "cwd": str(task.cwd),
-            "kernel_name": task.kernel_name,
-            "timeout_seconds": task.timeout_seconds,
-            "staging": str(task.staging) if task.staging else None,
+        spec: dict[str, Any] = {
+            "task": task.to_dict(),
             "outputs": sorted(p.name for p in task.staging.iterdir() if p.is_dir())
             if task.staging and task.staging.is_dir() else [],
-            "input_paths": [str(p) for p in task.input_paths.values()],
         }
         if container is not None:
             spec["container"] = container
@@ -282,12 +275,12 @@ class DaskExecutor(Executor):
             try:
                 spec["objstore"] = self._publish_inputs(task)
             except Exception as exc:
-                on_done(StepOutcome(task, ok=False, ended_at=time.time(), error=(
+                submission.report(StepOutcome(task, ok=False, ended_at=time.time(), error=(
                     f"could not upload the step's inputs to the datastore "
                     f"{self._objstore_url}: {type(exc).__name__}: {exc}")))
                 return
             function = run_step_objstore
-            if self._reuse_remote(task, on_done):
+            if self._reuse_remote(submission):
                 return
             self.live_logs.follow(self.client, task)
         key = f"mlpipe-{task.run_id}-{task.step}-{task.attempt}-{time.time_ns()}"
@@ -295,16 +288,15 @@ class DaskExecutor(Executor):
                                     resources=wanted or None, retries=0,
                                     workers=candidates, allow_other_workers=False)
         with self._lock:
-            self._pending[key] = _Pending(task, on_done, future, wanted, candidates)
+            self._pending[key] = _Pending(submission, future, wanted, candidates)
         future.add_done_callback(self._on_future_done)
         self._start_watchdog()
 
-    def cancel(self, run_id: str, step: str | None = None) -> None:
+    def cancel_launched(self, run_id: str, step: str | None,
+                        victims: list[Submission]) -> None:
         with self._lock:
-            self._canceled.add((run_id, step))
-            victims = [p for p in self._pending.values() if p.task.run_id == run_id
-                       and (step is None or p.task.step == step)]
-        if not victims or self._client is None:
+            pending = [p for p in self._pending.values() if p.submission in victims]
+        if not pending or self._client is None:
             return
         from distributed import Event
 
@@ -321,7 +313,7 @@ class DaskExecutor(Executor):
         except Exception:
             log.debug("setting the cancel event failed", exc_info=True)
         try:
-            self._client.cancel([p.future for p in victims], force=True)
+            self._client.cancel([p.future for p in pending], force=True)
         except Exception:
             log.debug("cancelling futures failed", exc_info=True)
 
@@ -406,12 +398,13 @@ class DaskExecutor(Executor):
         objstore.download_folder(fs, prefix, into)
         return True
 
-    def _reuse_remote(self, task: StepTask, on_done: OutcomeCallback) -> bool:
+    def _reuse_remote(self, submission: Submission) -> bool:
         """When the datastore already holds the committed result (another machine ran the
         same step with the same inputs, code and software), download it instead of running
         the step again: result ids are content-addressed, so it is the same result."""
         from mlpipe_jupyter.executors.dask import objstore
 
+        task = submission.task
         assert self._objstore_url is not None
         try:
             fs, root = objstore.filesystem(self._objstore_url)
@@ -423,12 +416,12 @@ class DaskExecutor(Executor):
         started = time.time()
         message = (f"--- mlpipe: step {task.step}: result {task.result_id} is already committed "
                    f"in the datastore {self._objstore_url}; downloaded instead of run ---\n")
-        problem = self._materialise(task, {"ok": True, "log_text": message})
-        on_done(StepOutcome(task, ok=problem is None, error=problem, started_at=started,
-                            ended_at=time.time()))
+        problem = self._materialise(task, {"log_text": message}, ok=True)
+        submission.report(StepOutcome(task, ok=problem is None, error=problem,
+                                      started_at=started, ended_at=time.time()))
         return True
 
-    def _materialise(self, task: StepTask, result: dict[str, Any]) -> str | None:
+    def _materialise(self, task: StepTask, result: dict[str, Any], ok: bool) -> str | None:
         """Write what the worker sent back next to the run, and download the committed
         result into the task's staging folder (the runner commits it as usual)."""
         from mlpipe_jupyter.executors.dask import objstore
@@ -437,7 +430,7 @@ class DaskExecutor(Executor):
             task.output_notebook.parent.mkdir(parents=True, exist_ok=True)
             task.output_notebook.write_text(result["output_notebook_text"], encoding="utf-8")
         self.live_logs.write_rest(task, result)
-        if not result.get("ok") or task.staging is None:
+        if not ok or task.staging is None:
             return None
         assert self._objstore_url is not None
         try:
@@ -453,23 +446,20 @@ class DaskExecutor(Executor):
         return None
 
     # -- outcomes -----------------------------------------------------------------------------
-    def _is_canceled(self, task: StepTask) -> bool:
-        return (task.run_id, task.step) in self._canceled or (task.run_id, None) in self._canceled
-
-    def _report(self, key: str, make: Any) -> None:
-        """Call the task's callback once, whoever (callback or watchdog) gets there first."""
+    def _report(self, key: str, make: Callable[[_Pending], StepOutcome]) -> None:
+        """Report the task's outcome once, whoever (callback or watchdog) gets there first."""
         with self._lock:
             pending = self._pending.pop(key, None)
         if pending is None:
             return
-        try:
-            outcome = make(pending)
-        except Exception as exc:  # never let a task end without an outcome
-            log.exception("step %s: building its outcome failed", pending.task.step)
-            outcome = StepOutcome(pending.task, ok=False, error=f"internal error: {exc!r}",
-                                  ended_at=time.time())
-        self.live_logs.end(pending.task)  # a lost or canceled step: keep what was streamed
-        pending.on_done(outcome)
+
+        def outcome() -> StepOutcome:
+            try:
+                return make(pending)
+            finally:  # a lost or canceled step: keep what was streamed
+                self.live_logs.end(pending.task)
+
+        pending.submission.conclude(outcome)
 
     def _on_future_done(self, future: Any) -> None:
         self._report(future.key, lambda p: self._outcome(p, future))
@@ -479,20 +469,15 @@ class DaskExecutor(Executor):
         status = future.status
         if status == "finished":
             result = future.result()
+            outcome = StepOutcome.from_dict(task, result["outcome"])
             if self._objstore_url is not None:
-                problem = self._materialise(task, result)
+                problem = self._materialise(task, result, outcome.ok)
                 if problem:
-                    result = {**result, "ok": False, "error": problem}
+                    outcome = replace(outcome, ok=False, error=problem)
             self.placements.setdefault((task.run_id, task.step), []).append(Placement(
                 result.get("worker", ""), result.get("worker_name", ""), result.get("host", ""),
                 int(result.get("pid", 0))))
-            return StepOutcome(
-                task, ok=bool(result["ok"]), error=result.get("error"),
-                exception_name=result.get("ename"), exception_value=result.get("evalue"),
-                cell_index=result.get("cell_index"), canceled=bool(result.get("canceled")),
-                timed_out=bool(result.get("timed_out")), started_at=result.get("started_at"),
-                ended_at=result.get("ended_at"),
-            )
+            return outcome
         if status == "cancelled" or self._is_canceled(task):
             if self._is_canceled(task):
                 return StepOutcome(task, ok=False, canceled=True, error="canceled",
@@ -500,8 +485,7 @@ class DaskExecutor(Executor):
             return StepOutcome(task, ok=False, ended_at=time.time(),
                                error=self._dropped_reason(future))
         exc = future.exception()
-        return StepOutcome(task, ok=False, error=self._describe_error(exc),
-                           exception_name=type(exc).__name__, ended_at=time.time())
+        return StepOutcome(task, ok=False, error=self._describe_error(exc), ended_at=time.time())
 
     def _dropped_reason(self, future: Any) -> str:
         """Why the cluster cancelled a step we did not cancel (its workers gone, or us cut off)."""
