@@ -8,16 +8,34 @@ datasets: the runner does, from the outcome. It fails a task, never the process:
 problem with a task (the notebook raised, the kernel died, a timeout, a cancel) becomes an
 outcome with ``ok=False`` and a message a user can act on. Problems with the target itself
 (unreachable, misconfigured) raise ``ExecutorError`` from ``check`` before anything runs.
+
+``Executor.submit`` is a template method (as papermill's ``Engine.execute_notebook`` and
+jupyter-scheduler's ``ExecutionManager.process``): it refuses a canceled task, keeps the
+task's ``Submission`` (its stop signal, its start time, its once-only report) and calls
+``launch``, the one method a target implements: where and how the task starts. Whatever
+goes wrong inside still ends in an outcome (``Submission.fail``). ``cancel`` sets the stop
+signal of the run's submissions; ``cancel_launched`` lets a target reach what it queued.
+
+Tasks and outcomes cross process boundaries (a container, a Dask worker) in one form only:
+``StepTask.to_dict`` / ``from_dict`` and ``StepOutcome.to_dict`` / ``from_dict``, plain
+JSON values.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
+from mlpipe_jupyter.executors.stop_signal import CANCELED, StopSignal
 from mlpipe_jupyter.model.step import Resources
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -40,6 +58,37 @@ class StepTask:
     resources: Resources = field(default_factory=Resources)
     result_id: str | None = None  # where the outputs are committed (remote datastores use it)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The task as plain JSON values (paths as strings)."""
+        return {
+            "run_id": self.run_id, "step": self.step, "attempt": self.attempt,
+            "step_notebook": str(self.step_notebook),
+            "output_notebook": str(self.output_notebook),
+            "log_path": str(self.log_path), "cwd": str(self.cwd),
+            "input_paths": {name: str(path) for name, path in self.input_paths.items()},
+            "staging": str(self.staging) if self.staging is not None else None,
+            "env": self.env, "network": self.network, "kernel_name": self.kernel_name,
+            "timeout_seconds": self.timeout_seconds, "resources": asdict(self.resources),
+            "result_id": self.result_id,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StepTask:
+        """The task ``to_dict`` described."""
+        return cls(
+            run_id=data["run_id"], step=data["step"], attempt=int(data["attempt"]),
+            step_notebook=Path(data["step_notebook"]),
+            output_notebook=Path(data["output_notebook"]),
+            log_path=Path(data["log_path"]), cwd=Path(data["cwd"]),
+            input_paths={name: Path(path) for name, path in data.get("input_paths", {}).items()},
+            staging=Path(data["staging"]) if data.get("staging") else None,
+            env=data.get("env"), network=bool(data.get("network")),
+            kernel_name=data.get("kernel_name") or "python3",
+            timeout_seconds=data.get("timeout_seconds"),
+            resources=Resources(**data.get("resources", {})),
+            result_id=data.get("result_id"),
+        )
+
 
 @dataclass(frozen=True)
 class StepOutcome:
@@ -48,23 +97,95 @@ class StepOutcome:
     task: StepTask
     ok: bool
     error: str | None = None
-    exception_name: str | None = None
-    exception_value: str | None = None
-    cell_index: int | None = None  # index in the executed step notebook
     canceled: bool = False
     timed_out: bool = False
     started_at: float | None = None
     ended_at: float | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """The outcome as plain JSON values, without its task: whoever receives it sent the
+        task, and keeps it (with its own paths, which a worker may have rewritten)."""
+        return {"ok": self.ok, "error": self.error, "canceled": self.canceled,
+                "timed_out": self.timed_out, "started_at": self.started_at,
+                "ended_at": self.ended_at}
+
+    @classmethod
+    def from_dict(cls, task: StepTask, data: Mapping[str, Any]) -> StepOutcome:
+        """The outcome of ``task`` that ``to_dict`` described."""
+        return cls(task, ok=bool(data["ok"]), error=data.get("error"),
+                   canceled=bool(data.get("canceled")), timed_out=bool(data.get("timed_out")),
+                   started_at=data.get("started_at"), ended_at=data.get("ended_at"))
+
+
+def canceled_outcome(task: StepTask) -> StepOutcome:
+    """The outcome of a task canceled before it could start."""
+    return StepOutcome(task, ok=False, canceled=True, error="canceled")
+
 
 OutcomeCallback = Callable[[StepOutcome], None]
 
 
+class Submission:
+    """A task while an executor holds it: its stop signal, when it started, and its report,
+    which reaches the runner exactly once, whichever thread gets there first."""
+
+    def __init__(self, executor: Executor, task: StepTask, on_done: OutcomeCallback) -> None:
+        self.executor = executor
+        self.task = task
+        self.stop = StopSignal()
+        self.started_at: float | None = None
+        self._on_done = on_done
+        self._lock = threading.Lock()
+        self._reported = False
+
+    def execute(self, run: Callable[[], StepOutcome]) -> None:
+        """Run the task now, in this thread (``run`` returns its outcome), and report it; a
+        task canceled while it waited ends at once."""
+        if self.stop.is_set():
+            self.report(canceled_outcome(self.task))
+            return
+        self.started_at = time.time()
+        self.conclude(run)
+
+    def conclude(self, make: Callable[[], StepOutcome]) -> None:
+        """Report the outcome ``make`` returns, or the error it raised as the outcome."""
+        try:
+            outcome = make()
+        except BaseException as exc:  # never let a task end without an outcome
+            self.fail(exc)
+            return
+        self.report(outcome)
+
+    def fail(self, exc: BaseException) -> None:
+        """Report an error inside the executor as the task's outcome."""
+        log.error("step %s failed inside the %s executor", self.task.step, self.executor.name,
+                  exc_info=exc)
+        self.report(StepOutcome(self.task, ok=False, error=self.executor.internal_error(exc)))
+
+    def report(self, outcome: StepOutcome) -> None:
+        """Hand the outcome to the runner (once; later calls are ignored), with its times."""
+        with self._lock:
+            if self._reported:
+                return
+            self._reported = True
+        if outcome.started_at is None and self.started_at is not None:
+            outcome = replace(outcome, started_at=self.started_at)
+        if outcome.ended_at is None:
+            outcome = replace(outcome, ended_at=time.time())
+        self.executor._forget(self)
+        self._on_done(outcome)
+
+
 class Executor(ABC):
-    """A compute target. Subclasses implement ``submit`` (and usually ``prepare``)."""
+    """A compute target. Subclasses implement ``launch`` (and usually ``prepare``)."""
 
     #: the name steps use in ``--compute``
     name: str = ""
+
+    def __init__(self) -> None:
+        self._submissions_lock = threading.Lock()
+        self._submissions: set[Submission] = set()
+        self._canceled: set[tuple[str, str | None]] = set()
 
     def check(self) -> None:  # noqa: B027 - optional hook
         """Raise ExecutorError when the target cannot run steps (called before a run)."""
@@ -82,13 +203,52 @@ class Executor(ABC):
         Lets results computed on another machine be reused (object-store datastores)."""
         return False
 
-    @abstractmethod
+    # -- the template ---------------------------------------------------------------------
     def submit(self, task: StepTask, on_done: OutcomeCallback) -> None:
         """Start ``task`` (soon, not necessarily now) and call ``on_done`` once when it ends."""
+        submission = Submission(self, task, on_done)
+        with self._submissions_lock:
+            canceled = self._is_canceled(task)
+            if not canceled:
+                self._submissions.add(submission)
+        if canceled:
+            submission.report(canceled_outcome(task))
+            return
+        try:
+            self.launch(submission)
+        except BaseException as exc:  # never let a task end without an outcome
+            submission.fail(exc)
 
     @abstractmethod
+    def launch(self, submission: Submission) -> None:
+        """Start the submission's task where this target runs steps, and see that
+        ``submission.execute``, ``conclude`` or ``report`` is called when it ends. Set
+        ``submission.stop`` must stop it (``stop.watch`` the kernel or container)."""
+
     def cancel(self, run_id: str, step: str | None = None) -> None:
         """Stop a task (or all of a run's) quickly; each still reports a canceled outcome."""
+        with self._submissions_lock:
+            self._canceled.add((run_id, step))
+            victims = [s for s in self._submissions if s.task.run_id == run_id
+                       and (step is None or s.task.step == step)]
+        for submission in victims:
+            submission.stop.set(CANCELED)
+        self.cancel_launched(run_id, step, victims)
+
+    def cancel_launched(self, run_id: str, step: str | None,  # noqa: B027 - optional hook
+                        victims: list[Submission]) -> None:
+        """Reach canceled tasks the stop signal cannot (queued ones, remote ones)."""
+
+    def internal_error(self, exc: BaseException) -> str:
+        """The outcome's message for an error inside the executor."""
+        return f"internal error: {exc!r}"
 
     def close(self) -> None:  # noqa: B027
         """Release everything (kernels, containers). Called once, also after errors."""
+
+    def _is_canceled(self, task: StepTask) -> bool:
+        return (task.run_id, task.step) in self._canceled or (task.run_id, None) in self._canceled
+
+    def _forget(self, submission: Submission) -> None:
+        with self._submissions_lock:
+            self._submissions.discard(submission)

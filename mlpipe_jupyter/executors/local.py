@@ -1,47 +1,26 @@
 """The ``local`` compute target: step notebooks run by papermill on this machine.
 
 Each step gets a fresh kernel of the current Python, started ahead of need by a
-``KernelPool``; papermill drives that kernel (``km``/``kc`` handed to its nbclient engine),
-so the executed notebook is exactly what the ``papermill`` command would have written.
+``KernelPool``; the step runner (``step_runner.run_step_notebook``) executes the step
+notebook on it, in the kernel's thread.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
-from mlpipe_jupyter.executors.base import Executor, OutcomeCallback, StepOutcome, StepTask
+from mlpipe_jupyter.executors.base import Executor, Submission, canceled_outcome
 from mlpipe_jupyter.executors.kernels import KernelPool, WarmKernel
+from mlpipe_jupyter.executors.step_runner import load_papermill, run_step_notebook
 from mlpipe_jupyter.model.fingerprint import hash_text
-
-log = logging.getLogger(__name__)
 
 # Extra kernels kept starting beyond the parallel slots, so the next ready step in a chain
 # finds its kernel already up.
 LOOKAHEAD_KERNELS = 2
-
-
-def _import_papermill() -> Any:
-    # jsonschema imports rfc3987_syntax when it is installed (jupyter-events brings it),
-    # which builds a grammar at import time: ~2 s, for a format check notebooks never use.
-    # Refusing that import makes jsonschema skip the IRI format checker and nothing else.
-    if "rfc3987_syntax" not in sys.modules and "jsonschema" not in sys.modules:
-        sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]
-        try:
-            import papermill
-        finally:
-            del sys.modules["rfc3987_syntax"]
-    import papermill
-
-    import mlpipe_jupyter.executors.papermill_engine  # noqa: F401  (registers the engine)
-
-    logging.getLogger("papermill").setLevel(logging.WARNING)
-    return papermill
 
 
 def local_environment_fingerprint() -> str:
@@ -65,16 +44,13 @@ class LocalExecutor(Executor):
     name = "local"
 
     def __init__(self, target: str = "local", kernel_name: str = "python3", **_options: Any) -> None:
+        super().__init__()
         self.target = target
         self.kernel_name = kernel_name
         self._pools: dict[Path, KernelPool] = {}
         self._max_warm = (os.cpu_count() or 1) + LOOKAHEAD_KERNELS
         self._lock = threading.Lock()
-        self._papermill_lock = threading.Lock()
-        self._running: dict[tuple[str, str], WarmKernel] = {}
-        self._canceled: set[tuple[str, str | None]] = set()
-        self._timed_out: set[tuple[str, str]] = set()
-        self._papermill: Any = None
+        self._papermill_loading = False
 
     def environment_fingerprint(self, env: str | None) -> str:
         # --env names a container environment; local steps run in this Python either way.
@@ -84,15 +60,10 @@ class LocalExecutor(Executor):
         self._max_warm = max_parallel + LOOKAHEAD_KERNELS
         if expected_tasks > 0:
             self._pool(cwd).reserve(expected_tasks)
-        if self._papermill is None:
+        if not self._papermill_loading:
             # import while the kernels start, not when the first step is ready
-            threading.Thread(target=self._load_papermill, daemon=True).start()
-
-    def _load_papermill(self) -> Any:
-        with self._papermill_lock:
-            if self._papermill is None:
-                self._papermill = _import_papermill()
-            return self._papermill
+            self._papermill_loading = True
+            threading.Thread(target=load_papermill, daemon=True).start()
 
     def _pool(self, cwd: Path) -> KernelPool:
         with self._lock:
@@ -102,25 +73,20 @@ class LocalExecutor(Executor):
                 self._pools[cwd] = pool
             return pool
 
-    def submit(self, task: StepTask, on_done: OutcomeCallback) -> None:
-        self._pool(task.cwd).submit((task, on_done))
+    def launch(self, submission: Submission) -> None:
+        self._pool(submission.task.cwd).submit(submission)
 
-    def cancel(self, run_id: str, step: str | None = None) -> None:
+    def cancel_launched(self, run_id: str, step: str | None,
+                        victims: list[Submission]) -> None:
+        # a running step's kernel was killed by its stop signal; queued ones end now
         with self._lock:
-            self._canceled.add((run_id, step))
-            victims = [
-                kernel for (r, s), kernel in self._running.items()
-                if r == run_id and (step is None or s == step)
-            ]
             pools = list(self._pools.values())
-        for kernel in victims:
-            kernel.kill()
         for pool in pools:
-            for task, on_done in pool.take_queued():
-                if self._is_canceled(task):
-                    on_done(StepOutcome(task, ok=False, canceled=True, error="canceled"))
+            for submission in pool.take_queued():
+                if submission.stop.is_set():
+                    submission.report(canceled_outcome(submission.task))
                 else:
-                    pool.submit((task, on_done))
+                    pool.submit(submission)
 
     def close(self) -> None:
         with self._lock:
@@ -129,86 +95,8 @@ class LocalExecutor(Executor):
         for pool in pools:
             pool.close()
 
-    # -- in a kernel thread ---------------------------------------------------------------
-    def _is_canceled(self, task: StepTask) -> bool:
-        return (task.run_id, task.step) in self._canceled or (task.run_id, None) in self._canceled
-
-    def _run_job(self, kernel: WarmKernel | None, job: Any, start_error: Exception | None) -> None:
-        task, on_done = job
-        started = time.time()
-        try:
-            if self._is_canceled(task):
-                outcome = StepOutcome(task, ok=False, canceled=True, error="canceled")
-            elif kernel is None:
-                outcome = StepOutcome(
-                    task, ok=False, error=f"the kernel could not start: {start_error}",
-                    started_at=started, ended_at=time.time(),
-                )
-            else:
-                outcome = self._execute(kernel, task, started)
-        except BaseException as exc:  # never let a task end without an outcome
-            log.exception("step %s failed inside the executor", task.step)
-            outcome = StepOutcome(task, ok=False, error=f"internal error: {exc!r}",
-                                  started_at=started, ended_at=time.time())
-        on_done(outcome)
-
-    def _execute(self, kernel: WarmKernel, task: StepTask, started: float) -> StepOutcome:
-        papermill = self._load_papermill()
-        from papermill.exceptions import PapermillExecutionError
-
-        from mlpipe_jupyter.executors.papermill_engine import ENGINE_NAME
-
-        key = (task.run_id, task.step)
-        timer = None
-        with self._lock:
-            self._running[key] = kernel
-        if task.timeout_seconds:
-            timer = threading.Timer(task.timeout_seconds, self._time_out, (key, kernel))
-            timer.daemon = True
-            timer.start()
-        task.log_path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with task.log_path.open("a", encoding="utf-8") as log_file:
-                papermill.execute_notebook(
-                    str(task.step_notebook),
-                    str(task.output_notebook),
-                    kernel_name=task.kernel_name,
-                    engine_name=ENGINE_NAME,
-                    km=kernel.manager,
-                    kc=kernel.client,
-                    progress_bar=False,
-                    stdout_file=log_file,
-                    stderr_file=log_file,
-                )
-            return StepOutcome(task, ok=True, started_at=started, ended_at=time.time())
-        except PapermillExecutionError as exc:
-            return StepOutcome(
-                task, ok=False, error=f"{exc.ename}: {exc.evalue}", exception_name=exc.ename,
-                exception_value=exc.evalue, cell_index=exc.cell_index,
-                started_at=started, ended_at=time.time(),
-            )
-        except Exception as exc:
-            ended = time.time()
-            if key in self._timed_out:
-                return StepOutcome(
-                    task, ok=False, timed_out=True,
-                    error=f"timed out after {task.timeout_seconds:g} s (--timeout); the kernel "
-                    "was stopped", started_at=started, ended_at=ended,
-                )
-            if self._is_canceled(task):
-                return StepOutcome(task, ok=False, canceled=True, error="canceled",
-                                   started_at=started, ended_at=ended)
-            name = type(exc).__name__
-            message = "the kernel died (out of memory, or the process was killed)" if (
-                name == "DeadKernelError") else f"{name}: {exc}"
-            return StepOutcome(task, ok=False, error=message, exception_name=name,
-                               started_at=started, ended_at=ended)
-        finally:
-            if timer is not None:
-                timer.cancel()
-            with self._lock:
-                self._running.pop(key, None)
-
-    def _time_out(self, key: tuple[str, str], kernel: WarmKernel) -> None:
-        self._timed_out.add(key)
-        kernel.kill()
+    def _run_job(self, kernel: WarmKernel | None, submission: Submission,
+                 start_error: Exception | None) -> None:
+        """In a kernel's thread: the step on its kernel (or why the kernel did not start)."""
+        submission.execute(lambda: run_step_notebook(
+            submission.task, kernel, submission.stop, start_error=start_error))

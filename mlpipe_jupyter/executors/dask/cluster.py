@@ -7,6 +7,7 @@ step's resource request) is one small function with its own tests.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -145,3 +146,36 @@ def probe(address: str, timeout: float = 2.0, engines: bool = False) -> ClusterI
         return ClusterInfo(address, True, workers=workers)
     finally:
         client.close()
+
+
+def dropped_message(client: Any, address: str, future: Any) -> str:
+    """Why the cluster cancelled a step we did not cancel (its workers gone, or us cut off)."""
+    try:
+        future.result(timeout=1)
+        detail = ""
+    except Exception as exc:  # FutureCancelledError carries the scheduler's reason
+        detail = f": {str(exc).strip().splitlines()[0]}" if str(exc).strip() else ""
+    try:
+        workers = worker_resources(client)
+    except Exception:
+        return f"lost the connection to the dask scheduler {address}{detail}"
+    if not workers:
+        return (f"the dask cluster {address} dropped the step: it has no workers left "
+                f"(start some with `dask worker {address}`){detail}")
+    return f"the dask cluster {address} dropped the step{detail}"
+
+
+def task_error_message(exc: BaseException) -> str:
+    """The outcome's message for a step's Dask task that failed (not the step: its task)."""
+    name = type(exc).__name__
+    if name == "KilledWorker":
+        # The count is the scheduler's allowed-failures + 1; its message says it (our own
+        # dask config may differ from the scheduler's).
+        found = re.search(r"on (\d+) different workers", str(exc))
+        count = int(found.group(1)) if found else 0
+        lost = {0: "more often than the scheduler allows", 1: "once"}.get(count, f"{count} times")
+        last = getattr(exc, "last_worker", None)
+        where = f"; the last was {getattr(last, 'address', last)}" if last else ""
+        return (f"the worker running the step was lost {lost} (killed, out of memory, or "
+                f"disconnected; see distributed.scheduler.allowed-failures){where}")
+    return f"the step's task failed on the dask cluster: {name}: {exc}"

@@ -28,23 +28,26 @@ Faults become outcomes, never hangs:
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from mlpipe_jupyter.errors import ExecutorError, TargetUnavailableError
-from mlpipe_jupyter.executors.base import Executor, OutcomeCallback, StepOutcome, StepTask
+from mlpipe_jupyter.executors.base import Executor, StepOutcome, StepTask, Submission
 from mlpipe_jupyter.executors.dask.cluster import (
     DEFAULT_CONNECT_TIMEOUT,
     connect,
     dask_resources,
+    dropped_message,
     placement_problem,
     scheduler_address,
+    task_error_message,
     worker_resources,
 )
+from mlpipe_jupyter.executors.dask.remote_datastore import RemoteDatastore
 from mlpipe_jupyter.executors.dask.streams import LiveLogs
 from mlpipe_jupyter.executors.dask.worker import (
     cancel_event_names,
@@ -69,13 +72,15 @@ DEFAULT_KERNEL = "python3"  # the kernel started ahead on the workers (steps' us
 
 @dataclass
 class _Pending:
-    task: StepTask
-    on_done: OutcomeCallback
+    submission: Submission
     future: Any
     wanted: dict[str, float]
     candidates: list[str] | None = None  # the workers it may run on; None: any
     unplaceable_since: float | None = None
-    reported: bool = False
+
+    @property
+    def task(self) -> StepTask:
+        return self.submission.task
 
 
 @dataclass
@@ -98,6 +103,7 @@ class DaskExecutor(Executor):
                  datastore: str | None = None,
                  connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
                  no_worker_timeout: float | None = None, **_options: Any) -> None:
+        super().__init__()
         self.target = target
         self.workspace = workspace
         self.address = address or scheduler_address(target)
@@ -107,10 +113,9 @@ class DaskExecutor(Executor):
         self.no_worker_timeout = (DEFAULT_NO_WORKER_TIMEOUT if no_worker_timeout is None
                                   else no_worker_timeout)
         self._client: Any = None
-        self._objstore_url: str | None = None  # set by check() for an object-store datastore
+        self._remote: RemoteDatastore | None = None  # set by check(): an object-store datastore
         self._lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}  # by Dask key
-        self._canceled: set[tuple[str, str | None]] = set()
         self._events_set: set[str] = set()  # cancel events this executor set
         self._last_cancel: float | None = None  # monotonic time of the last cancel
         self._env_fingerprint: str | None = None
@@ -133,29 +138,12 @@ class DaskExecutor(Executor):
         """Connect, and require at least one worker, before anything runs."""
         from mlpipe_jupyter.store.datastores import resolve_datastore
 
-        self._objstore_url = resolve_datastore(self.workspace, self.datastore)
-        if self._objstore_url is not None:
-            from mlpipe_jupyter.executors.dask import objstore
-
-            bucket = ""
-            try:
-                fs, root = objstore.filesystem(self._objstore_url)
-                bucket = root.split("/", 1)[0]
-                fs.invalidate_cache()
-                fs.ls(bucket)
-            except ImportError as exc:
-                raise ExecutorError(
-                    f"datastore {self._objstore_url}: the fsspec backend is missing ({exc}); "
-                    f"{objstore.install_hint(self._objstore_url)} on the runner and on "
-                    f"every worker") from None
-            except FileNotFoundError:
-                raise ExecutorError(
-                    f"datastore {self._objstore_url}: the bucket or container {bucket!r} "
-                    f"does not exist (or these credentials cannot see it); create it "
-                    f"first") from None
-            except Exception as exc:
-                raise TargetUnavailableError(f"datastore {self._objstore_url} is unreachable: "
-                                    f"{type(exc).__name__}: {exc}") from None
+        url = resolve_datastore(self.workspace, self.datastore)
+        self._remote = None
+        if url is not None:
+            remote = RemoteDatastore(url, self.workspace)
+            remote.probe()
+            self._remote = remote
         client = self.client
         deadline = time.monotonic() + self.connect_timeout
         while not client.nthreads():
@@ -222,11 +210,9 @@ class DaskExecutor(Executor):
         if not any(problem is None and w in current for w, problem in engines.items()):
             engines = self._docker_workers(refresh=True)  # workers came and went since
         candidates = sorted(w for w, problem in engines.items() if problem is None and w in current)
-        resources = task.resources
+        # network and limits travel with the task
         box = {"environment": {"name": environment.name, "version": environment.version,
-                               **environment.spec.to_dict()},
-               "network": task.network, "cpus": resources.cpus,
-               "memory_bytes": resources.memory_bytes, "gpus": resources.gpus}
+                               **environment.spec.to_dict()}}
         return box, candidates
 
     def prepare(self, cwd: Path, expected_tasks: int, max_parallel: int) -> None:
@@ -234,7 +220,7 @@ class DaskExecutor(Executor):
 
         Only with a shared filesystem: with object storage each step gets a fresh working
         folder of its own, which a kernel started ahead could not be in."""
-        if expected_tasks <= 0 or self._objstore_url is not None:
+        if expected_tasks <= 0 or self._remote is not None:
             return
         from mlpipe_jupyter.executors.dask.warm import prewarm
 
@@ -244,10 +230,8 @@ class DaskExecutor(Executor):
             log.debug("asking the workers to start kernels failed", exc_info=True)
 
     # -- running ----------------------------------------------------------------------------
-    def submit(self, task: StepTask, on_done: OutcomeCallback) -> None:
-        if self._is_canceled(task):
-            on_done(StepOutcome(task, ok=False, canceled=True, error="canceled"))
-            return
+    def launch(self, submission: Submission) -> None:
+        task = submission.task
         wanted = dask_resources(task.resources)
         container: dict[str, Any] | None = None
         candidates: list[str] | None = None  # None: any worker
@@ -261,33 +245,27 @@ class DaskExecutor(Executor):
         except Exception as exc:  # the scheduler went away since check()
             problem = f"the dask scheduler {self.address} stopped answering: {exc}"
         if problem:
-            on_done(StepOutcome(task, ok=False, error=problem, started_at=time.time(),
-                                ended_at=time.time()))
+            submission.report(StepOutcome(task, ok=False, error=problem, started_at=time.time(),
+                                          ended_at=time.time()))
             return
-        spec = {
-            "run_id": task.run_id, "step": task.step, "attempt": task.attempt,
-            "step_notebook": str(task.step_notebook), "output_notebook": str(task.output_notebook),
-            "log_path": str(task.log_path), "cwd": str(task.cwd),
-            "kernel_name": task.kernel_name,
-            "timeout_seconds": task.timeout_seconds,
-            "staging": str(task.staging) if task.staging else None,
+        spec: dict[str, Any] = {
+            "task": task.to_dict(),
             "outputs": sorted(p.name for p in task.staging.iterdir() if p.is_dir())
             if task.staging and task.staging.is_dir() else [],
-            "input_paths": [str(p) for p in task.input_paths.values()],
         }
         if container is not None:
             spec["container"] = container
         function = run_step
-        if self._objstore_url is not None:
+        if self._remote is not None:
             try:
-                spec["objstore"] = self._publish_inputs(task)
+                spec["objstore"] = self._remote.publish_inputs(task)
             except Exception as exc:
-                on_done(StepOutcome(task, ok=False, ended_at=time.time(), error=(
+                submission.report(StepOutcome(task, ok=False, ended_at=time.time(), error=(
                     f"could not upload the step's inputs to the datastore "
-                    f"{self._objstore_url}: {type(exc).__name__}: {exc}")))
+                    f"{self._remote.url}: {type(exc).__name__}: {exc}")))
                 return
             function = run_step_objstore
-            if self._reuse_remote(task, on_done):
+            if self._reuse_remote(submission, self._remote):
                 return
             self.live_logs.follow(self.client, task)
         key = f"mlpipe-{task.run_id}-{task.step}-{task.attempt}-{time.time_ns()}"
@@ -295,16 +273,15 @@ class DaskExecutor(Executor):
                                     resources=wanted or None, retries=0,
                                     workers=candidates, allow_other_workers=False)
         with self._lock:
-            self._pending[key] = _Pending(task, on_done, future, wanted, candidates)
+            self._pending[key] = _Pending(submission, future, wanted, candidates)
         future.add_done_callback(self._on_future_done)
         self._start_watchdog()
 
-    def cancel(self, run_id: str, step: str | None = None) -> None:
+    def cancel_launched(self, run_id: str, step: str | None,
+                        victims: list[Submission]) -> None:
         with self._lock:
-            self._canceled.add((run_id, step))
-            victims = [p for p in self._pending.values() if p.task.run_id == run_id
-                       and (step is None or p.task.step == step)]
-        if not victims or self._client is None:
+            pending = [p for p in self._pending.values() if p.submission in victims]
+        if not pending or self._client is None:
             return
         from distributed import Event
 
@@ -321,7 +298,7 @@ class DaskExecutor(Executor):
         except Exception:
             log.debug("setting the cancel event failed", exc_info=True)
         try:
-            self._client.cancel([p.future for p in victims], force=True)
+            self._client.cancel([p.future for p in pending], force=True)
         except Exception:
             log.debug("cancelling futures failed", exc_info=True)
 
@@ -359,117 +336,53 @@ class DaskExecutor(Executor):
                 log.debug("clearing the cancel event %s failed", name, exc_info=True)
 
     # -- object-store datastore ------------------------------------------------------------
-    def _publish_inputs(self, task: StepTask) -> dict[str, Any]:
-        """Upload the task's inputs that the datastore lacks; the worker's part of the spec.
-
-        An upstream result goes to ``results/<result_id>/`` (all its outputs), any other
-        folder (a dataset version) to ``data/<content hash>/``: content-addressed, so what is
-        there already is never uploaded again."""
-        from mlpipe_jupyter.executors.dask import objstore
-
-        assert self._objstore_url is not None
-        if not task.result_id:
-            raise ExecutorError("the step has no result id")
-        fs, root = objstore.filesystem(self._objstore_url)
-        results_dir = Path(self.workspace.results_dir).resolve() if self.workspace else None
-        data_dir = Path(self.workspace.data_dir).resolve() if self.workspace else None
-        inputs: dict[str, dict[str, str]] = {}
-        for name, path in task.input_paths.items():
-            path = Path(path)
-            resolved = path.resolve()
-            if results_dir is not None and resolved.is_relative_to(results_dir):
-                result_id, output = resolved.relative_to(results_dir).parts[:2]
-                folder, prefix = results_dir / result_id, f"results/{result_id}"
-                inputs[name] = {"host": str(path), "prefix": f"{prefix}/{output}"}
-            else:  # a dataset version: its folder in the workspace is named by its content
-                digest = (resolved.name if data_dir is not None and resolved.parent == data_dir
-                          else objstore.folder_hash(resolved))
-                folder, prefix = resolved, f"data/{digest}"
-                inputs[name] = {"host": str(path), "prefix": prefix}
-            objstore.publish_folder(fs, folder, f"{root}/{prefix}",
-                                    f"{root}/staging/{objstore.unique_suffix()}")
-        return {
-            "url": self._objstore_url, "result_id": task.result_id, "inputs": inputs,
-            "metrics_path": str(task.step_notebook.parent / "metrics.jsonl"),
-            "notebook_text": task.step_notebook.read_text(encoding="utf-8"),
-        }
-
     def fetch_result(self, result_id: str, into: Path) -> bool:
-        if self._objstore_url is None:
-            return False
-        from mlpipe_jupyter.executors.dask import objstore
+        return self._remote is not None and self._remote.fetch_result(result_id, into)
 
-        fs, root = objstore.filesystem(self._objstore_url)
-        prefix = f"{root}/results/{result_id}"
-        if not objstore.is_committed(fs, prefix):
-            return False
-        objstore.download_folder(fs, prefix, into)
-        return True
-
-    def _reuse_remote(self, task: StepTask, on_done: OutcomeCallback) -> bool:
+    def _reuse_remote(self, submission: Submission, remote: RemoteDatastore) -> bool:
         """When the datastore already holds the committed result (another machine ran the
         same step with the same inputs, code and software), download it instead of running
         the step again: result ids are content-addressed, so it is the same result."""
-        from mlpipe_jupyter.executors.dask import objstore
-
-        assert self._objstore_url is not None
+        task = submission.task
         try:
-            fs, root = objstore.filesystem(self._objstore_url)
-            if not objstore.is_committed(fs, f"{root}/results/{task.result_id}"):
+            if not remote.has_result(task.result_id):
                 return False
         except Exception:
             log.debug("checking the datastore for a committed result failed", exc_info=True)
             return False
         started = time.time()
         message = (f"--- mlpipe: step {task.step}: result {task.result_id} is already committed "
-                   f"in the datastore {self._objstore_url}; downloaded instead of run ---\n")
-        problem = self._materialise(task, {"ok": True, "log_text": message})
-        on_done(StepOutcome(task, ok=problem is None, error=problem, started_at=started,
-                            ended_at=time.time()))
+                   f"in the datastore {remote.url}; downloaded instead of run ---\n")
+        problem = self._materialise(task, {"log_text": message}, True, remote)
+        submission.report(StepOutcome(task, ok=problem is None, error=problem,
+                                      started_at=started, ended_at=time.time()))
         return True
 
-    def _materialise(self, task: StepTask, result: dict[str, Any]) -> str | None:
+    def _materialise(self, task: StepTask, result: dict[str, Any], ok: bool,
+                     remote: RemoteDatastore) -> str | None:
         """Write what the worker sent back next to the run, and download the committed
         result into the task's staging folder (the runner commits it as usual)."""
-        from mlpipe_jupyter.executors.dask import objstore
-
         if result.get("output_notebook_text") is not None:
             task.output_notebook.parent.mkdir(parents=True, exist_ok=True)
             task.output_notebook.write_text(result["output_notebook_text"], encoding="utf-8")
         self.live_logs.write_rest(task, result)
-        if not result.get("ok") or task.staging is None:
-            return None
-        assert self._objstore_url is not None
-        try:
-            fs, root = objstore.filesystem(self._objstore_url)
-            prefix = f"{root}/results/{task.result_id}"
-            if not objstore.is_committed(fs, prefix):
-                return f"the step's result is missing from the datastore ({prefix})"
-            for output in sorted(p.name for p in task.staging.iterdir() if p.is_dir()):
-                objstore.download_folder(fs, f"{prefix}/{output}", task.staging / output)
-        except Exception as exc:
-            return (f"could not download the step's result from the datastore: "
-                    f"{type(exc).__name__}: {exc}")
-        return None
+        return remote.download_outputs(task) if ok else None
 
     # -- outcomes -----------------------------------------------------------------------------
-    def _is_canceled(self, task: StepTask) -> bool:
-        return (task.run_id, task.step) in self._canceled or (task.run_id, None) in self._canceled
-
-    def _report(self, key: str, make: Any) -> None:
-        """Call the task's callback once, whoever (callback or watchdog) gets there first."""
+    def _report(self, key: str, make: Callable[[_Pending], StepOutcome]) -> None:
+        """Report the task's outcome once, whoever (callback or watchdog) gets there first."""
         with self._lock:
             pending = self._pending.pop(key, None)
         if pending is None:
             return
-        try:
-            outcome = make(pending)
-        except Exception as exc:  # never let a task end without an outcome
-            log.exception("step %s: building its outcome failed", pending.task.step)
-            outcome = StepOutcome(pending.task, ok=False, error=f"internal error: {exc!r}",
-                                  ended_at=time.time())
-        self.live_logs.end(pending.task)  # a lost or canceled step: keep what was streamed
-        pending.on_done(outcome)
+
+        def outcome() -> StepOutcome:
+            try:
+                return make(pending)
+            finally:  # a lost or canceled step: keep what was streamed
+                self.live_logs.end(pending.task)
+
+        pending.submission.conclude(outcome)
 
     def _on_future_done(self, future: Any) -> None:
         self._report(future.key, lambda p: self._outcome(p, future))
@@ -479,59 +392,23 @@ class DaskExecutor(Executor):
         status = future.status
         if status == "finished":
             result = future.result()
-            if self._objstore_url is not None:
-                problem = self._materialise(task, result)
+            outcome = StepOutcome.from_dict(task, result["outcome"])
+            if self._remote is not None:
+                problem = self._materialise(task, result, outcome.ok, self._remote)
                 if problem:
-                    result = {**result, "ok": False, "error": problem}
+                    outcome = replace(outcome, ok=False, error=problem)
             self.placements.setdefault((task.run_id, task.step), []).append(Placement(
                 result.get("worker", ""), result.get("worker_name", ""), result.get("host", ""),
                 int(result.get("pid", 0))))
-            return StepOutcome(
-                task, ok=bool(result["ok"]), error=result.get("error"),
-                exception_name=result.get("ename"), exception_value=result.get("evalue"),
-                cell_index=result.get("cell_index"), canceled=bool(result.get("canceled")),
-                timed_out=bool(result.get("timed_out")), started_at=result.get("started_at"),
-                ended_at=result.get("ended_at"),
-            )
+            return outcome
         if status == "cancelled" or self._is_canceled(task):
             if self._is_canceled(task):
                 return StepOutcome(task, ok=False, canceled=True, error="canceled",
                                    ended_at=time.time())
             return StepOutcome(task, ok=False, ended_at=time.time(),
-                               error=self._dropped_reason(future))
+                               error=dropped_message(self._client, self.address, future))
         exc = future.exception()
-        return StepOutcome(task, ok=False, error=self._describe_error(exc),
-                           exception_name=type(exc).__name__, ended_at=time.time())
-
-    def _dropped_reason(self, future: Any) -> str:
-        """Why the cluster cancelled a step we did not cancel (its workers gone, or us cut off)."""
-        try:
-            future.result(timeout=1)
-            detail = ""
-        except Exception as exc:  # FutureCancelledError carries the scheduler's reason
-            detail = f": {str(exc).strip().splitlines()[0]}" if str(exc).strip() else ""
-        try:
-            workers = worker_resources(self._client)
-        except Exception:
-            return f"lost the connection to the dask scheduler {self.address}{detail}"
-        if not workers:
-            return (f"the dask cluster {self.address} dropped the step: it has no workers left "
-                    f"(start some with `dask worker {self.address}`){detail}")
-        return f"the dask cluster {self.address} dropped the step{detail}"
-
-    def _describe_error(self, exc: BaseException) -> str:
-        name = type(exc).__name__
-        if name == "KilledWorker":
-            # The count is the scheduler's allowed-failures + 1; its message says it (our own
-            # dask config may differ from the scheduler's).
-            found = re.search(r"on (\d+) different workers", str(exc))
-            count = int(found.group(1)) if found else 0
-            lost = {0: "more often than the scheduler allows", 1: "once"}.get(count, f"{count} times")
-            last = getattr(exc, "last_worker", None)
-            where = f"; the last was {getattr(last, 'address', last)}" if last else ""
-            return (f"the worker running the step was lost {lost} (killed, out of memory, or "
-                    f"disconnected; see distributed.scheduler.allowed-failures){where}")
-        return f"the step's task failed on the dask cluster: {name}: {exc}"
+        return StepOutcome(task, ok=False, error=task_error_message(exc), ended_at=time.time())
 
     # -- watchdog: a pending step must never wait forever -----------------------------------
     def _start_watchdog(self) -> None:

@@ -12,21 +12,29 @@ Containers are tethered to the process that starts them (see ``tether.py``): if 
 the step stops, so a retry never shares its output folders with an orphan. They carry
 labels naming that process, and ``remove_dead_containers`` cleans up what a killed
 process left behind on its host.
+
+The task crosses into the container as ``StepTask.to_dict`` (JSON, on the command line),
+and the step's outcome comes back as ``StepOutcome.to_dict`` in ``outcome.json`` in the
+step folder; ``ContainerExit.outcome`` merges it with what the engine saw.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import mlpipe_jupyter
+from mlpipe_jupyter.executors.base import StepOutcome, StepTask, canceled_outcome
 from mlpipe_jupyter.executors.docker.tether import EXIT_STARTER_GONE
+from mlpipe_jupyter.executors.step_runner import stopped_outcome
+from mlpipe_jupyter.executors.stop_signal import TIMED_OUT
 from mlpipe_jupyter.render import notebook_error
 from mlpipe_jupyter.store.results import process_alive
 
@@ -39,6 +47,7 @@ LABEL_PID = "org.mlpipe.runner-pid"
 PACKAGE_MOUNT = "/opt/mlpipe/lib"
 TETHER = f"{PACKAGE_MOUNT}/mlpipe_jupyter/executors/docker/tether.py"
 IN_CONTAINER = "mlpipe_jupyter.executors.docker.in_container"  # the step's papermill
+OUTCOME_FILE = "outcome.json"  # in the step folder: the outcome in_container reports
 STOP_GRACE_SECONDS = 3
 PIDS_LIMIT = 1024
 
@@ -47,53 +56,54 @@ PIDS_LIMIT = 1024
 class ContainerStep:
     """Everything a container needs to execute one step notebook with papermill."""
 
-    run_id: str
-    step: str
+    task: StepTask
     image: str
-    step_notebook: Path
-    output_notebook: Path
-    log_path: Path
-    cwd: Path
-    kernel_name: str = "python3"
     read_only: tuple[Path, ...] = ()  # inputs (the cwd is always read-only)
     writable: tuple[Path, ...] = ()  # the run folder and the staging folder
-    network: bool = False
-    cpus: float | None = None
-    memory_bytes: int | None = None
-    gpus: int | None = None
-    timeout_seconds: float | None = None
+
+    @property
+    def outcome_path(self) -> Path:
+        """Where ``in_container`` writes the step's outcome (in the writable step folder)."""
+        return self.task.step_notebook.parent / OUTCOME_FILE
+
+
+def container_step(task: StepTask, image: str) -> ContainerStep:
+    """The container of a task: its inputs read-only, its run and staging folders writable."""
+    writable = [task.step_notebook.parent] + ([task.staging] if task.staging else [])
+    return ContainerStep(task, image,
+                         read_only=tuple(Path(p) for p in task.input_paths.values()),
+                         writable=tuple(writable))
 
 
 @dataclass
 class ContainerExit:
-    """How a step's container ended."""
+    """How a step's container ended, with the outcome its step runner reported (None when
+    the image's Python could not run it: the ``papermill`` command ran instead)."""
 
     exit_code: int
     oom: bool = False
     timed_out: bool = False
     stopped: bool = False  # stop() was called (a cancel)
+    reported: StepOutcome | None = None
 
     @property
     def ok(self) -> bool:
         return self.exit_code == 0 and not self.timed_out
 
-    def verdict(self, output_notebook: Path, timeout_seconds: float | None,
-                memory_bytes: int | None, canceled: bool = False) -> dict[str, Any]:
-        """``ok``, ``error``, ``exception_name``/``exception_value``, ``timed_out`` and
-        ``canceled`` of the step, as a user should read them."""
+    def outcome(self, task: StepTask, canceled: bool = False) -> StepOutcome:
+        """The step's outcome, as a user should read it: what the engine saw of the
+        container (timeout, cancel, memory) comes first, then what the step runner inside
+        reported."""
         if self.ok:
-            return {"ok": True}
+            return StepOutcome(task, ok=True)
         if self.timed_out:
-            return {"ok": False, "timed_out": True,
-                    "error": f"timed out after {timeout_seconds:g} s (--timeout); "
-                             "the container was stopped"}
+            return stopped_outcome(task, TIMED_OUT, "the container")
         if canceled or self.stopped:
-            return {"ok": False, "canceled": True, "error": "canceled"}
-        raised = notebook_error(output_notebook) if self.exit_code == 1 else None
+            return canceled_outcome(task)
+        raised = notebook_error(task.output_notebook) if self.exit_code == 1 else None
         if raised is not None:
-            return {"ok": False, "error": f"{raised.ename}: {raised.evalue}",
-                    "exception_name": raised.ename, "exception_value": raised.evalue}
-        return {"ok": False, "error": self._reason(memory_bytes)}
+            return StepOutcome(task, ok=False, error=f"{raised.ename}: {raised.evalue}")
+        return StepOutcome(task, ok=False, error=self._reason(task.resources.memory_bytes))
 
     def _reason(self, memory_bytes: int | None) -> str:
         if self.exit_code == EXIT_STARTER_GONE:
@@ -103,6 +113,8 @@ class ContainerExit:
             return f"the container was killed for using more memory than its limit{limit}"
         if self.exit_code == 138:
             return "the kernel died (exit 138), most likely out of memory"
+        if self.reported is not None and self.reported.error:
+            return self.reported.error  # e.g. the kernel died, or could not start
         return f"the container exited with code {self.exit_code}; see the step's log"
 
 
@@ -113,7 +125,7 @@ def _mounts(step: ContainerStep) -> dict[str, dict[str, str]]:
         real = str(Path(path).resolve())
         mounts[real] = {"bind": real, "mode": mode}
 
-    mount(step.cwd, "ro")
+    mount(step.task.cwd, "ro")
     for path in step.read_only:
         mount(path, "ro")
     for path in step.writable:
@@ -127,13 +139,15 @@ def _limits(step: ContainerStep) -> dict[str, Any]:
     from docker.types import DeviceRequest
 
     options: dict[str, Any] = {}
-    if step.memory_bytes:
-        options["mem_limit"] = step.memory_bytes
-        options["memswap_limit"] = step.memory_bytes  # no swap: the limit is the limit
-    if step.cpus:
-        options["nano_cpus"] = int(min(step.cpus, os.cpu_count() or 1) * 1e9)
-    if step.gpus:
-        options["device_requests"] = [DeviceRequest(count=step.gpus, capabilities=[["gpu"]])]
+    resources = step.task.resources
+    if resources.memory_bytes:
+        options["mem_limit"] = resources.memory_bytes
+        options["memswap_limit"] = resources.memory_bytes  # no swap: the limit is the limit
+    if resources.cpus:
+        options["nano_cpus"] = int(min(resources.cpus, os.cpu_count() or 1) * 1e9)
+    if resources.gpus:
+        options["device_requests"] = [DeviceRequest(count=resources.gpus,
+                                                     capabilities=[["gpu"]])]
     return options
 
 
@@ -152,11 +166,14 @@ class StepContainer:
         """Create, start, wait (up to the timeout), and always remove the container."""
         import requests.exceptions
 
-        step = self.step
+        step, task = self.step, self.step.task
+        # The container enforces the timeout (the wait below), so its message names the
+        # container; the step runner inside has none.
+        inside = replace(task, timeout_seconds=None).to_dict()
         # -I -S: the tether needs only the standard library; skipping site saves ~70 ms
         command = ["python3", "-I", "-S", TETHER, "python3", "-m", IN_CONTAINER,
-                   str(step.step_notebook), str(step.output_notebook),
-                   step.kernel_name]
+                   str(step.outcome_path), json.dumps(inside)]
+        step.outcome_path.unlink(missing_ok=True)  # an earlier attempt's
         with self._lock:
             if self._stopped.is_set():
                 return ContainerExit(exit_code=-1, stopped=True)
@@ -165,10 +182,10 @@ class StepContainer:
                 user=f"{os.getuid()}:{os.getgid()}",
                 environment={"HOME": "/tmp", "USER": "mlpipe", "PYTHONPATH": PACKAGE_MOUNT,
                              "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"},
-                working_dir=str(step.cwd.resolve()),
+                working_dir=str(task.cwd.resolve()),
                 volumes=_mounts(step),
-                network_mode="host" if step.network else "none",
-                labels={LABEL_RUN: step.run_id, LABEL_STEP: step.step,
+                network_mode="host" if task.network else "none",
+                labels={LABEL_RUN: task.run_id, LABEL_STEP: task.step,
                         LABEL_HOST: socket.gethostname(), LABEL_PID: str(os.getpid())},
                 cap_drop=["ALL"], security_opt=["no-new-privileges"], pids_limit=PIDS_LIMIT,
                 init=True,
@@ -181,12 +198,12 @@ class StepContainer:
         try:
             self._tether = container.attach_socket(params={"stdin": 1, "stream": 1})
             container.start()
-            follower = threading.Thread(target=_follow_logs, args=(container, step.log_path),
+            follower = threading.Thread(target=_follow_logs, args=(container, task.log_path),
                                         daemon=True, name="mlpipe-container-log")
             follower.start()
             timed_out = False
             try:
-                exit_code = int(container.wait(timeout=step.timeout_seconds).get("StatusCode", -1))
+                exit_code = int(container.wait(timeout=task.timeout_seconds).get("StatusCode", -1))
             except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
                 timed_out = True  # docker-py 7 raises ConnectionError ("Read timed out.") here
                 container.stop(timeout=STOP_GRACE_SECONDS)
@@ -195,7 +212,8 @@ class StepContainer:
             container.reload()
             oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
             return ContainerExit(exit_code, oom=oom, timed_out=timed_out,
-                                 stopped=self._stopped.is_set())
+                                 stopped=self._stopped.is_set(),
+                                 reported=_read_outcome(task, step.outcome_path))
         finally:
             self._remove()
 
@@ -220,6 +238,16 @@ class StepContainer:
             self._container.remove(force=True)
         except Exception:
             log.debug("removing a container failed", exc_info=True)
+
+
+def _read_outcome(task: StepTask, path: Path) -> StepOutcome | None:
+    """The outcome the container's step runner wrote, if it wrote one (and remove it)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        path.unlink()
+    except (OSError, ValueError):
+        return None
+    return StepOutcome.from_dict(task, data)
 
 
 def engine_error_message(exc: BaseException) -> str:

@@ -1,25 +1,28 @@
-"""The command a step's container runs: papermill on a kernel that starts while papermill
-is still being imported.
+"""The command a step's container runs: the step runner on a kernel that starts while
+papermill is still being imported.
 
 In a fresh container nothing is warm: importing papermill (~0.5 s) and starting the kernel
 (~0.7 s) both come after ``docker start``. The kernel is another process, so starting it
-first and importing papermill meanwhile overlaps the two; the kernel's client is handed to
-papermill already connected (``papermill_engine``), as the local executor does. The step's
-output goes to stdout/stderr, which the executor streams into the step's log.
+first and importing papermill meanwhile overlaps the two; then ``run_step_notebook`` runs
+the step on it, as the local executor does. The step's output goes to stdout/stderr, which
+the executor streams into the step's log.
 
-Exit status: 0 when the notebook ran, 1 when it raised (the output notebook holds the
-error) or anything else failed (the traceback is in the log). Where this package's code
-cannot run in the image's Python (an image with an older Python), it falls back to the
-``papermill`` command, which behaves the same apart from the overlap.
+The task comes as ``StepTask.to_dict`` JSON (its timeout is the container's business, so
+it has none); the outcome goes, as ``StepOutcome.to_dict`` JSON, to OUTCOME_PATH. Exit
+status: 0 when the notebook ran, 1 when it did not (the outcome says why; the output
+notebook holds a raised cell's error). Where this package's code cannot run in the image's
+Python (an image with an older Python), it falls back to the ``papermill`` command, which
+behaves the same apart from the overlap and writes no outcome.
 
 The step notebook already holds the run's parameter values (``render.render_step``).
 
-Usage: ``python3 -m mlpipe_jupyter.executors.docker.in_container NOTEBOOK OUTPUT
-KERNEL_NAME``; the working folder is the container's.
+Usage: ``python3 -m mlpipe_jupyter.executors.docker.in_container OUTCOME_PATH TASK_JSON``;
+the working folder is the container's.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -34,50 +37,49 @@ def _papermill_command(notebook: str, output: str, kernel: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3:
+    if len(argv) != 2:
         sys.stderr.write(__doc__ or "")
         return 2
-    notebook, output, kernel_name = argv
+    outcome_path, task_json = argv
+    spec = json.loads(task_json)
     try:
-        from mlpipe_jupyter.executors.kernels import start_kernel
+        from mlpipe_jupyter.executors.base import StepOutcome, StepTask
+        from mlpipe_jupyter.executors.kernels import WarmKernel, start_kernel
+        from mlpipe_jupyter.executors.step_runner import load_papermill, run_step_notebook
+        from mlpipe_jupyter.executors.stop_signal import StopSignal
     except Exception:  # this package needs a newer Python than the image's
-        _papermill_command(notebook, output, kernel_name)
+        _papermill_command(spec["step_notebook"], spec["output_notebook"], spec["kernel_name"])
+    task = StepTask.from_dict(spec)
     loaded: dict[str, Any] = {}
 
-    def load_papermill() -> None:
+    def import_papermill() -> None:
         try:
-            from mlpipe_jupyter.executors.local import _import_papermill
-
-            loaded["papermill"] = _import_papermill()
+            load_papermill()
         except BaseException as exc:  # reported below, in the main thread
             loaded["error"] = exc
 
-    loader = threading.Thread(target=load_papermill, name="mlpipe-load-papermill")
+    loader = threading.Thread(target=import_papermill, name="mlpipe-load-papermill")
     loader.start()
-    kernel = start_kernel(kernel_name, Path.cwd())
+    kernel: WarmKernel | None = None
+    start_error: Exception | None = None
+    try:
+        kernel = start_kernel(task.kernel_name, Path.cwd())
+    except Exception as exc:
+        start_error = exc
     try:
         loader.join()
         if "error" in loaded:
             raise loaded["error"]
-        papermill = loaded["papermill"]
-        from papermill.exceptions import PapermillExecutionError
-
-        from mlpipe_jupyter.executors.papermill_engine import ENGINE_NAME
-
-        try:
-            papermill.execute_notebook(
-                notebook, output, kernel_name=kernel_name,
-                engine_name=ENGINE_NAME, km=kernel.manager, kc=kernel.client,
-                progress_bar=False, stdout_file=sys.stdout, stderr_file=sys.stderr,
-            )
-        except PapermillExecutionError:
-            return 1  # the output notebook names the cell and the error
-        except Exception:
-            traceback.print_exc()
-            return 1
-        return 0
+        outcome = run_step_notebook(task, kernel, StopSignal(), start_error=start_error,
+                                    output=sys.stdout)
+    except Exception as exc:
+        traceback.print_exc()
+        outcome = StepOutcome(task, ok=False, error=f"{type(exc).__name__}: {exc}")
     finally:
-        kernel.shutdown()
+        if kernel is not None:
+            kernel.shutdown()
+    Path(outcome_path).write_text(json.dumps(outcome.to_dict()), encoding="utf-8")
+    return 0 if outcome.ok else 1
 
 
 if __name__ == "__main__":
