@@ -42,6 +42,7 @@ PACKAGE_DATA = {
 }
 # The docs the README links, shipped in the sdist so those links resolve there.
 DOCS = {
+    "docs/architecture.md",
     "docs/dask.md",
     "docs/grammar.md",
     "docs/jupyterlab.md",

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from mlpipe_jupyter.errors import ExecutorError
+from mlpipe_jupyter.store.results import process_alive
 
 log = logging.getLogger(__name__)
 
@@ -155,13 +156,8 @@ def _start_time(pid: int) -> int:
 
 
 def _owner_alive(pid: int, start_time: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return _start_time(pid) == start_time
+    """The process that made a folder still runs (a reused pid has another start time)."""
+    return process_alive(pid) and _start_time(pid) == start_time
 
 
 def _kill_group(pid: int) -> None:

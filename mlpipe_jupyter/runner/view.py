@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from mlpipe_jupyter.errors import NotFoundError
 from mlpipe_jupyter.events import RUN_FINISHED, RUN_STARTED, STEP_STATUS, RunEvent
 from mlpipe_jupyter.model.pipeline import layers_of
 from mlpipe_jupyter.model.status import StepStatus
@@ -82,7 +83,7 @@ class RunView:
         for step in self.steps:
             if step.name == name:
                 return step
-        raise KeyError(f"run {self.run_id} has no step {name!r}")
+        raise NotFoundError(f"run {self.run_id} has no step {name!r}")
 
     def step_counts(self) -> dict[str, int]:
         """How many steps are in each status."""
