@@ -42,6 +42,20 @@ def write_notebook(path: Path, cells: Sequence[str]) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_stray_workspace_above_tmp(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A ``.mlpipe`` folder above pytest's temporary folder would be found by every test
+    that looks for a workspace from its folder (the REST server does): say so up front."""
+    from mlpipe_jupyter.store.workspace import WORKSPACE_DIRNAME
+
+    base = tmp_path_factory.getbasetemp().resolve()
+    for folder in base.parents:
+        if (folder / WORKSPACE_DIRNAME).is_dir():
+            pytest.exit(f"a stray workspace {folder / WORKSPACE_DIRNAME} lies above the tests' "
+                        f"temporary folder {base}: remove it, or run with --basetemp elsewhere",
+                        returncode=4)
+
+
 @pytest.fixture
 def workspace_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty project folder with its own workspace (MLPIPE_HOME), as the cwd."""

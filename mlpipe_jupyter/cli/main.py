@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -384,13 +385,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # here, where a reader that went away is handled below
+        return code
     except MlpipeError as error:
         print(f"mlpipe: {error}", file=sys.stderr)
         return exit_code(error)  # the one table, errors.OUTCOMES
     except KeyboardInterrupt:
         print("mlpipe: interrupted", file=sys.stderr)
         return EXIT_CANCELED
+    except BrokenPipeError:
+        # the reader went away (`mlpipe show latest | head`): not an error of ours; point
+        # stdout at /dev/null so that the interpreter's final flush does not raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

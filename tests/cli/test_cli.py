@@ -196,3 +196,15 @@ def test_no_docker_engine_exits_1_with_its_message(workspace_dir: Path) -> None:
                    env={"DOCKER_HOST": f"unix://{workspace_dir}/no-such-docker.sock"})
     assert done.returncode == 1, done.stderr
     assert "no Docker engine answers" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_output_into_a_closed_pipe_is_not_an_error(workspace_dir: Path) -> None:
+    """`mlpipe runs | head -1`: the reader goes away; no traceback, no error status."""
+    for _ in range(3):
+        assert run_cli("dataset", "register", f"d{_}", str(IRIS)).returncode == 0
+    listing = subprocess.Popen([sys.executable, "-m", "mlpipe_jupyter", "dataset", "list"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert listing.stdout is not None and listing.stderr is not None
+    listing.stdout.close()  # as `head` does once it has its lines
+    assert listing.wait(timeout=60) == 0
+    assert "Traceback" not in listing.stderr.read().decode()
