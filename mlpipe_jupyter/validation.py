@@ -29,11 +29,9 @@ from mlpipe_jupyter.errors import (
     error_for_issues,
 )
 from mlpipe_jupyter.executors.registry import DEFAULT_COMPUTE, check_compute_name
-from mlpipe_jupyter.model.cron import CronExpression, load_timezone
 from mlpipe_jupyter.model.grammar import DATASET_NAME
 from mlpipe_jupyter.model.parameters import parameter_issues
 from mlpipe_jupyter.model.pipeline import Pipeline
-from mlpipe_jupyter.model.schedule_policies import MISSED_POLICIES, OVERLAP_POLICIES
 from mlpipe_jupyter.model.step import Step
 from mlpipe_jupyter.notebook import pipeline_from_cells, read_code_cells
 from mlpipe_jupyter.store import PublishedPipeline, Store
@@ -290,6 +288,10 @@ def schedule_field_issues(
     now: float = 0.0,
 ) -> list[DefinitionIssue]:
     """The schedule's own fields: one trigger, cron and time zone, interval, policies, name."""
+    # imported here: every `mlpipe run` validates, and only schedules need cron (~18 ms)
+    from mlpipe_jupyter.model.cron import CronExpression, load_timezone
+    from mlpipe_jupyter.model.schedule_policies import MISSED_POLICIES, OVERLAP_POLICIES
+
     issues: list[DefinitionIssue] = []
 
     def add(message: str) -> None:

@@ -181,26 +181,24 @@ ENDINGS: dict[str, Callable[[Sandbox], None]] = {
 }
 
 
+def _report(label: str, left: dict[str, list[str]]) -> None:
+    print(f"{label}: {len(left['kernels'])} kernels, {len(left['files'])} files, "
+          f"{len(left['ipc_folders'])} ipc folders")
+    for kind, items in left.items():
+        for item in items:
+            print(f"    {kind}: {item}")
+
+
 def measure(root: Path) -> None:
     for index, (name, end) in enumerate(ENDINGS.items()):
         box = Sandbox(root / f"e{index}")
         end(box)
         time.sleep(3)  # what a dead owner's kernels do on their own, they have done by now
-        left = box.leftovers()
-        print(f"{name}: {len(left['kernels'])} kernels, {len(left['files'])} files, "
-              f"{len(left['ipc_folders'])} ipc folders")
-        for kind, items in left.items():
-            for item in items:
-                print(f"    {kind}: {item}")
+        _report(name, box.leftovers())
         if name == "kill -9":
             box.run(box.notebook("quick", QUICK))
             time.sleep(1)
-            left = box.leftovers()
-            print(f"  after the next run: {len(left['kernels'])} kernels, "
-                  f"{len(left['files'])} files, {len(left['ipc_folders'])} ipc folders")
-            for kind, items in left.items():
-                for item in items:
-                    print(f"    {kind}: {item}")
+            _report("  after the next run", box.leftovers())
         kill_kernels(box.tmp)
 
 

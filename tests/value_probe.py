@@ -109,6 +109,22 @@ TRICKY_DEFAULTS = {name: ast.literal_eval(header) if header != "rf" else "rf"
                    for name, (header, _, _) in TRICKY.items()}
 
 
+def run_overrides(store: Store, folder: Path, values: list[Any],
+                  compute: str | None = None) -> dict[str, Any]:
+    """Run the probe with ``values`` as ``-p`` literals over ``None`` defaults on
+    ``compute``; check the run succeeded and every value arrived. Returns the run id and
+    the values sent."""
+    from mlpipe_jupyter.runner.runner import run_notebook
+
+    sent = dict(zip(parameter_names(len(values)), values, strict=True))
+    notebook = probe_notebook(folder / "values.ipynb", {name: "None" for name in sent})
+    overrides = {name: python_literal(value) for name, value in sent.items()}
+    result = run_notebook(notebook, overrides, compute=compute, store=store)
+    assert result.ok, result.failures
+    assert_arrived(store, result.run_id, sent)
+    return {"run_id": result.run_id, "sent": sent}
+
+
 def assert_arrived(store: Store, run_id: str, expected: Mapping[str, Any]) -> None:
     """The step's variables, ``context.parameters`` and the output notebook's
     injected-parameters cell all hold ``expected``, type for type."""

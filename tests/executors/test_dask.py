@@ -16,11 +16,10 @@ from hypothesis import strategies as st
 from mlpipe_jupyter.errors import ExecutorError
 from mlpipe_jupyter.executors.dask.cluster import placement_problem, scheduler_address
 from mlpipe_jupyter.model.status import RunStatus, StepStatus
-from mlpipe_jupyter.model.values import python_literal
 from mlpipe_jupyter.runner.runner import Runner, RunRequest, run_notebook
 from mlpipe_jupyter.store import Store
 from tests.conftest import step_output, write_notebook
-from tests.value_probe import assert_arrived, literal_values, parameter_names, probe_notebook
+from tests.value_probe import literal_values, run_overrides
 
 pytest.importorskip("distributed")
 
@@ -411,10 +410,5 @@ def test_parameter_values_arrive_unchanged_on_a_worker(
     dask_cluster: SubprocessCluster, store: Store, workspace_dir: Path, values: list[Any]
 ) -> None:
     """The values travel in the step notebook, not in the task's pickled spec."""
-    sent = dict(zip(parameter_names(len(values)), values, strict=True))
-    notebook = probe_notebook(workspace_dir / "values.ipynb", {name: "None" for name in sent})
-    overrides = {name: python_literal(value) for name, value in sent.items()}
-    result = run_notebook(notebook, overrides, compute=dask_cluster.compute, store=store)
-    assert result.ok, result.failures
-    assert _workers(store, result.run_id, "probe")  # it ran on a worker
-    assert_arrived(store, result.run_id, sent)
+    run = run_overrides(store, workspace_dir, values, compute=dask_cluster.compute)
+    assert _workers(store, run["run_id"], "probe")  # it ran on a worker

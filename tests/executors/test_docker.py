@@ -17,13 +17,12 @@ from hypothesis import strategies as st
 
 from mlpipe_jupyter.executors.docker.executor import LABEL_RUN, DockerExecutor
 from mlpipe_jupyter.model.status import RunStatus, StepStatus
-from mlpipe_jupyter.model.values import python_literal
 from mlpipe_jupyter.runner.explain import explain_step
 from mlpipe_jupyter.runner.runner import run_notebook
 from mlpipe_jupyter.store import Store
 from mlpipe_jupyter.store.environments import EnvironmentSpec
 from tests.conftest import EXAMPLE, IRIS, run_cli, step_output, write_notebook
-from tests.value_probe import assert_arrived, literal_values, parameter_names, probe_notebook
+from tests.value_probe import literal_values, run_overrides
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
@@ -199,10 +198,5 @@ def test_parameter_values_arrive_unchanged_in_a_container(
     docker_engine: Any, store: Store, workspace_dir: Path, values: list[Any]
 ) -> None:
     """The values travel in the step notebook, not through a JSON file the container reads."""
-    sent = dict(zip(parameter_names(len(values)), values, strict=True))
-    notebook = probe_notebook(workspace_dir / "values.ipynb", {name: "None" for name in sent})
-    overrides = {name: python_literal(value) for name, value in sent.items()}
-    result = run_notebook(notebook, overrides, compute="docker", store=store)
-    assert result.ok, result.failures
-    assert store.runs.step_run(result.run_id, "probe").compute == "docker"
-    assert_arrived(store, result.run_id, sent)
+    run = run_overrides(store, workspace_dir, values, compute="docker")
+    assert store.runs.step_run(run["run_id"], "probe").compute == "docker"
