@@ -93,6 +93,12 @@ def parameter_text(value: Any) -> str:
         return repr(value)
 
 
+def parameter_texts(values: Mapping[str, Any] | None) -> dict[str, str]:
+    """``parameter_text`` of each named value (how REST answers, ``-p`` command lines and
+    the panel carry values)."""
+    return {name: parameter_text(value) for name, value in (values or {}).items()}
+
+
 def same_value(left: Any, right: Any) -> bool:
     """Equal and of the same type all the way down (``1 == True == 1.0`` is not enough)."""
     if type(left) is not type(right):

@@ -34,7 +34,7 @@ from mlpipe_jupyter.model.schedule_policies import (
     format_duration,
     upcoming,
 )
-from mlpipe_jupyter.model.values import parameter_text
+from mlpipe_jupyter.model.values import parameter_texts
 from mlpipe_jupyter.scheduling.publishing import get_published
 from mlpipe_jupyter.store import Store
 from mlpipe_jupyter.store.firings import (
@@ -123,7 +123,7 @@ def create_schedule(
     version) when the schedule's own fields are fine; ConflictError when the name is taken.
     """
     created = time.time() if now is None else now
-    texts = {k: parameter_text(v) for k, v in (params or {}).items()}
+    texts = parameter_texts(params)
     validate_schedule(
         store, pipeline, version, texts, on_dataset, cron=cron, timezone_name=timezone_name,
         every_seconds=every_seconds, missed=missed, overlap=overlap, max_retries=max_retries,

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlpipe_jupyter.errors import NotFoundError
-from mlpipe_jupyter.model.values import parameter_text
+from mlpipe_jupyter.model.values import parameter_texts
 from mlpipe_jupyter.scheduling.publishing import PublishedPipeline
 from mlpipe_jupyter.store import Store
 from mlpipe_jupyter.store.runs import RunRecord, new_run_id
@@ -67,7 +67,7 @@ def prepare_run(
     ParameterError when only parameters are wrong, else DefinitionError (a dataset it
     reads is gone, a pinned version does not exist, a compute target is unknown, ...).
     """
-    texts = {k: parameter_text(v) for k, v in (parameters or {}).items()}
+    texts = parameter_texts(parameters)
     published, _ = validate_trigger(store, name, version, texts, dataset_versions)
     return PreparedRun(published, texts, new_run_id(), dict(dataset_versions or {}))
 

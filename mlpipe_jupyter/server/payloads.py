@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from mlpipe_jupyter.model.values import parameter_text
+from mlpipe_jupyter.model.values import parameter_texts
 from mlpipe_jupyter.runner.view import StepView
 from mlpipe_jupyter.scheduling.publishing import PublishedPipeline
 from mlpipe_jupyter.store import RunRecord
@@ -80,10 +80,6 @@ def published_entry(name: str, versions: list[PublishedPipeline]) -> dict[str, A
     }
 
 
-def parameter_texts(values: Mapping[str, Any]) -> dict[str, str]:
-    """Values as the ``-p NAME=VALUE`` text that gives them back (JSON has no ``True``,
-    tuples or bytes, so the panel shows and edits these)."""
-    return {name: parameter_text(value) for name, value in values.items()}
 
 
 _NON_FINITE = {"Infinity": "inf", "-Infinity": "-inf", "NaN": "nan"}

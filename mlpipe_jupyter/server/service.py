@@ -23,7 +23,7 @@ from typing import Any
 from mlpipe_jupyter.errors import ConflictError, MlpipeError, NotFoundError, WorkspaceError
 from mlpipe_jupyter.model.grammar import STEP_MAGIC
 from mlpipe_jupyter.model.status import RunStatus
-from mlpipe_jupyter.model.values import literal_mapping, parameter_text
+from mlpipe_jupyter.model.values import literal_mapping, parameter_texts
 from mlpipe_jupyter.notebook import load_pipeline
 from mlpipe_jupyter.runner.background import BackgroundRun
 from mlpipe_jupyter.runner.explain import explain_step
@@ -33,7 +33,6 @@ from mlpipe_jupyter.runner.view import read_run, read_step, step_counts
 from mlpipe_jupyter.server.errors import BadRequestError, ForbiddenPathError
 from mlpipe_jupyter.server.payloads import (
     json_safe,
-    parameter_texts,
     run_details,
     run_summary,
     step_payload,
@@ -294,7 +293,7 @@ class PipelineService:
         path = self.notebook_file(notebook)
         request = RunRequest(
             notebook=path,
-            parameters={k: parameter_text(v) for k, v in (parameters or {}).items()},
+            parameters=parameter_texts(parameters),
             compute=compute,
             selection=selection or Selection(),
             experiment=experiment,

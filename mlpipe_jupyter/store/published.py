@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mlpipe_jupyter.errors import PublishedPipelineNotFoundError
-from mlpipe_jupyter.model.values import parameter_text, read_stored_values, stored_values
+from mlpipe_jupyter.model.values import parameter_texts, read_stored_values, stored_values
 from mlpipe_jupyter.store.workspace import Workspace
 
 SNAPSHOT_NOTEBOOK = "notebook.ipynb"
@@ -58,7 +58,7 @@ class PublishedPipeline:
             "content_hash": self.content_hash, "notebook": str(self.notebook),
             "source": self.source, "steps": self.steps, "parameters": self.parameters,
             # as a user types them after -p NAME= (JSON has no True, tuples or bytes)
-            "parameter_texts": {k: parameter_text(v) for k, v in self.parameters.items()},
+            "parameter_texts": parameter_texts(self.parameters),
             "environments": self.environments, "datasets": self.datasets, "files": self.files,
             "git": self.git, "description": self.description, "created_at": self.created_at,
             "disabled": self.disabled, "default": self.is_default,
