@@ -17,16 +17,22 @@ values in a row, up to the next ``--option``)::
     --param NAME=VALUE                  a pipeline parameter with its default; VALUE is a
                                         Python literal (0.8, 3, True, "a b", [1, 2]) or a
                                         bare word taken as a string (rf)
+    --use STEP.NAME                     receive variable NAME as STEP left it (STEP runs
+                                        first; the value is saved and loaded for you)
     --after STEP                        run after STEP although no data flows between them
     --no-reuse                          always execute; never reuse a previous result
     --hash-paths GLOB                   files (relative to the notebook) whose content is
                                         part of the step's fingerprint
     --env NAME                          the environment the step runs in
+    --image IMAGE                       the container image of a docker step (instead of
+                                        --env; papermill and ipykernel are added if missing)
     --compute NAME                      the compute target (default: local)
     --network                           give a container step network access (off by default)
     --retries N                         re-execute a failed step up to N more times
     --timeout DURATION                  fail the step after DURATION (30, 30s, 5m, 2h)
     --cpus N  --memory SIZE  --gpus N   resource requests (SIZE: 512m, 4g, 1.5GiB, bytes)
+    --label KEY=VALUE                   metadata kept with the step (Kale's label: tag)
+    --annotation KEY=VALUE              metadata kept with the step (Kale's annotation: tag)
     --no-run                            (magic only) register the step without running it
 
 Names of steps, inputs, outputs and parameters are Python identifiers (they become
@@ -55,6 +61,7 @@ from mlpipe_jupyter.model.step import (
     StepHeader,
     StepInput,
     StepOutputInput,
+    VariableUse,
 )
 
 STEP_MAGIC = "%%mlstep"
@@ -64,6 +71,7 @@ IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 # Names a step's code already uses for the injected context.
 RESERVED_NAMES = frozenset({"inputs", "outputs", "context", "mlpipe_jupyter"})
+RESERVED_PREFIX = "mlpipe_"  # the folders of handed-over variables (model.step.VARIABLES_OUTPUT)
 
 _NUMBER = r"[0-9]+(?:\.[0-9]+)?"
 _DURATION_PART = re.compile(rf"({_NUMBER})\s*(sec|min|hr|[smhd])\s*", re.IGNORECASE)
@@ -85,6 +93,8 @@ def check_identifier(name: str, what: str) -> str | None:
         )
     if what != "step" and name in RESERVED_NAMES:
         return f"{what} name {name!r} is reserved ({', '.join(sorted(RESERVED_NAMES))})"
+    if what in ("input", "output", "parameter") and name.startswith(RESERVED_PREFIX):
+        return f"{what} name {name!r} is reserved: names starting with {RESERVED_PREFIX!r} are mlpipe's"
     return None
 
 
@@ -195,6 +205,34 @@ def parse_param(text: str) -> tuple[str, Any]:
     return name, parse_parameter_value(value)
 
 
+def parse_use(text: str) -> VariableUse:
+    """``STEP.NAME``: variable NAME as step STEP left it."""
+    step, dot, name = text.partition(".")
+    if not dot or not step or not name:
+        raise ValueError(f"{text!r} must be STEP.NAME (the step that defines the variable, "
+                         "a dot, the variable's name)")
+    for part, what in ((step, "step"), (name, "variable")):
+        problem = check_identifier(part, what)
+        if problem:
+            raise ValueError(problem)
+    return VariableUse(step=step, name=name)
+
+
+def parse_key_value(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` metadata (labels, annotations): any non-empty key, any value."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"{text!r} must be KEY=VALUE")
+    return key.strip(), value
+
+
+def _parse_image(text: str) -> str:
+    if not text.strip() or any(c.isspace() for c in text):
+        raise ValueError(f"{text!r} is not an image name (examples: python:3.12-slim, "
+                         "registry.example.com/team/image:tag)")
+    return text
+
+
 def _parse_count(text: str) -> int:
     if not text.isdigit():
         raise ValueError(f"{text!r} must be a whole number from 0")
@@ -230,6 +268,10 @@ OPTIONS: dict[str, _Option] = {
     "--output": _Option("outputs", parse_output, repeatable=True),
     "--param": _Option("params", parse_param, repeatable=True),
     "--after": _Option("after", _parse_step_name, repeatable=True),
+    "--use": _Option("uses", parse_use, repeatable=True),
+    "--image": _Option("image", _parse_image),
+    "--label": _Option("labels", parse_key_value, repeatable=True),
+    "--annotation": _Option("annotations", parse_key_value, repeatable=True),
     "--hash-paths": _Option("hash_paths", str, repeatable=True),
     "--no-reuse": _Option("no_reuse", None),
     "--no-run": _Option("no_run", None),
@@ -322,6 +364,9 @@ def parse_step_header(line: str, cell: int | None = None) -> ParsedHeader:
     if index < len(tokens):  # a non-repeatable option was followed by extra words
         issue(f"unexpected {' '.join(tokens[index:])!r}", name)
     _check_unique_names(values, name, cell, issues)
+    if values.get("env") and values.get("image"):
+        issue("give --env or --image, not both (an environment already names its image)",
+              name, "--image")
     # Built from the valid parts even when there are issues, so that the rest of the
     # notebook can still be checked against it and every mistake reported at once.
     header = StepHeader(
@@ -343,6 +388,10 @@ def parse_step_header(line: str, cell: int | None = None) -> ParsedHeader:
         ),
         no_run=values.get("no_run", False),
         network=values.get("network", False),
+        uses=tuple(dict.fromkeys(values.get("uses", []))),
+        image=values.get("image"),
+        labels=tuple(values.get("labels", [])),
+        annotations=tuple(values.get("annotations", [])),
     )
     return ParsedHeader(header, issues)
 

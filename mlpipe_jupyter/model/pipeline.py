@@ -9,6 +9,18 @@ from typing import Any
 from mlpipe_jupyter.errors import DefinitionError, DefinitionIssue, NotFoundError
 from mlpipe_jupyter.model.step import DatasetInput, SetupCell, Step, StepOutputInput
 
+MLSTEP = "mlstep"  # a notebook of %%mlstep cells
+KALE = "kale"  # a notebook of Kale-tagged cells (kale.py)
+
+
+@dataclass(frozen=True)
+class VariableFlow:
+    """Variable ``name`` saved by step ``producer`` and loaded by step ``consumer``."""
+
+    producer: str
+    consumer: str
+    name: str
+
 
 def layers_of(upstream: Mapping[str, Sequence[str]]) -> dict[str, int]:
     """Each step's layer: its depth, the longest path from a root step (roots are 0).
@@ -47,6 +59,11 @@ class Pipeline:
     setup: tuple[SetupCell, ...] = ()
     source: str | None = None  # where it came from, for messages (a notebook path)
     parse_issues: tuple[DefinitionIssue, ...] = ()  # header mistakes found while reading
+    # pipeline parameters declared apart from the steps (Kale's pipeline-parameters cell)
+    declared_parameters: tuple[tuple[str, Any], ...] = ()
+    experiment: str | None = None  # the default experiment of its runs (Kale metadata)
+    kind: str = MLSTEP
+    flows: tuple[VariableFlow, ...] = ()  # the variables handed along edges (model.dataflow)
     _by_name: dict[str, Step] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -70,11 +87,19 @@ class Pipeline:
 
     def parameters(self) -> dict[str, Any]:
         """Pipeline parameters: every step parameter name with its first default."""
-        found: dict[str, Any] = {}
+        found: dict[str, Any] = dict(self.declared_parameters)
         for step in self.steps:
             for name, default in step.header.params:
                 found.setdefault(name, default)
         return found
+
+    def flows_into(self, name: str) -> list[VariableFlow]:
+        """The variables step ``name`` receives, in the order they were found."""
+        return [flow for flow in self.flows if flow.consumer == name]
+
+    def exports_of(self, name: str) -> list[str]:
+        """The variables step ``name`` saves for later steps, sorted, each once."""
+        return sorted({flow.name for flow in self.flows if flow.producer == name})
 
     def datasets_used(self) -> set[str]:
         return {
@@ -243,6 +268,12 @@ class Pipeline:
                 elif ref.version is not None and ref.version not in set(datasets[ref.dataset]):
                     versions = ", ".join(f"v{v}" for v in sorted(datasets[ref.dataset]))
                     add(f"dataset {ref.dataset!r} has no version {ref.version} ({versions})", option)
+        for use in step.header.uses:
+            option = f"--use {use.describe()}"
+            if use.step == step.name:
+                add("a step cannot receive its own variable", option)
+            elif not self.has_step(use.step):
+                add(f"step {use.step!r} is not defined in this notebook", option)
         for other in step.header.after:
             if other == step.name:
                 add("a step cannot run after itself", f"--after {other}")

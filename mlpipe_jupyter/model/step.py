@@ -33,6 +33,22 @@ class StepOutputInput:
 
 StepInput = DatasetInput | StepOutputInput
 
+# The output folder a step saves its handed-over variables in, and the prefix of the inputs
+# a consumer reads them from (``model.dataflow`` adds both; users cannot name theirs so).
+VARIABLES_OUTPUT = "mlpipe_variables"
+VARIABLES_INPUT_PREFIX = "mlpipe_variables_from_"
+
+
+@dataclass(frozen=True)
+class VariableUse:
+    """A variable a step receives from another step: ``--use STEP.NAME``."""
+
+    step: str
+    name: str
+
+    def describe(self) -> str:
+        return f"{self.step}.{self.name}"
+
 
 @dataclass(frozen=True)
 class OutputSpec:
@@ -72,6 +88,12 @@ class StepHeader:
     resources: Resources = field(default_factory=Resources)
     no_run: bool = False  # used by the %%mlstep magic only: register without executing
     network: bool = False  # container steps get no network unless they ask
+    uses: tuple[VariableUse, ...] = ()  # variables received from other steps (--use)
+    image: str | None = None  # the container image of a docker step (--image, Kale image:)
+    labels: tuple[tuple[str, str], ...] = ()  # kept as metadata (--label, Kale label:)
+    annotations: tuple[tuple[str, str], ...] = ()  # kept as metadata (--annotation)
+    # resource requests with no equivalent here (Kale limit:RESOURCE:VALUE): shown, not applied
+    other_limits: tuple[tuple[str, str], ...] = ()
 
     @property
     def param_defaults(self) -> dict[str, Any]:
@@ -91,9 +113,9 @@ class Step:
         return self.header.name
 
     def upstream_names(self) -> set[str]:
-        """Names of the steps this one must wait for (data inputs and ``--after``)."""
+        """Names of the steps this one must wait for (data inputs, variables, ``--after``)."""
         names = {i.step for i in self.header.inputs if isinstance(i, StepOutputInput)}
-        return names | set(self.header.after)
+        return names | set(self.header.after) | {use.step for use in self.header.uses}
 
 
 @dataclass(frozen=True)
