@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from mlpipe_jupyter.dataflow import resolve_flows
 from mlpipe_jupyter.errors import DefinitionError, DefinitionIssue, NotebookError
 from mlpipe_jupyter.model.grammar import SETUP_MAGIC, STEP_MAGIC, parse_step_header, split_magic
 from mlpipe_jupyter.model.pipeline import Pipeline
@@ -84,7 +85,7 @@ def load_pipeline(path: Path) -> Pipeline:
 
     Raises NotebookError for an unreadable file, DefinitionError for a notebook without steps.
     """
-    pipeline = pipeline_from_cells(read_code_cells(path), source=str(path))
+    pipeline = resolve_flows(pipeline_from_cells(read_code_cells(path), source=str(path)))
     if not pipeline.steps and pipeline.parse_issues:
         # step cells whose header could not be read: say why, not "no steps"
         raise DefinitionError(list(pipeline.parse_issues), str(path))
