@@ -1,14 +1,276 @@
 """Which variables flow along which edge of a pipeline (static analysis, no kernel).
 
-Filled in next: pyflakes finds the names a step uses before defining them; ``ast`` finds the
-names a step defines at module level.
+A step *uses* the names it reads before defining them: pyflakes' "undefined name" reports
+on the step's code alone, with the names every step has anyway (builtins, IPython's, the
+step context, its parameters, what the setup cells define) declared as builtins. This is
+how Kale finds them, and it is flow-sensitive where it matters: ``df = df.dropna()`` uses
+``df``. A step *defines* the names bound at its module level (``symtable``: assignments,
+loops, ``with``, ``def``, ``class``; imports are not handed over, they are re-run).
+
+Kale notebooks receive every used name from the nearest upstream step that defines it.
+``%%mlstep`` notebooks declare what they receive (``--use STEP.NAME``): explicit in the
+header, shown by ``mlpipe check`` and the widget, and nothing changes for notebooks that
+declare nothing. A used name that another step defines but the step does not receive is a
+definition error that says how to fix it, as is a name two parallel parents both define.
+
+The flows are then made ordinary data: each producer gets an output folder
+(``VARIABLES_OUTPUT``) its step notebook saves the variables into, and each consumer an
+input bound to that folder, so reuse, fingerprints, commits, containers, Dask workers and
+object-store datastores handle variables exactly as they handle folders.
 """
 
 from __future__ import annotations
 
-from mlpipe_jupyter.model.pipeline import Pipeline
+import ast
+import builtins
+import symtable
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+from mlpipe_jupyter.errors import DefinitionIssue
+from mlpipe_jupyter.model.pipeline import KALE, Pipeline, VariableFlow
+from mlpipe_jupyter.model.step import (
+    VARIABLES_INPUT_PREFIX,
+    VARIABLES_OUTPUT,
+    OutputSpec,
+    Step,
+    StepOutputInput,
+)
+
+# Names a step's kernel has without any step defining them: IPython's user namespace and
+# the injected step context (render.py).
+KERNEL_NAMES = frozenset({
+    "get_ipython", "display", "In", "Out", "exit", "quit", "_", "__", "___", "_i", "_ii",
+    "_iii", "_oh", "_dh", "_ih", "__builtins__", "__name__", "__doc__", "__file__",
+    "inputs", "outputs", "context",
+})
+
+
+@dataclass(frozen=True)
+class CodeNames:
+    """What one piece of code reads before defining it, and what it defines."""
+
+    uses: tuple[str, ...]  # in order of first use
+    defines: frozenset[str]  # bound at module level (not imports)
+    imports: frozenset[str]  # bound at module level by import statements
+    function_globals: dict[str, frozenset[str]]  # module-level function -> globals it reads
+    readable: bool = True  # False: not Python even after IPython's transforms
+
+
+def python_source(code: str) -> str | None:
+    """``code`` as plain Python: IPython's own transforms turn ``%magic`` and ``!shell``
+    lines into calls (imported only when a cell needs it: it costs ~0.5 s). None when the
+    code is not Python even then."""
+    try:
+        ast.parse(code)
+        return code
+    except SyntaxError:
+        pass
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    try:
+        transformed = TransformerManager().transform_cell(code)
+        ast.parse(transformed)
+        return str(transformed)
+    except (SyntaxError, ValueError):
+        return None
+
+
+@lru_cache(maxsize=512)
+def code_names(code: str, known: frozenset[str] = frozenset()) -> CodeNames:
+    """The names ``code`` uses and defines; ``known`` are names it has without defining."""
+    source = python_source(code)
+    if source is None:
+        return CodeNames((), frozenset(), frozenset(), {}, readable=False)
+    from pyflakes import checker, messages
+
+    flakes = checker.Checker(ast.parse(source), filename="<step>",
+                             builtins=set(known | KERNEL_NAMES))
+    uses = [m.message_args[0] for m in flakes.messages if isinstance(m, messages.UndefinedName)]
+    table = symtable.symtable(source, "<step>", "exec")
+    defines: set[str] = set()
+    imports: set[str] = set()
+    for symbol in table.get_symbols():
+        if symbol.is_imported():
+            imports.add(symbol.get_name())
+        elif symbol.is_assigned() or symbol.is_namespace():
+            defines.add(symbol.get_name())
+    function_globals = {
+        child.get_name(): frozenset(child.get_globals())
+        for child in table.get_children()
+        if isinstance(child, symtable.Function)
+    }
+    return CodeNames(tuple(dict.fromkeys(uses)), frozenset(defines), frozenset(imports),
+                     function_globals)
+
+
+def _builtin_names() -> frozenset[str]:
+    return frozenset(dir(builtins))
+
+
+class _Resolver:
+    """One pass over a pipeline: every step's names, then its flows and their issues."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.issues: list[DefinitionIssue] = []
+        setup = [code_names(cell.code) for cell in pipeline.setup]
+        self.setup_names = frozenset().union(*(s.defines | s.imports for s in setup))
+        # a function of the setup cells reads the globals it names when a step calls it
+        self.setup_functions: dict[str, frozenset[str]] = {}
+        for names in setup:
+            self.setup_functions.update(names.function_globals)
+        self.names = {step.name: self._names_of(step) for step in pipeline.steps}
+
+    def _names_of(self, step: Step) -> CodeNames:
+        known = self.setup_names | {name for name, _ in step.header.params}
+        names = code_names(step.code, frozenset(known))
+        called = [fn for fn in self.setup_functions if fn in names.uses or
+                  _mentions(step.code, fn)]
+        extra = [g for fn in called for g in sorted(self.setup_functions[fn])
+                 if g not in known and g not in _builtin_names() and g not in KERNEL_NAMES
+                 and g not in names.defines and g not in self.setup_functions]
+        if extra:
+            names = replace(names, uses=tuple(dict.fromkeys(names.uses + tuple(extra))))
+        return names
+
+    def issue(self, step: Step, message: str, field: str | None = None) -> None:
+        self.issues.append(DefinitionIssue(message, step=step.name, cell=step.cell, field=field))
+
+    def definers(self, name: str, besides: str) -> list[str]:
+        return [s.name for s in self.pipeline.steps
+                if s.name != besides and name in self.names[s.name].defines]
+
+    def importers(self, name: str, besides: str) -> list[str]:
+        return [s.name for s in self.pipeline.steps
+                if s.name != besides and name in self.names[s.name].imports]
+
+    # -- Kale: every used name from the nearest upstream step that defines it -------------
+    def kale_flows(self, step: Step) -> list[VariableFlow]:
+        flows: list[VariableFlow] = []
+        ancestors = self.pipeline.ancestors([step.name])
+        for name in self.names[step.name].uses:
+            definers = self.definers(name, step.name)
+            upstream = [d for d in definers if d in ancestors]
+            if not upstream:
+                if definers:
+                    self.issue(step, f"uses {name!r}, which step {_names(definers)} "
+                               "defines, but this step does not run after it: add the tag "
+                               f"{_names([f'prev:{d}' for d in definers], 'or')} to this "
+                               "step's cell", f"variable {name}")
+                else:
+                    self._imported_elsewhere(step, name, "the imports cell")
+                continue
+            nearest = [d for d in upstream
+                       if not any(d in self.pipeline.ancestors([o]) for o in upstream if o != d)]
+            if len(nearest) > 1:
+                self.issue(step, f"{name!r} is ambiguous: steps {_names(nearest)} both define "
+                           "it and neither runs after the other. Rename it in one of them, or "
+                           "make one run after the other (prev: tag)", f"variable {name}")
+                continue
+            flows.append(VariableFlow(nearest[0], step.name, name))
+        return flows
+
+    # -- %%mlstep: what the header declares, and a fix for what it doesn't ----------------
+    def declared_flows(self, step: Step) -> list[VariableFlow]:
+        flows: list[VariableFlow] = []
+        declared = {use.name for use in step.header.uses}
+        for use in step.header.uses:
+            if use.step == step.name or not self.pipeline.has_step(use.step):
+                continue  # Pipeline.definition_issues says so
+            producer = self.names[use.step]
+            if use.name in producer.defines:
+                flows.append(VariableFlow(use.step, step.name, use.name))
+            elif use.name in producer.imports:
+                self.issue(step, f"step {use.step!r} imports {use.name!r}: modules are not "
+                           "handed over; import it in this step, or in a %%mlsetup cell",
+                           f"--use {use.describe()}")
+            else:
+                defined = ", ".join(sorted(producer.defines)) or "nothing"
+                self.issue(step, f"step {use.step!r} does not define {use.name!r} at its top "
+                           f"level (it defines: {defined})", f"--use {use.describe()}")
+        for name in self.names[step.name].uses:
+            if name in declared:
+                continue
+            definers = self.definers(name, step.name)
+            if definers:
+                fixes = _names([f"--use {d}.{name}" for d in definers], "or")
+                self.issue(step, f"uses {name!r}, which step {_names(definers)} defines: to "
+                           f"receive it, add {fixes} to this step's %%mlstep line",
+                           f"variable {name}")
+            else:
+                self._imported_elsewhere(step, name, "a %%mlsetup cell")
+        return flows
+
+    def _imported_elsewhere(self, step: Step, name: str, shared_place: str) -> None:
+        importers = self.importers(name, step.name)
+        if importers:
+            self.issue(step, f"uses {name!r}, which step {_names(importers)} imports: modules "
+                       f"are not handed over between steps; import it in this step or in "
+                       f"{shared_place}", f"variable {name}")
+
+    def unreadable(self) -> None:
+        for step in self.pipeline.steps:
+            if not self.names[step.name].readable and step.header.uses:
+                self.issue(step, "the step's code is not Python, so the variables it uses "
+                           "cannot be found")
+
+
+def _mentions(code: str, name: str) -> bool:
+    return name in code and name in {n.id for n in ast.walk(_tree(code)) if isinstance(n, ast.Name)}
+
+
+@lru_cache(maxsize=512)
+def _tree(code: str) -> ast.AST:
+    source = python_source(code)
+    return ast.parse(source) if source is not None else ast.Module(body=[], type_ignores=[])
+
+
+def _names(names: Iterable[str], joiner: str = "and") -> str:
+    quoted = [f"'{n}'" if not n.startswith("--") and ":" not in n else f"`{n}`"
+              for n in names]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} {joiner} {quoted[-1]}"
 
 
 def resolve_flows(pipeline: Pipeline) -> Pipeline:
-    """``pipeline`` with its variable flows found and checked (issues in ``parse_issues``)."""
-    return pipeline
+    """``pipeline`` with its variable flows found, checked and made inputs and outputs.
+
+    Problems join ``parse_issues``, so that ``Pipeline.validate`` reports them with the
+    rest, all at once. A pipeline without flows comes back unchanged.
+    """
+    if not pipeline.steps:
+        return pipeline
+    resolver = _Resolver(pipeline)
+    flows: list[VariableFlow] = []
+    for step in pipeline.steps:
+        if pipeline.kind == KALE:
+            flows += resolver.kale_flows(step)
+        else:
+            flows += resolver.declared_flows(step)
+    resolver.unreadable()
+    if not flows and not resolver.issues:
+        return pipeline
+    return replace(
+        pipeline,
+        steps=tuple(_with_variable_folders(step, flows) for step in pipeline.steps),
+        flows=tuple(flows),
+        parse_issues=pipeline.parse_issues + tuple(resolver.issues),
+        _by_name={},
+    )
+
+
+def _with_variable_folders(step: Step, flows: list[VariableFlow]) -> Step:
+    """The step with an output folder for the variables it saves and one input per step it
+    loads variables from."""
+    exports = any(flow.producer == step.name for flow in flows)
+    producers = list(dict.fromkeys(f.producer for f in flows if f.consumer == step.name))
+    if not exports and not producers:
+        return step
+    header = step.header
+    outputs = header.outputs + ((OutputSpec(VARIABLES_OUTPUT),) if exports else ())
+    inputs = header.inputs + tuple(
+        StepOutputInput(f"{VARIABLES_INPUT_PREFIX}{producer}", producer, VARIABLES_OUTPUT)
+        for producer in producers
+    )
+    return replace(step, header=replace(header, outputs=outputs, inputs=inputs))

@@ -2,8 +2,10 @@
 
 The step notebook is, in order: a title, a ``parameters``-tagged cell with the step's
 defaults (papermill injects the run's values after it), the injected context (input and
-output folders, run and step ids), the ``%%mlsetup`` cells, and the step's own code. Each
-generated cell records the source notebook cell it came from, so errors point there.
+output folders, run and step ids), the ``%%mlsetup`` cells, the variables it receives from
+earlier steps (``dataflow``), the step's own code, and the saving of the variables later
+steps receive from it (``handover``). Each generated cell records the source notebook cell
+it came from, so errors point there.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mlpipe_jupyter.model.pipeline import Pipeline
-from mlpipe_jupyter.model.step import Step
+from mlpipe_jupyter.model.step import VARIABLES_INPUT_PREFIX, VARIABLES_OUTPUT, Step
 from mlpipe_jupyter.model.values import python_literal
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
@@ -75,7 +77,19 @@ def render_step(
     cells.append(_cell(context_code, ["mlpipe-context"], "context"))
     for setup in pipeline.setup:
         cells.append(_cell(setup.code, ["mlpipe-setup"], "setup", setup.cell))
+    received = _receive_code(pipeline, step)
+    if received:
+        cells.append(_cell(received, ["mlpipe-variables-in"], "variables-in", step.cell))
     cells.append(_cell(step.code, ["mlpipe-step"], "step", step.cell))
+    exported = pipeline.exports_of(step.name)
+    if exported:
+        cells.append(_cell(
+            f"# Saved by mlpipe for the steps that use them: {', '.join(exported)}\n"
+            "from mlpipe_jupyter.handover import save_variables as _mlpipe_save\n"
+            f"_mlpipe_save(globals(), {python_literal(exported)}, "
+            f"outputs[{python_literal(VARIABLES_OUTPUT)}], {python_literal(step.name)})\n"
+            "del _mlpipe_save",
+            ["mlpipe-variables-out"], "variables-out", step.cell))
     for index, cell in enumerate(cells):
         cell["id"] = f"mlpipe-{index}"
     kernelspec = dict(KERNELSPEC, name=kernel_name)
@@ -89,6 +103,25 @@ def render_step(
         "nbformat": 4,
         "nbformat_minor": 5,
     }
+
+
+def _receive_code(pipeline: Pipeline, step: Step) -> str:
+    """The cell that loads the variables ``step`` receives, one line per producer."""
+    by_producer: dict[str, list[str]] = {}
+    for flow in pipeline.flows_into(step.name):
+        by_producer.setdefault(flow.producer, []).append(flow.name)
+    if not by_producer:
+        return ""
+    described = "; ".join(f"{', '.join(names)} from {producer}"
+                          for producer, names in by_producer.items())
+    lines = [f"# Variables from earlier steps, as they left them: {described}",
+             "from mlpipe_jupyter.handover import load_variables as _mlpipe_load"]
+    for producer, names in by_producer.items():
+        folder = f"inputs[{python_literal(VARIABLES_INPUT_PREFIX + producer)}]"
+        lines.append(f"globals().update(_mlpipe_load({folder}, {python_literal(names)}, "
+                     f"{python_literal(producer)}, {python_literal(step.name)}))")
+    lines.append("del _mlpipe_load")
+    return "\n".join(lines)
 
 
 def _assignments(values: Mapping[str, Any]) -> str:

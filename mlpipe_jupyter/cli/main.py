@@ -93,6 +93,10 @@ def cmd_check(args: argparse.Namespace) -> int:
             step = pipeline.step(name)
             after = ", ".join(sorted(pipeline.upstream(name))) or "-"
             print(f"  {depth}: {name} (cell {step.cell}) after: {after}")
+            received = pipeline.flows_into(name)
+            if received:
+                print("       variables: " + "; ".join(
+                    f"{flow.name} from {flow.producer}" for flow in received))
     params = pipeline.parameters()
     if params:
         print("parameters: " + ", ".join(f"{k}={parameter_text(v)}" for k, v in params.items()))

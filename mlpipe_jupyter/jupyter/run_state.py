@@ -39,6 +39,7 @@ def step_state(step: StepView) -> dict[str, Any]:
         "reused": step.reused,
         "reused_from": step.reused_from,
         "upstream": list(step.upstream),
+        "variables": {producer: list(names) for producer, names in step.variables.items()},
         "layer": step.layer,
         "error": step.error,
         "decision": step.decision,

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from mlpipe_jupyter.model.step import VARIABLES_INPUT_PREFIX
+
 # Bump when the meaning of a component changes, so old results are not reused wrongly.
 # 2: parameter values as canonical Python literals (JSON made (1, 2) and [1, 2] one value).
 FINGERPRINT_SCHEME = 2
@@ -71,6 +73,27 @@ def _short(value: Any) -> str:
     return text
 
 
+def _folders(inputs: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in inputs.items() if not k.startswith(VARIABLES_INPUT_PREFIX)}
+
+
+def _describe_variable_changes(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
+    """The inputs that carry handed-over variables, named by the step that saved them."""
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        if not key.startswith(VARIABLES_INPUT_PREFIX):
+            continue
+        producer = key[len(VARIABLES_INPUT_PREFIX):]
+        if key not in old:
+            changes.append(f"it now receives variables from step {producer!r}")
+        elif key not in new:
+            changes.append(f"it no longer receives variables from step {producer!r}")
+        elif old[key] != new[key]:
+            changes.append(f"the variables it receives from step {producer!r} changed "
+                           f"(a new result of {producer!r})")
+    return changes
+
+
 def describe_changes(old: FingerprintComponents, new: FingerprintComponents) -> list[str]:
     """Human sentences naming each component that differs between two fingerprints."""
     if old.scheme != new.scheme:  # the components mean different things: nothing to compare
@@ -83,7 +106,8 @@ def describe_changes(old: FingerprintComponents, new: FingerprintComponents) -> 
         changes.append("the %%mlsetup cells changed")
     changes += _describe_mapping_change("file", old.files, new.files)
     changes += _describe_mapping_change("parameter", old.params, new.params)
-    changes += _describe_mapping_change("input", old.inputs, new.inputs)
+    changes += _describe_variable_changes(old.inputs, new.inputs)
+    changes += _describe_mapping_change("input", _folders(old.inputs), _folders(new.inputs))
     if old.environment != new.environment:
         changes.append(
             f"the environment changed: {_short(old.environment)} -> {_short(new.environment)}"

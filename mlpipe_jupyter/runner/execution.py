@@ -219,6 +219,8 @@ class Execution:
                 "setup": f" in %%mlsetup cell {raised.source_cell}",
                 "parameters": " while setting parameters",
                 "context": " while injecting the step context",
+                "variables-in": " while loading the variables it receives",
+                "variables-out": " while saving its variables for later steps",
             }.get(raised.role, "")
         attempts = self.attempts.get(task.step, 1)
         tries = f" (after {attempts} attempts)" if attempts > 1 else ""

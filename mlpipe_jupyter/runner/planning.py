@@ -220,6 +220,17 @@ class Planner:
             inputs[f"after:{other}"] = f"step:{other}#{plans[other].result_id}"
         params = step_parameters(self.pipeline, step.name, self.parameters)
         env = step.header.env or self.default_env
+        settings: dict[str, Any] = {
+            "outputs": sorted(o.name for o in step.header.outputs), "env": env,
+            "kernel": "python3",
+        }
+        # only when there are any: fingerprints of steps without variables stay as they were
+        exports = self.pipeline.exports_of(step.name)
+        if exports:
+            settings["variables"] = exports
+        received = [f"{flow.producer}.{flow.name}" for flow in self.pipeline.flows_into(step.name)]
+        if received:
+            settings["receives"] = received
         components = FingerprintComponents(
             code=hash_text(step.code),
             setup=setup_hash,
@@ -227,11 +238,7 @@ class Planner:
             params={name: canonical_literal(value) for name, value in params.items()},
             inputs=inputs,
             environment=self.environment_of(compute, env),
-            settings={
-                "outputs": sorted(o.name for o in step.header.outputs),
-                "env": env,
-                "kernel": "python3",
-            },
+            settings=settings,
         )
         return StepPlan(
             step=step, action=EXECUTE, reason="", compute=compute, env=env, components=components,

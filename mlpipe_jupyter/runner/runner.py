@@ -186,6 +186,8 @@ class Runner:
         self.events.emit(RunEvent(RUN_STARTED, run_id, RunStatus.RUNNING.value, detail={
             "notebook": str(notebook), "steps": order, "experiment": experiment,
             "upstream": {n: sorted(pipeline.upstream(n)) for n in order},
+            "variables": {n: [f"{f.producer}.{f.name}" for f in pipeline.flows_into(n)]
+                          for n in order if pipeline.flows_into(n)},
         }))
         for item in planned:
             self.events.emit(RunEvent(STEP_STATUS, run_id, item.status.value, item.step,

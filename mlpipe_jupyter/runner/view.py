@@ -37,6 +37,8 @@ class StepView:
     status: str  # a StepStatus value
     layer: int = 0
     upstream: tuple[str, ...] = ()
+    # the variables it receives, by the upstream step that saved them (the DAG's edge labels)
+    variables: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     cell: int | None = None
     started_at: float | None = None
     ended_at: float | None = None
@@ -113,6 +115,8 @@ def step_view(store: Store, record: StepRunRecord, layer: int) -> StepView:
         status=record.status.value,
         layer=layer,
         upstream=tuple(record.upstream),
+        variables=received_variables(
+            (record.components or {}).get("settings", {}).get("receives", [])),
         cell=record.cell,
         started_at=record.started_at,
         ended_at=record.ended_at,
@@ -128,6 +132,15 @@ def step_view(store: Store, record: StepRunRecord, layer: int) -> StepView:
         output_notebook=store.runs.output_notebook(source, record.step),
         has_output=own_notebook.exists(),
     )
+
+
+def received_variables(received: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """``["prepare.df", "train.model"]`` (a fingerprint's ``receives``) by producer."""
+    by_producer: dict[str, list[str]] = {}
+    for item in received:
+        producer, _, name = item.partition(".")
+        by_producer.setdefault(producer, []).append(name)
+    return {producer: tuple(names) for producer, names in by_producer.items()}
 
 
 def _layers(records: Sequence[StepRunRecord]) -> dict[str, int]:
@@ -200,13 +213,16 @@ class RunFollower:
     @staticmethod
     def _started_view(event: RunEvent) -> RunView:
         upstream: dict[str, list[str]] = event.detail.get("upstream", {})
+        variables: dict[str, list[str]] = event.detail.get("variables", {})
         steps = event.detail.get("steps", list(upstream))
         layers = layers_of({name: upstream.get(name, []) for name in steps})
         return RunView(
             run_id=event.run_id, status=event.status, notebook=event.detail.get("notebook", ""),
             error=None,
             steps=tuple(StepView(event.run_id, n, StepStatus.QUEUED.value, layers.get(n, 0),
-                                 tuple(upstream.get(n, []))) for n in steps),
+                                 tuple(upstream.get(n, [])),
+                                 received_variables(variables.get(n, [])))
+                        for n in steps),
         )
 
     def _step(self, view: RunView, event: RunEvent) -> RunView:

@@ -54,6 +54,7 @@ def step_payload(step: StepView) -> dict[str, Any]:
         "status": step.status,
         "layer": step.layer,
         "upstream": list(step.upstream),
+        "variables": {producer: list(names) for producer, names in step.variables.items()},
         "cell": step.cell,
         "started_at": step.started_at,
         "ended_at": step.ended_at,
