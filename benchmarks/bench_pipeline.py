@@ -40,6 +40,13 @@ Workloads and targets (``ratio`` = mlpipe time / baseline, PASS when ratio <= ta
    this process), with the workers' input cache, against the same run with the cache turned
    off (``MLPIPE_INPUT_CACHE_GB=0``); each run uses its own datastore prefix. Target <= 0.8
    (skipped with row 8, or without s3fs/moto).
+10. **1 GiB DataFrame hand-over**: a step builds a 1 GiB DataFrame and the next step uses it
+    (``--use make.df``), against the same two steps without the hand-over (the next step
+    runs ``--after`` the first and uses nothing); the difference is what handing the frame
+    over costs. Baseline: saving and loading the same frame in the same format (pickle
+    protocol 5) in one process (median of 3). Target <= 1.5.
+11. **one copy for three consumers**: a 256 MiB DataFrame used by three steps; ``du`` of the
+    saved variables after the run against the frame's size. Target <= 1.2 (stored once).
 
 Usage::
 
@@ -104,6 +111,12 @@ OBJSTORE_STEPS = 8
 OBJSTORE_FILES = 500  # an image-folder-like dataset: many files of OBJSTORE_FILE_KIB each
 OBJSTORE_FILE_KIB = 128
 OBJSTORE_CACHE_TARGET = 0.8  # with the workers' input cache / without it
+FRAME_COLUMNS = 16  # float64 columns of FRAME_ROWS rows: 1 GiB
+FRAME_ROWS = 8 << 20
+HANDOVER_TARGET = 1.5  # hand-over cost / save + load in one process
+SHARED_FRAME_ROWS = 2 << 20  # 256 MiB with FRAME_COLUMNS columns
+SHARED_CONSUMERS = 3
+SHARED_TARGET = 1.2  # saved bytes / frame bytes
 
 
 class BenchmarkError(RuntimeError):
@@ -255,6 +268,42 @@ def big_output_pipeline(blocks: int) -> list[str]:
         "(outputs.report / 'size.txt').write_text(str(total))\n"
     )
     return [write, read]
+
+
+def frame_code(rows: int) -> str:
+    """Code that builds a DataFrame ``df`` of FRAME_COLUMNS float64 columns."""
+    return ("import numpy as np, pandas as pd\n"
+            f"df = pd.DataFrame({{f'c{{i}}': np.arange({rows}, dtype='float64') + i "
+            f"for i in range({FRAME_COLUMNS})}})\n")
+
+
+def handover_pipeline(rows: int, hand_over: bool) -> list[str]:
+    """A step that builds a frame, and a step that uses it (or only runs after it)."""
+    use = ("%%mlstep use --use make.df\nassert df.shape == "
+           f"({rows}, {FRAME_COLUMNS}), df.shape\n" if hand_over
+           else "%%mlstep use --after make\nx = 1\n")
+    return ["%%mlstep make\n" + frame_code(rows), use]
+
+
+def shared_pipeline(rows: int, consumers: int) -> list[str]:
+    return ["%%mlstep make\n" + frame_code(rows)] + [
+        f"%%mlstep use{index} --use make.df\ntotal = float(df.c0.sum())\n"
+        for index in range(consumers)
+    ]
+
+
+HANDOVER_FLOOR = """
+import pickle, sys, time
+{frame}
+path = sys.argv[1]
+start = time.perf_counter()
+with open(path, "wb") as handle:
+    pickle.dump(df, handle, protocol=5)
+del df
+with open(path, "rb") as handle:
+    df = pickle.load(handle)
+print(time.perf_counter() - start)
+"""
 
 
 # -- commands ----------------------------------------------------------------------------------
@@ -500,6 +549,48 @@ class Bench:
                 "bytes written: 1 GiB (a copy would make 2)", written / GIB, DU_TARGET, "GiB"),
         ]
 
+    def frame_handover(self) -> list[Row]:
+        """Workloads 10 and 11: a 1 GiB DataFrame handed to the next step; a frame used by
+        three steps stored once."""
+        folder, env = self.workload_dir("handover")
+        free = shutil.disk_usage(folder).free
+        if free < FREE_SPACE_NEEDED:
+            self.log(f"skipping the DataFrame hand-over: {free / GIB:.1f} GiB free in {folder}")
+            return []
+        try:
+            script = HANDOVER_FLOOR.format(frame=frame_code(FRAME_ROWS))
+            floor = median_of(DD_SAMPLES, lambda _: float(subprocess.run(
+                [sys.executable, "-c", script, str(folder / "floor.pkl")], check=True,
+                capture_output=True, text=True, env=self.base_env).stdout))
+            (folder / "floor.pkl").unlink(missing_ok=True)
+            self.log(f"save + load of the 1 GiB frame in one process (median): {floor:.2f} s")
+            timings = {}
+            for hand_over in (False, True):
+                name = "with" if hand_over else "without"
+                run_folder, run_env = self.workload_dir(f"handover-{name}")
+                notebook = write_notebook(run_folder / "frame.ipynb",
+                                          handover_pipeline(FRAME_ROWS, hand_over))
+                timings[name] = self.mlpipe_run(notebook, run_env)
+                self.log(f"mlpipe 1 GiB frame, {name} hand-over: {timings[name]:.2f} s")
+                remove_tree(run_folder)
+            shared_folder, shared_env = self.workload_dir("handover-shared")
+            notebook = write_notebook(shared_folder / "shared.ipynb",
+                                      shared_pipeline(SHARED_FRAME_ROWS, SHARED_CONSUMERS))
+            self.mlpipe_run(notebook, shared_env)
+            saved = disk_usage(shared_folder / ".mlpipe" / "results")
+            self.log(f"saved variables, 3 consumers: {saved / MIB:.0f} MiB")
+        finally:
+            remove_tree(folder)
+        cost = timings["with"] - timings["without"]
+        frame_bytes = SHARED_FRAME_ROWS * FRAME_COLUMNS * 8
+        return [
+            Row(f"1 GiB DataFrame handed to the next step (--use; {timings['with']:.1f} s vs "
+                f"{timings['without']:.1f} s without)", cost,
+                "pickle save + load in one process", floor, HANDOVER_TARGET),
+            Row(f"256 MiB DataFrame used by {SHARED_CONSUMERS} steps: bytes saved", saved / MIB,
+                "the frame's size (stored once)", frame_bytes / MIB, SHARED_TARGET, "MiB"),
+        ]
+
     def docker_overhead(self) -> list[Row]:
         """Workload 7: the chain with ``--compute docker`` against the same chain run locally,
         both cold in fresh workspaces; the difference per step is the containers' cost."""
@@ -608,11 +699,13 @@ class Bench:
         chain = self.chain()
         fan = self.fan_out()
         big = self.big_output()
+        frames = self.frame_handover()
         docker = self.docker_overhead() if self.with_docker else []
         dask = self.dask_fan_out() if self.with_dask else []
         objstore = self.objstore_inputs() if self.with_dask and _installed("s3fs", "moto") else []
-        # report order: chain, fan-out, no-op, edit, 1 GiB, du, docker, dask, object store
-        return [chain[0], *fan, chain[1], chain[2], *big, *docker, *dask, *objstore]
+        # report order: chain, fan-out, no-op, edit, 1 GiB, du, docker, dask, object store,
+        # frame hand-over, frame stored once
+        return [chain[0], *fan, chain[1], chain[2], *big, *docker, *dask, *objstore, *frames]
 
 
 def header(bench: Bench, load_before: float) -> str:
@@ -643,6 +736,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "is not installed)")
     parser.add_argument("--only-dask", action="store_true",
                         help="measure T and the dask rows (8 and 9) only")
+    parser.add_argument("--only-frames", action="store_true",
+                        help="measure T and the DataFrame hand-over rows (10 and 11) only")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where to make the temporary folder (default: the system's)")
     return parser.parse_args(argv)
@@ -669,7 +764,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         bench = Bench(root, verbose=args.verbose, with_docker=not args.no_docker,
                       with_dask=not args.no_dask and _installed("distributed"))
-        if args.only_dask:
+        if args.only_frames:
+            bench.measure_t()
+            rows = bench.frame_handover()
+        elif args.only_dask:
             bench.measure_t()
             rows = bench.dask_fan_out() if bench.with_dask else []
             rows += bench.objstore_inputs() if bench.with_dask and _installed("s3fs", "moto") else []
