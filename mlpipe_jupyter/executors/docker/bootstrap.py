@@ -22,7 +22,8 @@ from mlpipe_jupyter.errors import ExecutorError
 BASE_REPOSITORY = "mlpipe/runner-base"
 SUITE = "bookworm"
 DEBIAN_PACKAGES = ("python3", "python3-venv", "ca-certificates", "libstdc++6", "tini")
-PYTHON_PACKAGES = ("papermill>=2.5,<3", "ipykernel>=6,<8")
+# cloudpickle: steps hand over functions and classes defined in the notebook (handover.py)
+PYTHON_PACKAGES = ("papermill>=2.5,<3", "ipykernel>=6,<8", "cloudpickle>=3")
 VENV = "/opt/venv"
 RECIPE_VERSION = 1  # bump when the build steps below change
 _CHROOT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

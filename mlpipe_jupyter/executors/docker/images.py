@@ -49,8 +49,10 @@ def dockerfile(env: EnvironmentVersion, base: str) -> str:
     pip = "PIP_CERT=/etc/ssl/certs/ca-certificates.crt python3 -m pip install --no-cache-dir --disable-pip-version-check"
     if env.spec.pip:
         lines.append(f"RUN {pip} {' '.join(shlex.quote(p) for p in env.spec.pip)}")
-    # every step runs under papermill with an ipykernel: add them where the image lacks them
-    lines.append(f'RUN python3 -c "import papermill, ipykernel" 2>/dev/null || {pip} papermill ipykernel')
+    # every step runs under papermill with an ipykernel, and hands variables over with
+    # cloudpickle (handover.py): add them where the image lacks them
+    lines.append('RUN python3 -c "import papermill, ipykernel, cloudpickle" 2>/dev/null || '
+                 f'{pip} papermill ipykernel cloudpickle')
     lines.append(f"LABEL org.mlpipe.env={env.name} org.mlpipe.env-version={env.version}")
     return "\n".join(lines) + "\n"
 
