@@ -151,6 +151,12 @@ class ForbiddenPathError(MlpipeError):
     """A path points outside the Jupyter server's root folder."""
 
 
+class HandoverError(MlpipeError):
+    """A variable cannot flow from one step to a later one: it cannot be saved at the end of
+    the producer step, or its saved copy cannot be loaded at the start of the consumer.
+    Raised inside the step kernels (``handover``), where it fails the step with its message."""
+
+
 def error_for_issues(issues: Sequence[DefinitionIssue], source: str | None = None) -> MlpipeError:
     """The one error that reports ``issues`` (not empty), all of them.
 
