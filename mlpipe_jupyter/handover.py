@@ -109,8 +109,8 @@ def _checked_names(names: Sequence[str], step: str) -> list[str]:
 
 def _undefined_message(step: str, missing: Sequence[str]) -> str:
     quoted = ", ".join(repr(name) for name in missing)
-    it, verb = ("it", "uses") if len(missing) == 1 else ("them", "use")
-    return (f"step {step!r} does not define {quoted} when it ends, but later steps {verb} "
+    it = "it" if len(missing) == 1 else "them"
+    return (f"step {step!r} does not define {quoted} when it ends, but later steps use "
             f"{it} (deleted with `del`, or set only in a branch that did not run?). "
             f"Define {it} on every path through step {step!r}, or in the steps that use {it}.")
 
