@@ -33,7 +33,7 @@ from mlpipe_jupyter.model.grammar import DATASET_NAME
 from mlpipe_jupyter.model.parameters import parameter_issues
 from mlpipe_jupyter.model.pipeline import Pipeline
 from mlpipe_jupyter.model.step import Step
-from mlpipe_jupyter.notebook import pipeline_from_cells, read_code_cells
+from mlpipe_jupyter.notebook import pipeline_from_notebook, read_notebook
 from mlpipe_jupyter.store import PublishedPipeline, Store
 from mlpipe_jupyter.store.compute import ComputeTargets
 from mlpipe_jupyter.store.environments import parse_env_ref
@@ -244,8 +244,9 @@ def runnable_version(store: Store, name: str, version: int | None = None) -> Pub
 
 
 def published_pipeline(published: PublishedPipeline) -> Pipeline:
-    """The pipeline of a published snapshot; messages name it ``NAME@vN``."""
-    return pipeline_from_cells(read_code_cells(published.notebook), source=published.ref)
+    """The pipeline of a published snapshot (read as ``load_pipeline`` reads a notebook:
+    ``%%mlstep`` cells or Kale tags); messages name it ``NAME@vN``."""
+    return pipeline_from_notebook(read_notebook(published.notebook), source=published.ref)
 
 
 def validate_trigger(

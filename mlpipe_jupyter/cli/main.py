@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mlpipe_jupyter.errors import EXIT_FAILED, EXIT_USAGE, MlpipeError, exit_code
+from mlpipe_jupyter.model.pipeline import KALE
 from mlpipe_jupyter.model.values import parameter_text
 from mlpipe_jupyter.reports import seconds as _seconds
 from mlpipe_jupyter.reports import table as _table
@@ -87,7 +88,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     if find_workspace_dir() is not None:
         datasets = _store().datasets.versions()
     pipeline.validate(datasets)
-    print(f"{args.notebook}: {len(pipeline.steps)} steps, {len(pipeline.setup)} setup cells, OK")
+    kind = " (Kale tags)" if pipeline.kind == "kale" else ""
+    print(f"{args.notebook}{kind}: {len(pipeline.steps)} steps, {len(pipeline.setup)} setup "
+          "cells, OK")
+    if pipeline.experiment:
+        print(f"experiment: {pipeline.experiment}")
     for depth, layer in enumerate(pipeline.layers()):
         for name in layer:
             step = pipeline.step(name)
@@ -97,10 +102,39 @@ def cmd_check(args: argparse.Namespace) -> int:
             if received:
                 print("       variables: " + "; ".join(
                     f"{flow.name} from {flow.producer}" for flow in received))
+            for note in _step_notes(step, pipeline.kind == KALE):
+                print(f"       {note}")
     params = pipeline.parameters()
     if params:
         print("parameters: " + ", ".join(f"{k}={parameter_text(v)}" for k, v in params.items()))
     return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from mlpipe_jupyter.conversion import convert
+
+    pipeline = convert(Path(args.notebook), Path(args.output), force=args.force)
+    print(f"wrote {args.output}: {len(pipeline.steps)} %%mlstep cells "
+          f"({', '.join(pipeline.step_names)}), {len(pipeline.setup)} %%mlsetup cells")
+    return 0
+
+
+def _step_notes(step: Any, kale: bool) -> list[str]:
+    """What a step's header says beyond its edges, for ``mlpipe check`` (a Kale step's
+    parameters are those of the pipeline-parameters cell it uses)."""
+    header = step.header
+    notes = []
+    if kale and header.params:
+        notes.append("parameters: " + ", ".join(name for name, _ in header.params))
+    if header.image:
+        notes.append(f"image: {header.image}")
+    if header.labels:
+        notes.append("labels: " + ", ".join(f"{k}={v}" for k, v in header.labels))
+    if header.annotations:
+        notes.append("annotations: " + ", ".join(f"{k}={v}" for k, v in header.annotations))
+    if header.other_limits:
+        notes.append("limits not applied: " + ", ".join(f"{k}={v}" for k, v in header.other_limits))
+    return notes
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -318,6 +352,18 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a notebook's pipeline without running it")
     check.add_argument("notebook")
     check.set_defaults(func=cmd_check)
+
+    convert = sub.add_parser(
+        "convert", help="write a Kale-tagged notebook as the equivalent %%mlstep notebook",
+        description="Write the %%mlstep notebook equivalent to a Kubeflow Kale notebook (cell "
+                    "tags step:, prev:, imports, pipeline-parameters ...): one %%mlstep cell "
+                    "per step, %%mlsetup cells for imports and functions, markdown kept. "
+                    "The source notebook is not changed.")
+    convert.add_argument("notebook", help="the Kale notebook")
+    convert.add_argument("-o", "--output", required=True, metavar="OUT.ipynb",
+                         help="the notebook to write")
+    convert.add_argument("--force", action="store_true", help="overwrite OUT.ipynb if it exists")
+    convert.set_defaults(func=cmd_convert)
 
     runs = sub.add_parser("runs", help="list runs, newest first")
     runs.add_argument("--notebook")

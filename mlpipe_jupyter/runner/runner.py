@@ -170,7 +170,7 @@ class Runner:
             plans[name].record(index, initial_status(plans[name]), sorted(pipeline.upstream(name)))
             for index, name in enumerate(order)
         ]
-        experiment = request.experiment or notebook.stem
+        experiment = request.experiment or pipeline.experiment or notebook.stem
         options: dict[str, Any] = {
             "compute": default_compute, "env": request.env, "max_parallel": max_parallel,
             "steps": list(request.selection.steps), "downstream": request.selection.downstream,

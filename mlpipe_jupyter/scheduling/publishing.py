@@ -11,14 +11,16 @@ was chosen with ``set_default``. What is stored, and how, is ``store.published``
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import uuid
 from pathlib import Path
 from typing import Any
 
 from mlpipe_jupyter.errors import ConflictError, DefinitionError
-from mlpipe_jupyter.model.pipeline import Pipeline
-from mlpipe_jupyter.notebook import load_pipeline, read_code_cells
+from mlpipe_jupyter.kale import METADATA_KEY as KALE_METADATA_KEY
+from mlpipe_jupyter.model.pipeline import KALE, Pipeline
+from mlpipe_jupyter.notebook import load_pipeline, read_notebook
 from mlpipe_jupyter.runner.planning import local_modules
 from mlpipe_jupyter.store import Store
 from mlpipe_jupyter.store.datasets import hash_file
@@ -55,13 +57,20 @@ def _content_hash(notebook: Path, pipeline: Pipeline, files: list[Path], folder:
     """What makes two publications the same: the pipeline cells and the copied files.
 
     Outputs, metadata and cells that are not steps or setup are left out, so executing or
-    annotating the notebook does not make a new version.
+    annotating the notebook does not make a new version. A Kale notebook's pipeline is
+    every code cell with its tags (untagged cells join steps) and its Kale metadata.
     """
     pipeline_cells = {s.cell for s in pipeline.steps} | {s.cell for s in pipeline.setup}
     digest = hashlib.sha256()
-    for number, source in read_code_cells(notebook):
-        if number in pipeline_cells:
-            digest.update(f"cell\0{source}\0".encode())
+    content = read_notebook(notebook)
+    if pipeline.kind == KALE:
+        kale = json.dumps(content.metadata.get(KALE_METADATA_KEY), sort_keys=True, default=str)
+        digest.update(f"kale\0{kale}\0".encode())
+    for cell in content.code_cells:
+        if pipeline.kind == KALE:
+            digest.update(f"cell\0{cell.source}\0{json.dumps(cell.tags)}\0".encode())
+        elif cell.number in pipeline_cells:
+            digest.update(f"cell\0{cell.source}\0".encode())
     for path in files:
         digest.update(f"file\0{path.relative_to(folder).as_posix()}\0{hash_file(path)}\0".encode())
     return digest.hexdigest()[:32]
