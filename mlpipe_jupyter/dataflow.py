@@ -122,6 +122,21 @@ class _Resolver:
         for names in setup:
             self.setup_functions.update(names.function_globals)
         self.names = {step.name: self._names_of(step) for step in pipeline.steps}
+        self._ancestors: dict[str, set[str]] = {}
+
+    def ancestors(self, name: str) -> set[str]:
+        """The steps ``name`` runs after, directly or not. Unlike ``Pipeline.ancestors`` it
+        tolerates what ``Pipeline.definition_issues`` reports (unknown steps, cycles)."""
+        if name not in self._ancestors:
+            seen: set[str] = set()
+            todo = [name]
+            while todo:
+                for other in self.pipeline.step(todo.pop()).upstream_names():
+                    if other not in seen and self.pipeline.has_step(other):
+                        seen.add(other)
+                        todo.append(other)
+            self._ancestors[name] = seen
+        return self._ancestors[name]
 
     def _names_of(self, step: Step) -> CodeNames:
         known = self.setup_names | {name for name, _ in step.header.params}
@@ -149,7 +164,7 @@ class _Resolver:
     # -- Kale: every used name from the nearest upstream step that defines it -------------
     def kale_flows(self, step: Step) -> list[VariableFlow]:
         flows: list[VariableFlow] = []
-        ancestors = self.pipeline.ancestors([step.name])
+        ancestors = self.ancestors(step.name)
         for name in self.names[step.name].uses:
             definers = self.definers(name, step.name)
             upstream = [d for d in definers if d in ancestors]
@@ -163,7 +178,7 @@ class _Resolver:
                     self._imported_elsewhere(step, name, "the imports cell")
                 continue
             nearest = [d for d in upstream
-                       if not any(d in self.pipeline.ancestors([o]) for o in upstream if o != d)]
+                       if not any(d in self.ancestors(o) for o in upstream if o != d)]
             if len(nearest) > 1:
                 self.issue(step, f"{name!r} is ambiguous: steps {_names(nearest)} both define "
                            "it and neither runs after the other. Rename it in one of them, or "
