@@ -35,14 +35,17 @@ def step_line(step: Step, pipeline: Pipeline) -> str:
     """The ``%%mlstep`` line that says what ``step``'s header says."""
     header = step.header
     words = [STEP_MAGIC, header.name]
-    for other in header.after:
-        words += ["--after", other]
-    for flow in pipeline.flows_into(step.name):
-        words += ["--use", f"{flow.producer}.{flow.name}"]
+    received = pipeline.flows_into(step.name)
+    # a step it receives variables from needs no --after as well
+    after = [other for other in header.after if other not in {f.producer for f in received}]
+    if after:
+        words += ["--after", *after]
+    if received:
+        words += ["--use", *(f"{flow.producer}.{flow.name}" for flow in received)]
     for name, value in header.params:
-        words += ["--param", shlex.quote(f"{name}={python_literal(value)}")]
+        words += ["--param", _quoted(f"{name}={python_literal(value)}")]
     if header.image:
-        words += ["--image", shlex.quote(header.image)]
+        words += ["--image", _quoted(header.image)]
     resources = header.resources
     if resources.cpus is not None:
         words += ["--cpus", repr(resources.cpus)]
@@ -53,10 +56,19 @@ def step_line(step: Step, pipeline: Pipeline) -> str:
     if not header.allow_reuse:
         words.append("--no-reuse")
     for key, value in header.labels:
-        words += ["--label", shlex.quote(f"{key}={value}")]
+        words += ["--label", _quoted(f"{key}={value}")]
     for key, value in header.annotations:
-        words += ["--annotation", shlex.quote(f"{key}={value}")]
+        words += ["--annotation", _quoted(f"{key}={value}")]
     return " ".join(words)
+
+
+def _quoted(word: str) -> str:
+    """One shell word, as a person would quote it: ``"grid={'a': 1}"`` rather than
+    shlex's ``'grid={'"'"'a'"'"': 1}'`` when double quotes need no escapes."""
+    quoted = shlex.quote(word)
+    if quoted == word or "'" not in word or any(c in word for c in '"\\$`'):
+        return quoted
+    return f'"{word}"'
 
 
 def _code_cell(source: str) -> dict[str, Any]:

@@ -78,10 +78,10 @@ def test_converted_notebook_layout(tmp_path: Path) -> None:
     lines = [first for kind, first in kinds if kind == "code"]
     assert lines[:3] == ["%%mlsetup"] * 3
     assert lines[3] == ("%%mlstep load --param 'name=\"it'\"'\"'s ✓\"' --param "
-                        "'shape=(1, [2, {'\"'\"'k'\"'\"': None}])' --image base:1 --cpus 0.5 "
+                        "\"shape=(1, [2, {'k': None}])\" --image base:1 --cpus 0.5 "
                         "--memory 1073741824 --gpus 1 --label team=ml --annotation "
                         "'note=a b:c'")
-    assert lines[4] == ("%%mlstep train --after load --use load.data --param lr=0.1 --param flag=True "
+    assert lines[4] == ("%%mlstep train --use load.data --param lr=0.1 --param flag=True "
                         "--image gpu:2 --no-reuse --label team=ml --annotation 'note=a b:c'")
     assert lines[5].startswith("%%mlstep evaluate --after train --param scale=2 ")
     assert "--label stage=eval=1" in lines[5]
