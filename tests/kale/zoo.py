@@ -26,10 +26,10 @@ noisy = True
 label = None
 title = "zoo ☕ café"
 shape = (2, 3)
-grid = {"alphas": %r, 1: "one"}
+grid = {"alphas": ALPHAS_TEXT, 1: "one"}
 huge = 1000000000000000000000000000000
 tags = {"b", "a"}
-""" % ALPHAS
+""".replace("ALPHAS_TEXT", repr(ALPHAS))
 
 FUNCTIONS = """\
 FEATURES = ["x", "x2"]
