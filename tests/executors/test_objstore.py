@@ -391,3 +391,30 @@ def test_streamed_text_is_written_once_in_order_and_the_result_fills_in(tmp_path
     send("new", "log", len(full_log.encode()), "after the end\n")  # late: ignored
     assert log_path.read_text() == prior + lost_log + full_log
     assert (step_dir / "metrics.jsonl").read_text() == full_metrics
+
+
+@pytest.mark.slow
+@pytest.mark.dask
+def test_variables_flow_through_an_s3_datastore(s3_cluster: tuple[str, SubprocessCluster],
+                                                store: Store, workspace_dir: Path) -> None:
+    """The Kale zoo hands DataFrames and a notebook class from worker to worker through the
+    datastore: the same results as locally, each variable committed once."""
+    import s3fs
+
+    from tests.kale.test_kale_variables import comparable, run_metrics
+    from tests.kale.zoo import zoo_notebook
+
+    _, cluster = s3_cluster
+    _target(store, cluster, "zoo")
+    notebook = zoo_notebook(workspace_dir / "zoo.ipynb")
+    local = run_notebook(notebook, store=store, max_parallel=2)
+    remote = run_notebook(notebook, compute="cl", store=store, regenerate=True, max_parallel=2)
+    assert remote.ok, remote.failures
+    assert comparable(run_metrics(store, remote.run_id)) == \
+        comparable(run_metrics(store, local.run_id))
+    split = store.runs.step_run(remote.run_id, "split")
+    fs = s3fs.S3FileSystem()
+    fs.invalidate_cache()
+    saved = fs.ls(f"{BUCKET}/zoo/results/{split.result_id}/mlpipe_variables")
+    assert sorted(path.rsplit("/", 1)[1] for path in saved) == [
+        "manifest.json", "test.pandas.pkl", "train.pandas.pkl"]
