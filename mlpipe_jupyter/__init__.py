@@ -18,6 +18,13 @@ __version__ = "0.1.0"
 context = ContextProxy()
 
 
+def load_variable(ref: str, run: str | None = None, notebook: Any = None) -> Any:
+    """The variable ``"STEP.NAME"`` that a pipeline run saved (``%mlpipe load``): from run
+    ``run``, by default this notebook's latest run in which STEP succeeded or was reused."""
+    from mlpipe_jupyter.interactive import load_variable as load  # the store: not in steps
+
+    return load(ref, run, notebook)
+
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext mlpipe_jupyter``: register ``%%mlstep``, ``%%mlsetup`` and ``%mlpipe``."""
@@ -27,4 +34,4 @@ def load_ipython_extension(ipython: Any) -> None:
     load(ipython)
 
 
-__all__ = ["__version__", "context", "load_ipython_extension", "log"]
+__all__ = ["__version__", "context", "load_ipython_extension", "load_variable", "log"]

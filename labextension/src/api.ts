@@ -27,6 +27,8 @@ export interface IStep {
   status: string;
   layer: number;
   upstream: string[];
+  /** The variables it receives, by the upstream step that saved them (older servers: none). */
+  variables?: Record<string, string[]>;
   cell: number | null;
   duration: number | null;
   attempts: number;

@@ -17,7 +17,7 @@ import {
   post,
   request
 } from './api';
-import { COLORS, drawDag, seconds } from './dag';
+import { COLORS, drawDag, receivedText, seconds } from './dag';
 
 function el<K extends keyof HTMLElementTagNameMap>(
   tag: K,
@@ -314,6 +314,7 @@ export class MlpipePanel extends Widget {
       ['time', step.reused ? '' : seconds(step.duration)],
       ['reused from run', step.reused ? step.reused_from || '?' : ''],
       [step.reused ? 'why reused' : 'why run', step.decision || ''],
+      ['receives', receivedText(step)],
       ['fingerprint', (step.fingerprint || '').slice(0, 16)],
       ['attempts', step.attempts > 1 ? String(step.attempts) : ''],
       ['metrics', Object.entries(step.metrics).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(', ')]

@@ -97,7 +97,8 @@ def cmd_published(args: argparse.Namespace) -> int:
             print("  files:       " + ", ".join(version.files))
         for step in version.steps:
             print(f"  step {step['name']}: in {', '.join(step['inputs']) or '-'}; "
-                  f"out {', '.join(step['outputs']) or '-'}")
+                  f"out {', '.join(step['outputs']) or '-'}"
+                  + (f"; uses {', '.join(step['uses'])}" if step.get("uses") else ""))
         return 0
     if action in ("disable", "enable"):
         changed = publishing.set_enabled(store, args.name, _version(args.version), action == "enable")

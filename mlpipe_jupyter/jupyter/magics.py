@@ -30,6 +30,8 @@ from mlpipe_jupyter.interactive import (
     finish_step,
     interactive_notebook_path,
     parse_header,
+    parse_variable_ref,
+    saved_variable,
     scratch_dir,
 )
 from mlpipe_jupyter.model.grammar import SETUP_MAGIC, STEP_MAGIC
@@ -78,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("cancel", help="cancel the run started from this kernel")
     show = sub.add_parser("show", help="draw a run's DAG (default: the latest)")
     show.add_argument("run", nargs="?")
+    load = sub.add_parser("load", help="load variables that a pipeline run saved")
+    load.add_argument("refs", nargs="+", metavar="STEP.NAME")
+    load.add_argument("--run", metavar="RUN",
+                      help="default: this notebook's latest run in which STEP succeeded")
     return parser
 
 
@@ -118,7 +124,10 @@ class MlpipeMagics(Magics):
             return
         notebook = self.notebook()
         store = Store.open(create=True)
-        binding = bind_step(store, header, self.registry, notebook)
+        binding = bind_step(store, header, self.registry, notebook, self.ip.user_ns)
+        if binding.variables:
+            print("not defined in this kernel, loaded as the pipeline saved them: " + "; ".join(
+                saved.describe() for saved in binding.variables.values()))
         self.ip.user_ns.update(activate_step(binding, notebook))
         result = self.ip.run_cell(cell, store_history=False)
         finish_step(self.registry, binding, result.success)
@@ -144,7 +153,7 @@ class MlpipeMagics(Magics):
     @line_magic
     @_friendly
     def mlpipe(self, line: str) -> None:
-        """``%mlpipe run|runs|status|why|cancel|show ...`` (``%mlpipe -h`` for help)."""
+        """``%mlpipe run|runs|status|why|cancel|show|load ...`` (``%mlpipe -h`` for help)."""
         try:
             args = self._parser.parse_args(self._split(line))
         except SystemExit:  # -h printed the help
@@ -263,6 +272,23 @@ class MlpipeMagics(Magics):
 
         store = Store.open()
         display(show_run(store, args.run or self._latest_ref(store)))
+
+    def _cmd_load(self, args: argparse.Namespace) -> None:
+        """Every variable is found and loaded before any is set: all or nothing."""
+        refs = [parse_variable_ref(ref) for ref in args.refs]
+        store = Store.open()
+        notebook = None if args.run else self._this_notebook()
+        loaded, problems = [], []
+        for step, name in refs:
+            try:
+                loaded.append(saved_variable(store, step, name, args.run, notebook))
+            except MlpipeError as exc:
+                problems.append(f"{step}.{name}: {exc}")
+        if problems:
+            raise MlpipeError("\n".join(problems))
+        for saved in loaded:
+            self.ip.user_ns[saved.name] = saved.value
+            print(f"loaded {saved.describe()}")
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -1,4 +1,5 @@
-// The mlpipe run DAG: a layered SVG drawing of the run's steps, coloured by status.
+// The mlpipe run DAG: a layered SVG drawing of the run's steps, coloured by status, its
+// edges labelled with the variables that flow along them.
 // It only renders the synced state (run_id, status, notebook, error, steps); click a step
 // to see its details. No build step: anywidget loads this file as an ES module.
 
@@ -7,6 +8,7 @@ const COLORS = {
   reused: "#00897b", skipped: "#cfd8dc", canceled: "#fb8c00",
 };
 const NODE_W = 150, NODE_H = 44, GAP_X = 60, GAP_Y = 18, PAD = 12;
+const LABELLED_GAP_X = 110, LABEL_H = 13; // room for the variables along an edge
 const SVG = "http://www.w3.org/2000/svg";
 
 function svg(tag, attrs, parent) {
@@ -28,7 +30,39 @@ function seconds(value) {
   return value === null || value === undefined ? "" : `${Number(value).toFixed(1)}s`;
 }
 
+function hasVariables(steps) {
+  return steps.some((s) => Object.values(s.variables || {}).some((names) => names.length));
+}
+
+// "df (from clean), settings (from load)": what a step receives, for its details.
+function receivedText(step) {
+  return Object.entries(step.variables || {})
+    .flatMap(([producer, names]) => names.map((name) => `${name} (from ${producer})`))
+    .join(", ");
+}
+
+// The label of an edge: the names, cut with … to about `room` pixels.
+function edgeLabel(names, room) {
+  const text = names.join(", ");
+  const fits = Math.max(3, Math.floor(room / 6)); // ~6px a character at --jp-ui-font-size0
+  return text.length <= fits ? text : `${text.slice(0, fits - 1).trimEnd()}…`;
+}
+
+// The height of the edge's curve at x (it runs left to right).
+function curveAt(x1, y1, x2, y2, x) {
+  const mid = (x1 + x2) / 2;
+  let lo = 0, hi = 1;
+  for (let i = 0; i < 20; i++) {
+    const t = (lo + hi) / 2, u = 1 - t;
+    const at = u * u * u * x1 + 3 * u * t * mid + t * t * t * x2;
+    if (at < x) lo = t; else hi = t;
+  }
+  const t = (lo + hi) / 2, u = 1 - t;
+  return u * u * u * y1 + 3 * u * u * t * y1 + 3 * u * t * t * y2 + t * t * t * y2;
+}
+
 function layout(steps) {
+  const gap = hasVariables(steps) ? LABELLED_GAP_X : GAP_X;
   const byLayer = new Map();
   for (const step of steps) {
     if (!byLayer.has(step.layer)) byLayer.set(step.layer, []);
@@ -40,17 +74,19 @@ function layout(steps) {
     cols = Math.max(cols, layer + 1);
     rows = Math.max(rows, members.length);
     members.forEach((step, index) => {
-      places.set(step.name, { x: PAD + layer * (NODE_W + GAP_X), y: PAD + index * (NODE_H + GAP_Y) });
+      places.set(step.name, { x: PAD + layer * (NODE_W + gap), y: PAD + index * (NODE_H + GAP_Y) });
     });
   }
-  const width = PAD * 2 + cols * NODE_W + Math.max(0, cols - 1) * GAP_X;
+  const width = PAD * 2 + cols * NODE_W + Math.max(0, cols - 1) * gap;
   const height = PAD * 2 + rows * NODE_H + Math.max(0, rows - 1) * GAP_Y;
-  return { places, width, height };
+  return { places, width, height, gap };
 }
 
 function drawGraph(steps, selected, onSelect) {
-  const { places, width, height } = layout(steps);
-  const root = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, class: "mlpipe-graph" });
+  const { places, width, gap, height: nodesHeight } = layout(steps);
+  let height = nodesHeight;
+  const root = svg("svg", { width, class: "mlpipe-graph" });
+  const labels = [];
   for (const step of steps) {
     const to = places.get(step.name);
     for (const name of step.upstream || []) {
@@ -60,8 +96,29 @@ function drawGraph(steps, selected, onSelect) {
       const mid = (x1 + x2) / 2;
       svg("path", { d: `M${x1},${y1} C${mid},${y1} ${mid},${y2} ${x2},${y2}`, fill: "none",
                     stroke: "#90a4ae", "stroke-width": 1.5, "marker-end": "url(#mlpipe-arrow)" }, root);
+      const names = (step.variables || {})[name] || [];
+      if (names.length) {
+        // in the gap just before the step (no node is there), above the curve
+        const x = x2 - gap / 2;
+        labels.push({ x, y: curveAt(x1, y1, x2, y2, x) - 4, from: name, to: step.name, names });
+      }
     }
   }
+  // labels of edges that meet closely are moved down until they no longer overlap
+  const placed = [];
+  for (const label of labels.sort((a, b) => a.x - b.x || a.y - b.y)) {
+    while (placed.some((p) => Math.abs(p.x - label.x) < gap && Math.abs(p.y - label.y) < LABEL_H)) {
+      label.y += LABEL_H;
+    }
+    placed.push(label);
+    const group = svg("g", { class: "mlpipe-edge-label", "data-from": label.from, "data-to": label.to }, root);
+    svg("title", {}, group).textContent = `${label.names.join(", ")} (from ${label.from} to ${label.to})`;
+    svg("text", { x: label.x, y: label.y, "text-anchor": "middle" }, group).textContent =
+      edgeLabel(label.names, gap - 8);
+    height = Math.max(height, label.y + 4);
+  }
+  root.setAttribute("height", String(height));
+  root.setAttribute("viewBox", `0 0 ${width} ${height}`);
   const marker = svg("marker", { id: "mlpipe-arrow", viewBox: "0 0 10 10", refX: 10, refY: 5,
                                  markerWidth: 6, markerHeight: 6, orient: "auto" }, svg("defs", {}, root));
   svg("path", { d: "M0,0 L10,5 L0,10 z", fill: "#90a4ae" }, marker);
@@ -91,6 +148,7 @@ function drawDetails(step, parent) {
     ["reused from run", step.reused ? step.reused_from || "?" : ""],
     ["why", step.decision || ""],
     ["upstream", (step.upstream || []).join(", ")],
+    ["receives", receivedText(step)],
     ["output notebook", step.output_notebook || ""],
   ];
   const table = html("table", null, box);
@@ -131,6 +189,8 @@ const STYLE = `
 .mlpipe-dag .mlpipe-graph-box { max-height: 480px; max-width: 100%; overflow: auto; }
 .mlpipe-dag .mlpipe-error { color: #b71c1c; }
 .mlpipe-dag .mlpipe-label { margin-top: 4px; color: #607d8b; }
+.mlpipe-dag .mlpipe-edge-label text { fill: var(--jp-ui-font-color2, #616161); font-size: var(--jp-ui-font-size0, 10px);
+  paint-order: stroke; stroke: var(--jp-layout-color0, #fff); stroke-width: 3px; stroke-linejoin: round; }
 `;
 
 function render({ model, el }) {

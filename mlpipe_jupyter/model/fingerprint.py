@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mlpipe_jupyter.model.step import VARIABLES_INPUT_PREFIX
+from mlpipe_jupyter.model.step import VARIABLES_INPUT_PREFIX, VARIABLES_OUTPUT
 
 # Bump when the meaning of a component changes, so old results are not reused wrongly.
 # 2: parameter values as canonical Python literals (JSON made (1, 2) and [1, 2] one value).
@@ -112,5 +112,15 @@ def describe_changes(old: FingerprintComponents, new: FingerprintComponents) -> 
         changes.append(
             f"the environment changed: {_short(old.environment)} -> {_short(new.environment)}"
         )
-    changes += _describe_mapping_change("setting", old.settings, new.settings)
+    changes += _describe_mapping_change("setting", _shown_settings(old.settings),
+                                        _shown_settings(new.settings))
     return changes
+
+
+def _shown_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings as a user declared them: the folder of handed-over variables is not one
+    of the step's outputs to them (the ``variables`` setting says what changed there)."""
+    outputs = settings.get("outputs")
+    if not isinstance(outputs, list) or VARIABLES_OUTPUT not in outputs:
+        return dict(settings)
+    return {**settings, "outputs": [name for name in outputs if name != VARIABLES_OUTPUT]}

@@ -7,7 +7,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlpipe_jupyter.errors import DefinitionError, DefinitionIssue, NotFoundError
-from mlpipe_jupyter.model.step import DatasetInput, SetupCell, Step, StepOutputInput
+from mlpipe_jupyter.model.step import (
+    VARIABLES_OUTPUT,
+    DatasetInput,
+    SetupCell,
+    Step,
+    StepOutputInput,
+)
 
 MLSTEP = "mlstep"  # a notebook of %%mlstep cells
 KALE = "kale"  # a notebook of Kale-tagged cells (kale.py)
@@ -251,7 +257,8 @@ class Pipeline:
                 elif not self.has_step(ref.step):
                     add(f"step {ref.step!r} is not defined in this notebook", option)
                 elif ref.output not in {o.name for o in self.step(ref.step).header.outputs}:
-                    outs = ", ".join(o.name for o in self.step(ref.step).header.outputs)
+                    outs = ", ".join(o.name for o in self.step(ref.step).header.outputs
+                                     if o.name != VARIABLES_OUTPUT)  # not the user's folder
                     add(
                         f"step {ref.step!r} has no output {ref.output!r} "
                         f"(its outputs: {outs or 'none'})",

@@ -20,6 +20,7 @@ from typing import Any
 from mlpipe_jupyter.errors import ConflictError, DefinitionError
 from mlpipe_jupyter.kale import METADATA_KEY as KALE_METADATA_KEY
 from mlpipe_jupyter.model.pipeline import KALE, Pipeline
+from mlpipe_jupyter.model.step import VARIABLES_INPUT_PREFIX, VARIABLES_OUTPUT
 from mlpipe_jupyter.notebook import load_pipeline, read_notebook
 from mlpipe_jupyter.runner.planning import local_modules
 from mlpipe_jupyter.store import Store
@@ -80,8 +81,12 @@ def _describe_steps(pipeline: Pipeline) -> list[dict[str, Any]]:
     return [
         {
             "name": step.name, "cell": step.cell,
-            "inputs": [ref.describe() for ref in step.header.inputs],
-            "outputs": [out.describe() for out in step.header.outputs],
+            # the folders of handed-over variables are mlpipe's, not the user's: "uses" says
+            "inputs": [ref.describe() for ref in step.header.inputs
+                       if not ref.name.startswith(VARIABLES_INPUT_PREFIX)],
+            "outputs": [out.describe() for out in step.header.outputs
+                        if out.name != VARIABLES_OUTPUT],
+            "uses": [f"{flow.producer}.{flow.name}" for flow in pipeline.flows_into(step.name)],
             "after": sorted(pipeline.upstream(step.name)),
             "env": step.header.env, "compute": step.header.compute,
         }

@@ -78,3 +78,54 @@ def test_run_all_draws_the_live_dag(lab: str, store: Store) -> None:
             browser.close()
     run = store.runs.get_run("latest")
     assert run.status.value == "succeeded" and run.notebook.endswith("pipe.ipynb")
+
+
+def test_the_widget_names_the_variables_along_its_edges() -> None:
+    """widget.js alone (as anywidget loads it) in Chromium, with a fake model: the edges
+    that carry variables are labelled, and a step's details list what it receives."""
+    from playwright import sync_api as playwright
+
+    def step(name: str, layer: int, upstream: list[str],
+             variables: dict[str, list[str]]) -> dict[str, Any]:
+        return {"name": name, "status": "succeeded", "duration": 0.5, "reused": False,
+                "reused_from": None, "upstream": upstream, "variables": variables,
+                "layer": layer, "error": None, "decision": "no previous result",
+                "log_tail": "", "metrics": {}, "output_notebook": None}
+
+    state = {"run_id": "r1", "status": "succeeded", "notebook": "flow.ipynb", "error": "",
+             "steps": [step("load", 0, [], {}),
+                       step("clean", 1, ["load"], {"load": ["raw"]}),
+                       step("other", 1, ["load"], {}),
+                       step("report", 2, ["clean", "load"],
+                            {"clean": ["df", "arr", "feature_matrix"],
+                             "load": ["settings"]})]}
+    source = (REPO / "mlpipe_jupyter" / "jupyter" / "widget.js").read_text()
+    artifacts = REPO / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 900, "height": 400})
+            page.set_content("<div id='root' style='padding: 8px'></div>")
+            page.evaluate("""async ([source, state]) => {
+                const url = URL.createObjectURL(new Blob([source], {type: "text/javascript"}));
+                const widget = (await import(url)).default;
+                const model = {get: (key) => state[key], on() {}, off() {}};
+                widget.render({model, el: document.getElementById("root")});
+            }""", [source, state])
+            labels = page.locator(".mlpipe-edge-label")
+            shown = {(labels.nth(i).get_attribute("data-from"),
+                      labels.nth(i).get_attribute("data-to")):
+                     labels.nth(i).locator("text").text_content()
+                     for i in range(labels.count())}
+            assert shown["load", "clean"] == "raw" and shown["load", "report"] == "settings"
+            assert shown["clean", "report"].startswith("df, arr, fea")
+            assert shown["clean", "report"].endswith("…")
+            assert ("load", "other") not in shown  # no variables: no label
+            page.locator(".mlpipe-step[data-step='report']").click()
+            receives = page.locator(".mlpipe-details tr", has_text="receives").locator("td")
+            assert receives.inner_text() == ("df (from clean), arr (from clean), "
+                                             "feature_matrix (from clean), settings (from load)")
+            page.screenshot(path=str(artifacts / "widget-variables-dag.png"))
+        finally:
+            browser.close()

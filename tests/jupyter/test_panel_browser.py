@@ -19,6 +19,7 @@ import pytest
 
 from mlpipe_jupyter.model.values import python_literal
 from mlpipe_jupyter.store import Store
+from tests.conftest import write_notebook as write_notebook_file
 from tests.jupyter.lab import CHROMIUM, running_lab
 from tests.value_probe import PROBE_STEP, assert_arrived, probe_notebook
 
@@ -257,3 +258,93 @@ def test_panel_shows_published_pipelines_and_pauses_a_schedule(
             browser.close()
     [schedule] = store.workspace.query("SELECT * FROM schedules")
     assert schedule["paused"] == 1
+
+
+FLOW = [
+    "%%mlsetup\nimport numpy as np\n",
+    "%%mlstep load\nraw = np.array([3.0, np.nan, 1.0])\nsettings = {'seed': 7}\n",
+    "%%mlstep clean --use load.raw\n"
+    "df = raw[~np.isnan(raw)]\narr = df * 2\nfeature_matrix = np.vstack([df, arr])\n",
+    "%%mlstep report --use clean.df clean.arr clean.feature_matrix load.settings "
+    "--output out\n"
+    "(outputs.out / 'n.txt').write_text(str(len(df) + feature_matrix.shape[1]))\n",
+]
+
+
+def test_the_dag_names_the_variables_along_its_edges(lab: str, store: Store,
+                                                     tmp_path: Path) -> None:
+    """A --use pipeline: each edge that carries variables is labelled with their names (cut
+    with … when long, all of them in its tooltip), the step detail lists what a step
+    receives, and mlpipe's own variable folders show nowhere."""
+    from playwright import sync_api as playwright
+
+    write_notebook_file(tmp_path / "flow.ipynb", FLOW)
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(lab)
+            tab = page.locator(".lm-TabBar-tab[data-id='mlpipe-panel']")
+            tab.wait_for(timeout=90_000)
+            tab.click()
+            panel = page.locator("#mlpipe-panel")
+            panel.locator("text=No runs yet").wait_for(timeout=30_000)
+            # a wider sidebar, as a user looking at a DAG would make it
+            handle = page.locator("#jp-main-split-panel > .lm-SplitPanel-handle").first
+            box = handle.bounding_box()
+            assert box is not None
+            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            page.mouse.down()
+            page.mouse.move(720, box["y"] + box["height"] / 2, steps=5)
+            page.mouse.up()
+
+            assert _cli_run(tmp_path, "flow.ipynb").wait(180) == 0
+            panel.locator(".mlpipe-run-item[data-status='succeeded']").first.click()
+            panel.locator(".mlpipe-step[data-step='report'][data-status='succeeded']").wait_for(
+                timeout=30_000)
+            panel.locator(".mlpipe-graph-box").screenshot(
+                path=str(ARTIFACTS / "panel-variables-dag-closeup.png"))
+            labels = panel.locator(".mlpipe-edge-label")
+            texts = {(labels.nth(i).get_attribute("data-from"),
+                      labels.nth(i).get_attribute("data-to")): labels.nth(i)
+                     for i in range(labels.count())}
+            assert set(texts) == {("load", "clean"), ("clean", "report"), ("load", "report")}
+            assert texts["load", "clean"].locator("text").text_content() == "raw"
+            assert texts["load", "report"].locator("text").text_content() == "settings"
+            long = texts["clean", "report"]
+            shown = long.locator("text").text_content() or ""
+            assert shown.startswith("df, arr, feat") and shown.endswith("…")
+            assert long.locator("title").text_content() == \
+                "df, arr, feature_matrix (from clean to report)"
+            for label in texts.values():
+                label.scroll_into_view_if_needed()
+                assert label.is_visible()
+            # no label touches a step; labels side by side are a line apart (the boxes are
+            # the font's whole line boxes, taller than its glyphs)
+            boxes = [label.locator("text").bounding_box() for label in texts.values()]
+            steps = [panel.locator(f".mlpipe-step[data-step='{name}']").bounding_box()
+                     for name in ("load", "clean", "report")]
+            font = float(texts["load", "clean"].locator("text").evaluate(
+                "node => parseFloat(getComputedStyle(node).fontSize)"))
+            assert 9 <= font <= 12  # --jp-ui-font-size0
+            for i, one in enumerate(boxes):
+                assert not any(_overlap(one, step) for step in steps), (one, steps)
+                for other in boxes[i + 1:]:
+                    assert abs(one["y"] - other["y"]) >= font or not _overlap(one, other)
+
+            panel.locator(".mlpipe-step[data-step='report']").click()
+            detail = panel.locator(".mlpipe-step-detail[data-step='report']")
+            detail.wait_for(timeout=10_000)
+            receives = detail.locator("tr", has_text="receives").locator("td").inner_text()
+            assert receives == ("df (from clean), arr (from clean), feature_matrix (from "
+                                "clean), settings (from load)")
+            assert "mlpipe_variables" not in panel.inner_text()
+            page.screenshot(path=str(ARTIFACTS / "panel-variables-dag.png"))
+        finally:
+            browser.close()
+
+
+def _overlap(a: Any, b: Any) -> bool:
+    return (a["x"] < b["x"] + b["width"] and b["x"] < a["x"] + a["width"]
+            and a["y"] < b["y"] + b["height"] and b["y"] < a["y"] + a["height"])
