@@ -47,7 +47,9 @@ DOCS = {
     "docs/grammar.md",
     "docs/jupyterlab.md",
     "docs/magics.md",
+    "docs/kale.md",
     "docs/scheduling.md",
+    "docs/variables.md",
 }
 # README links to files that document the repository, not the package: not in the sdist.
 REPOSITORY_ONLY_LINKS = {"benchmarks/README.md"}
