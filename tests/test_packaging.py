@@ -46,8 +46,8 @@ DOCS = {
     "docs/dask.md",
     "docs/grammar.md",
     "docs/jupyterlab.md",
-    "docs/magics.md",
     "docs/kale.md",
+    "docs/magics.md",
     "docs/scheduling.md",
     "docs/variables.md",
 }
