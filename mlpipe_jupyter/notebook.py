@@ -6,6 +6,7 @@ Kubeflow Kale's tags, a Kale pipeline (``kale.py``)."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -146,6 +147,16 @@ def _upgrade(text: str, path: Path) -> dict[str, object]:
         return dict(nbformat.reads(text, as_version=4))
     except Exception as exc:  # nbformat raises a variety of reader and validation errors
         raise NotebookError(f"{path} is not a readable Jupyter notebook: {exc}") from None
+
+
+# a Kale step tag as it appears in a notebook file's JSON ("tags": ["step:train", ...])
+_KALE_STEP_TAG = re.compile(r'"(?:step|block):[^"]+"')
+
+
+def may_define_pipeline(text: str) -> bool:
+    """Whether a notebook file's text may define a pipeline: it has ``%%mlstep`` cells or
+    Kale step tags. A cheap filter for listing notebooks; ``load_pipeline`` decides."""
+    return STEP_MAGIC in text or _KALE_STEP_TAG.search(text) is not None
 
 
 def load_pipeline(path: Path) -> Pipeline:

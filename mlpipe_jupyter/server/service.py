@@ -21,15 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from mlpipe_jupyter.errors import ConflictError, MlpipeError, NotFoundError, WorkspaceError
-from mlpipe_jupyter.model.grammar import STEP_MAGIC
 from mlpipe_jupyter.model.status import RunStatus
 from mlpipe_jupyter.model.values import literal_mapping, parameter_texts
-from mlpipe_jupyter.notebook import load_pipeline
+from mlpipe_jupyter.notebook import load_pipeline, may_define_pipeline
 from mlpipe_jupyter.runner.background import BackgroundRun
 from mlpipe_jupyter.runner.explain import explain_step
 from mlpipe_jupyter.runner.planning import Selection
 from mlpipe_jupyter.runner.runner import RunRequest
-from mlpipe_jupyter.runner.view import read_run, read_step, step_counts
+from mlpipe_jupyter.runner.view import read_run, read_step, received_variables, step_counts
 from mlpipe_jupyter.server.errors import BadRequestError, ForbiddenPathError
 from mlpipe_jupyter.server.payloads import (
     json_safe,
@@ -132,11 +131,12 @@ class PipelineService:
                     yield Path(folder) / name
 
     def list_notebooks(self) -> list[dict[str, Any]]:
-        """Notebooks under the root that contain ``%%mlstep`` cells, with their steps."""
+        """Notebooks under the root that contain ``%%mlstep`` cells or Kale step tags, with
+        their steps."""
         found = []
         for path in self._notebook_files():
             try:
-                if STEP_MAGIC not in path.read_text(encoding="utf-8", errors="replace"):
+                if not may_define_pipeline(path.read_text(encoding="utf-8", errors="replace")):
                     continue
             except OSError:
                 continue
@@ -144,15 +144,18 @@ class PipelineService:
         return found
 
     def _notebook_summary(self, path: Path) -> dict[str, Any]:
-        item: dict[str, Any] = {"path": self.relative(path), "steps": [], "parameters": {},
-                                "parameter_texts": {}, "error": None}
+        item: dict[str, Any] = {"path": self.relative(path), "kind": None, "steps": [],
+                                "parameters": {}, "parameter_texts": {}, "error": None}
         try:
             pipeline = load_pipeline(path)
         except MlpipeError as exc:
             item["error"] = str(exc)
             return item
+        item["kind"] = pipeline.kind
         item["steps"] = [
-            {"name": s.name, "cell": s.cell, "upstream": sorted(pipeline.upstream(s.name))}
+            {"name": s.name, "cell": s.cell, "upstream": sorted(pipeline.upstream(s.name)),
+             "variables": received_variables(f"{f.producer}.{f.name}"
+                                             for f in pipeline.flows_into(s.name))}
             for s in pipeline.steps
         ]
         item["parameters"] = json_safe(pipeline.parameters())

@@ -170,3 +170,34 @@ async def test_cancel_a_cli_run_and_follow_it_live(
             cli.kill()
         http_server_client.close()
         del stream
+
+
+async def test_a_kale_notebook_runs_from_rest_with_its_variables(api: Any, project: Path) -> None:
+    """The panel's "Run as pipeline" on a Kale notebook: its steps, the variables on its
+    edges, and its pipeline parameter overridden."""
+    from tests.kale.helpers import kale_notebook
+
+    kale_notebook(project / "kale.ipynb", [
+        ("import json", ["imports"]),
+        ("n = 3", ["pipeline-parameters"]),
+        ("numbers = list(range(n))", ["step:make"]),
+        ("total = sum(numbers)", ["step:add", "prev:make"]),
+        ("print(total)", ["pipeline-metrics"]),
+    ])
+    # the panel lists it and previews its steps and the variables along its edges
+    status, listing = await api("GET", "notebooks")
+    check(listing, response_schema("/notebooks", "GET", 200))
+    [kale] = [n for n in listing["notebooks"] if n["path"] == "kale.ipynb"]
+    assert kale["kind"] == "kale" and kale["error"] is None
+    assert [(s["name"], s["upstream"], s["variables"]) for s in kale["steps"]] == [
+        ("make", [], {}), ("add", ["make"], {"make": ["numbers"]})]
+    assert kale["parameter_texts"] == {"n": "3"}
+    status, started = await api("POST", "runs", body={"notebook": "kale.ipynb",
+                                                      "parameters": {"n": 5}})
+    assert status == 202, started
+    run = await wait_for_run(api, started["run_id"])
+    check(run, response_schema("/runs/{run}", "GET", 200))
+    assert run["status"] == "succeeded", run
+    make, add = run["steps"]
+    assert add["variables"] == {"make": ["numbers"]} and make["variables"] == {}
+    assert add["metrics"] == {"total": 10}
