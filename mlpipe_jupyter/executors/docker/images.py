@@ -147,7 +147,7 @@ def ensure_step_image(client: Any, image: str, log_dir: Path,
     what = f"image {image}"
     return _ensure(client, tag, lambda: _build(
         client, step_image_dockerfile(image, image_id), tag, what, log_path, log,
-        hint="the image needs python3 with pip (or papermill and ipykernel installed)"))
+        hint="the image needs python3 with pip, or papermill and ipykernel installed"))
 
 
 def _local_id(client: Any, image: str) -> str | None:
