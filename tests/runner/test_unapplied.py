@@ -11,8 +11,8 @@ from mlpipe_jupyter.executors.base import StepTask, unapplied_sentences
 from mlpipe_jupyter.executors.dask.executor import DaskExecutor
 from mlpipe_jupyter.executors.docker.executor import DockerExecutor
 from mlpipe_jupyter.executors.local import LocalExecutor
-from mlpipe_jupyter.model.step import Resources, StepHeader
 from mlpipe_jupyter.model.status import StepStatus
+from mlpipe_jupyter.model.step import Resources, StepHeader
 from mlpipe_jupyter.runner.runner import run_notebook
 from mlpipe_jupyter.store import Store
 from tests.conftest import run_cli, write_notebook
