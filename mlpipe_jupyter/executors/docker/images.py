@@ -1,6 +1,6 @@
 """Images steps run in, built once and reused: an environment's (``--env``), tagged by its
-spec's content hash, and a step's own image (``--image``) with papermill and ipykernel
-added, tagged by that image's id. One Dockerfile writer, one builder."""
+spec's content hash, and a step's own image (``--image``) with papermill, ipykernel and
+cloudpickle added, tagged by that image's id. One Dockerfile writer, one builder."""
 
 from __future__ import annotations
 
@@ -44,8 +44,8 @@ def dockerfile(env: EnvironmentVersion, base: str) -> str:
 
 
 def step_image_dockerfile(image: str, image_id: str) -> str:
-    """The Dockerfile of a step's own image (``--image``): that image (by id) with papermill
-    and ipykernel where it lacks them. The runner gives every container its full command
+    """The Dockerfile of a step's own image (``--image``): that image (by id) with papermill,
+    ipykernel and cloudpickle where it lacks them. The runner gives every container its full command
     (as Kubernetes' ``command`` does for Kale steps), so the image's entrypoint is reset;
     containers get an init process from the engine."""
     return _dockerfile(image_id, labels=f"org.mlpipe.image={json.dumps(image)}",
@@ -138,8 +138,8 @@ def step_image_tag(image_id: str) -> str:
 
 def ensure_step_image(client: Any, image: str, log_dir: Path,
                       log: Callable[[str], None] = print) -> str:
-    """The id of the image a step naming ``--image IMAGE`` runs in: IMAGE with papermill
-    and ipykernel, built once per IMAGE id (a rebuilt or re-tagged IMAGE gets a new one).
+    """The id of the image a step naming ``--image IMAGE`` runs in: IMAGE with papermill,
+    ipykernel and cloudpickle, built once per IMAGE id (a rebuilt or re-tagged IMAGE gets a new one).
     IMAGE must be in the engine (a pull is tried; registries are often unreachable)."""
     image_id = _local_id(client, image) or _pull(client, image)
     tag = step_image_tag(image_id)
@@ -147,7 +147,7 @@ def ensure_step_image(client: Any, image: str, log_dir: Path,
     what = f"image {image}"
     return _ensure(client, tag, lambda: _build(
         client, step_image_dockerfile(image, image_id), tag, what, log_path, log,
-        hint="the image needs python3 with pip, or papermill and ipykernel installed"))
+        hint="the image needs python3 with pip, or papermill, ipykernel and cloudpickle installed"))
 
 
 def _local_id(client: Any, image: str) -> str | None:
