@@ -146,6 +146,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from mlpipe_jupyter.runner.planning import unapplied_note
     from mlpipe_jupyter.runner.view import read_run
 
     store = _store()
@@ -168,7 +169,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"  published:  {run.published}")
     rows = []
     for step in view.steps:
-        note = step.error.splitlines()[0] if step.error else ""
+        note = step.error.splitlines()[0] if step.error else unapplied_note(step.decision) or ""
         if step.reused:
             note = f"from run {step.reused_from}"
         # a reused step's metrics are its source run's (the view resolves them)

@@ -33,6 +33,8 @@ class ProgressPrinter:
             self.width = max([8, *map(len, steps)])
             self._print(f"run {event.run_id}: {event.detail.get('notebook')} "
                         f"({self.total} steps)")
+            for step, notes in event.detail.get("unapplied", {}).items():
+                self._print(f"  note: {step}: {'; '.join(notes)}")
         elif event.kind == STEP_STATUS and event.step:
             self._step(event)
         elif event.kind == RUN_FINISHED:

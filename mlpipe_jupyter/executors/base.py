@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from mlpipe_jupyter.executors.stop_signal import CANCELED, StopSignal
-from mlpipe_jupyter.model.step import Resources
+from mlpipe_jupyter.model.step import Resources, StepHeader
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class StepTask:
     input_paths: Mapping[str, Path] = field(default_factory=dict)  # read-only folders
     staging: Path | None = None  # output folders live under it, one per output
     env: str | None = None
+    image: str | None = None  # the step's own container image (--image), instead of env
     network: bool = False  # the step asked for network access (--network)
     kernel_name: str = "python3"
     timeout_seconds: float | None = None
@@ -67,7 +68,7 @@ class StepTask:
             "log_path": str(self.log_path), "cwd": str(self.cwd),
             "input_paths": {name: str(path) for name, path in self.input_paths.items()},
             "staging": str(self.staging) if self.staging is not None else None,
-            "env": self.env, "network": self.network, "kernel_name": self.kernel_name,
+            "env": self.env, "image": self.image, "network": self.network, "kernel_name": self.kernel_name,
             "timeout_seconds": self.timeout_seconds, "resources": asdict(self.resources),
             "result_id": self.result_id,
         }
@@ -82,7 +83,7 @@ class StepTask:
             log_path=Path(data["log_path"]), cwd=Path(data["cwd"]),
             input_paths={name: Path(path) for name, path in data.get("input_paths", {}).items()},
             staging=Path(data["staging"]) if data.get("staging") else None,
-            env=data.get("env"), network=bool(data.get("network")),
+            env=data.get("env"), image=data.get("image"), network=bool(data.get("network")),
             kernel_name=data.get("kernel_name") or "python3",
             timeout_seconds=data.get("timeout_seconds"),
             resources=Resources(**data.get("resources", {})),
@@ -115,6 +116,43 @@ class StepOutcome:
         return cls(task, ok=bool(data["ok"]), error=data.get("error"),
                    canceled=bool(data.get("canceled")), timed_out=bool(data.get("timed_out")),
                    started_at=data.get("started_at"), ended_at=data.get("ended_at"))
+
+
+@dataclass(frozen=True)
+class Unapplied:
+    """A request of a step that its compute target does not apply: shown, never fatal."""
+
+    what: str  # "GPU request (1)", "image python:3.12", "limit ephemeral-storage=1Gi"
+    why: str  # what the target does instead, and how to get it applied
+
+    def __str__(self) -> str:
+        return f"{self.what} not applied: {self.why}"
+
+
+def unapplied_sentences(notes: list[Unapplied]) -> list[str]:
+    """The notes as sentences, one per reason: "GPU request (1), memory request (512 MiB)
+    not applied: ..." """
+    grouped: dict[str, list[str]] = {}
+    for note in notes:
+        grouped.setdefault(note.why, []).append(note.what)
+    return [f"{', '.join(whats)} not applied: {why}" for why, whats in grouped.items()]
+
+
+def resource_requests(resources: Resources) -> list[str]:
+    """The resource requests of a step, as ``Unapplied.what`` names them."""
+    found = []
+    if resources.gpus:
+        found.append(f"GPU request ({resources.gpus})")
+    if resources.cpus:
+        found.append(f"CPU request ({resources.cpus:g})")
+    if resources.memory_bytes:
+        found.append(f"memory request ({resources.memory_bytes / 1024**2:g} MiB)")
+    return found
+
+
+def other_limits(header: StepHeader) -> list[str]:
+    """Limits with no equivalent in mlpipe (Kale ``limit:RESOURCE:VALUE``)."""
+    return [f"limit {name}={value}" for name, value in header.other_limits]
 
 
 def canceled_outcome(task: StepTask) -> StepOutcome:
@@ -190,9 +228,20 @@ class Executor(ABC):
     def check(self) -> None:  # noqa: B027 - optional hook
         """Raise ExecutorError when the target cannot run steps (called before a run)."""
 
-    def environment_fingerprint(self, env: str | None) -> str:
-        """What identifies the software a step runs with on this target (part of reuse)."""
+    def environment_fingerprint(self, env: str | None, image: str | None = None) -> str:
+        """What identifies the software a step runs with on this target (part of reuse):
+        its environment (``--env``) or its own image (``--image``), when the target uses
+        them. Raises ExecutorError when that software cannot be had."""
         raise NotImplementedError
+
+    def unapplied(self, header: StepHeader) -> list[Unapplied]:
+        """The requests of a step this target does not apply (resources, an image, other
+        limits). The step still runs; the run shows these. By default: all of them."""
+        why = f"the {self.name or 'this'} compute target does not apply it"
+        requests = resource_requests(header.resources) + other_limits(header)
+        if header.image:
+            requests.append(f"image {header.image}")
+        return [Unapplied(what, why) for what in requests]
 
     def prepare(self, cwd: Path, expected_tasks: int, max_parallel: int) -> None:  # noqa: B027
         """Get ready for about ``expected_tasks`` tasks (start kernels or containers early)."""

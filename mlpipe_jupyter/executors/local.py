@@ -13,10 +13,18 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from mlpipe_jupyter.executors.base import Executor, Submission, canceled_outcome
+from mlpipe_jupyter.executors.base import (
+    Executor,
+    Submission,
+    Unapplied,
+    canceled_outcome,
+    other_limits,
+    resource_requests,
+)
 from mlpipe_jupyter.executors.kernels import KernelPool, WarmKernel
 from mlpipe_jupyter.executors.step_runner import load_papermill, run_step_notebook
 from mlpipe_jupyter.model.fingerprint import hash_text
+from mlpipe_jupyter.model.step import StepHeader
 
 # Extra kernels kept starting beyond the parallel slots, so the next ready step in a chain
 # finds its kernel already up.
@@ -52,9 +60,21 @@ class LocalExecutor(Executor):
         self._lock = threading.Lock()
         self._papermill_loading = False
 
-    def environment_fingerprint(self, env: str | None) -> str:
-        # --env names a container environment; local steps run in this Python either way.
+    def environment_fingerprint(self, env: str | None, image: str | None = None) -> str:
+        # --env and --image name containers; local steps run in this Python either way.
         return local_environment_fingerprint()
+
+    def unapplied(self, header: StepHeader) -> list[Unapplied]:
+        notes = [Unapplied(what, "local compute runs steps in this machine's Python without "
+                                 "resource limits")
+                 for what in resource_requests(header.resources)]
+        if header.image:
+            notes.append(Unapplied(f"image {header.image}",
+                                   "local compute runs steps in this Python environment; run "
+                                   "with --compute docker to use it"))
+        notes += [Unapplied(what, "local compute has no such limit")
+                  for what in other_limits(header)]
+        return notes
 
     def prepare(self, cwd: Path, expected_tasks: int, max_parallel: int) -> None:
         self._max_warm = max_parallel + LOOKAHEAD_KERNELS

@@ -170,7 +170,7 @@ class Execution:
             run_id=self.run_id, step=name, attempt=attempt, step_notebook=step_notebook,
             output_notebook=self.store.runs.output_notebook(self.run_id, name),
             log_path=log_path, cwd=self.notebook.parent,
-            input_paths=plan.input_paths, staging=staging, env=plan.env,
+            input_paths=plan.input_paths, staging=staging, env=plan.env, image=plan.image,
             network=plan.step.header.network,
             timeout_seconds=plan.step.header.timeout_seconds, resources=plan.step.header.resources,
             result_id=plan.result_id,

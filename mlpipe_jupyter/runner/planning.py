@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlpipe_jupyter.errors import DefinitionError, DefinitionIssue
+from mlpipe_jupyter.errors import DefinitionError, DefinitionIssue, ExecutorError
+from mlpipe_jupyter.executors.base import Unapplied
 from mlpipe_jupyter.model.fingerprint import FingerprintComponents, describe_changes, hash_text
 from mlpipe_jupyter.model.parameters import step_parameters
 from mlpipe_jupyter.model.pipeline import Pipeline
 from mlpipe_jupyter.model.status import StepStatus
-from mlpipe_jupyter.model.step import DatasetInput, Step
+from mlpipe_jupyter.model.step import DatasetInput, Step, StepHeader
 from mlpipe_jupyter.model.values import canonical_literal
 from mlpipe_jupyter.store import Store
 from mlpipe_jupyter.store.datasets import hash_file
@@ -30,6 +31,16 @@ from mlpipe_jupyter.validation import selection_issues, step_hash_files
 EXECUTE = "execute"
 REUSE = "reuse"
 SKIP = "skip"
+# how a decision lists the requests the step's compute target did not apply
+UNAPPLIED_MARK = "; not applied on "
+
+
+def unapplied_note(decision: str | None) -> str | None:
+    """The not-applied part of a recorded decision ("not applied on local: GPU request
+    (1), image busybox"), or None."""
+    if not decision or UNAPPLIED_MARK not in decision:
+        return None
+    return UNAPPLIED_MARK[2:] + decision.split(UNAPPLIED_MARK, 1)[1]
 
 
 @dataclass(frozen=True)
@@ -52,6 +63,8 @@ class StepPlan:
     reason: str  # a sentence for `mlpipe why` and the progress display
     compute: str
     env: str | None = None
+    image: str | None = None  # the step's own container image (--image)
+    unapplied: list[Unapplied] = field(default_factory=list)  # requests the target ignores
     components: FingerprintComponents | None = None
     fingerprint: str | None = None
     result_id: str | None = None
@@ -60,12 +73,20 @@ class StepPlan:
     input_paths: dict[str, Path] = field(default_factory=dict)
     input_sources: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def decision(self) -> str:
+        """The reason, and what of the step's requests its compute target does not apply."""
+        if not self.unapplied:
+            return self.reason
+        return (f"{self.reason}{UNAPPLIED_MARK}{self.compute}: "
+                + ", ".join(u.what for u in self.unapplied))
+
     def record(self, position: int, status: StepStatus, upstream: list[str]) -> PlannedStep:
         """What the run store keeps of this plan when the run starts."""
         return PlannedStep(
             step=self.step.name, position=position, status=status, cell=self.step.cell,
             upstream=upstream, fingerprint=self.fingerprint, result_id=self.result_id,
-            reused_from=self.reused_from, decision=self.reason,
+            reused_from=self.reused_from, decision=self.decision,
             components=self.components.to_dict() if self.components else None,
             compute=self.compute,
         )
@@ -104,11 +125,12 @@ class Planner:
         notebook: Path,
         run_id: str,
         parameters: Mapping[str, Any],
-        environment_of: Callable[[str, str | None], str],
+        environment_of: Callable[[str, str | None, str | None], str],
         default_compute: str,
         default_env: str | None = None,
         dataset_versions: Mapping[str, int] | None = None,
         remote_result: Callable[[Step, str, str], bool] | None = None,
+        unapplied_of: Callable[[str, StepHeader], list[Unapplied]] | None = None,
     ) -> None:
         self.store = store
         self.pipeline = pipeline
@@ -123,6 +145,8 @@ class Planner:
         # (step, compute, fingerprint) -> whether the compute target's datastore had the
         # committed result and it is now committed locally (results from other machines)
         self.remote_result = remote_result
+        # (compute, header) -> the step's requests that compute target does not apply
+        self.unapplied_of = unapplied_of
 
     def plan(self, selection: Selection) -> dict[str, StepPlan]:
         scope = self._scope(selection)
@@ -173,6 +197,8 @@ class Planner:
                 plan.reason = self._why_execute(step, plan.components)  # type: ignore[arg-type]
                 if name in needed:
                     plan.reason += " (needed by the selected steps)"
+            if plan.action == EXECUTE and self.unapplied_of is not None:
+                plan.unapplied = self.unapplied_of(compute, step.header)
             plans[name] = plan
         return plans
 
@@ -219,7 +245,14 @@ class Planner:
         for other in step.header.after:  # ordering only, but a re-executed upstream counts
             inputs[f"after:{other}"] = f"step:{other}#{plans[other].result_id}"
         params = step_parameters(self.pipeline, step.name, self.parameters)
-        env = step.header.env or self.default_env
+        # a step's own image replaces the run's default environment
+        image = step.header.image
+        env = step.header.env or (None if image else self.default_env)
+        try:
+            environment = self.environment_of(compute, env, image)
+        except ExecutorError as exc:  # a missing image or a failed build: name the step
+            where = f" (cell {step.cell})" if step.cell is not None else ""
+            raise type(exc)(f"step {step.name!r}{where}: {exc}") from None
         settings: dict[str, Any] = {
             "outputs": sorted(o.name for o in step.header.outputs), "env": env,
             "kernel": "python3",
@@ -237,11 +270,12 @@ class Planner:
             files=files,
             params={name: canonical_literal(value) for name, value in params.items()},
             inputs=inputs,
-            environment=self.environment_of(compute, env),
+            environment=environment,
             settings=settings,
         )
         return StepPlan(
-            step=step, action=EXECUTE, reason="", compute=compute, env=env, components=components,
+            step=step, action=EXECUTE, reason="", compute=compute, env=env, image=image,
+            components=components,
             fingerprint=components.fingerprint(), parameters=params, input_paths=input_paths,
             input_sources={k: v.split("#")[0] for k, v in inputs.items() if not k.startswith("after:")},
         )

@@ -19,7 +19,7 @@ from typing import Any
 
 from mlpipe_jupyter.errors import ExecutorError
 from mlpipe_jupyter.events import RUN_STARTED, STEP_STATUS, EventBus, RunEvent
-from mlpipe_jupyter.executors.base import Executor
+from mlpipe_jupyter.executors.base import Executor, unapplied_sentences
 from mlpipe_jupyter.executors.kernels import reap_orphans
 from mlpipe_jupyter.executors.registry import DEFAULT_COMPUTE, create_executor
 from mlpipe_jupyter.model.pipeline import Pipeline
@@ -151,12 +151,13 @@ class Runner:
         default_compute = request.compute or DEFAULT_COMPUTE
         planner = Planner(
             store, pipeline, notebook, run_id, parameters,
-            lambda compute, env: self._executor(compute).environment_fingerprint(env),
+            lambda compute, env, image: self._executor(compute).environment_fingerprint(env, image),
             default_compute,
             request.env,
             request.dataset_versions,
             lambda step, compute, fingerprint: self._fetch_remote(
                 store, run_id, step, compute, fingerprint),
+            lambda compute, header: self._executor(compute).unapplied(header),
         )
         plans = planner.plan(request.selection)
         max_parallel = request.max_parallel or _default_parallel()
@@ -188,6 +189,9 @@ class Runner:
             "upstream": {n: sorted(pipeline.upstream(n)) for n in order},
             "variables": {n: [f"{f.producer}.{f.name}" for f in pipeline.flows_into(n)]
                           for n in order if pipeline.flows_into(n)},
+            # step -> sentences: what its compute target will not apply of its requests
+            "unapplied": {n: unapplied_sentences(plans[n].unapplied)
+                          for n in order if plans[n].unapplied},
         }))
         for item in planned:
             self.events.emit(RunEvent(STEP_STATUS, run_id, item.status.value, item.step,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -200,3 +201,71 @@ def test_parameter_values_arrive_unchanged_in_a_container(
     """The values travel in the step notebook, not through a JSON file the container reads."""
     run = run_overrides(store, workspace_dir, values, compute="docker")
     assert store.runs.step_run(run["run_id"], "probe").compute == "docker"
+
+
+def _image_without_papermill(client: Any, tag: str) -> str:
+    """An image of the base image's Python without papermill and ipykernel, unique to this
+    test (a label with the time), built with no network at all."""
+    import io
+
+    from mlpipe_jupyter.executors.docker.bootstrap import base_image_tag
+
+    base = client.images.get(base_image_tag()).id
+    text = (f"FROM {base}\nRUN /opt/venv/bin/pip uninstall -y -q papermill ipykernel\n"
+            f"LABEL org.mlpipe.test={time.time_ns()}\n")
+    image, _ = client.images.build(fileobj=io.BytesIO(text.encode()), tag=tag, rm=True,
+                                   forcerm=True, pull=False, network_mode="none")
+    return str(image.id)
+
+
+def test_step_image_gets_papermill_added_once_and_a_rebuild_reruns_the_step(
+    docker_engine: Any, store: Store, workspace_dir: Path
+) -> None:
+    from mlpipe_jupyter.executors.docker.images import step_image_tag
+
+    tag = f"mlpipe-test/no-papermill:{os.getpid()}"
+    made = [_image_without_papermill(docker_engine, tag)]
+    notebook = write_notebook(workspace_dir / "image.ipynb", [
+        f"%%mlstep where --output o --image {tag}\nimport sys\n"
+        "print('python', sys.executable, sys.version_info[:2])\n"
+        "(outputs.o / 'python').write_text(sys.executable)",
+    ])
+    try:
+        first = run_notebook(notebook, compute="docker", store=store)
+        assert first.ok, first.failures
+        assert (step_output(store, first.run_id, "where", "o") / "python").read_text() == \
+            "/opt/venv/bin/python3"  # the image's Python
+        assert "python /opt/venv/bin/python3" in store.runs.log_path(first.run_id, "where").read_text()
+        derived = docker_engine.images.get(step_image_tag(made[0]))
+        assert derived.labels["org.mlpipe.image"] == tag
+        again = run_notebook(notebook, compute="docker", store=store)
+        assert again.step_status["where"] is StepStatus.REUSED
+        made.append(_image_without_papermill(docker_engine, tag))  # rebuilt: a new id
+        rebuilt = run_notebook(notebook, compute="docker", store=store)
+        assert rebuilt.step_status["where"] is StepStatus.SUCCEEDED, rebuilt.failures
+        assert "the environment changed: docker:sha256:" in "\n".join(
+            explain_step(store, rebuilt.run_id, "where"))
+    finally:
+        for image_id in made:
+            for name in (step_image_tag(image_id), image_id):
+                with contextlib.suppress(Exception):  # already gone
+                    docker_engine.images.remove(name, force=True)
+
+
+def test_step_naming_a_missing_image_fails_before_running(
+    docker_engine: Any, store: Store, workspace_dir: Path
+) -> None:
+    notebook = write_notebook(workspace_dir / "missing.ipynb", [
+        "%%mlstep fine --output o\npass",
+        "%%mlstep needs --output o --gpus 1 --image mlpipe-test/no-such-image:1\npass",
+    ])
+    done = run_cli("run", str(notebook), "--compute", "docker")
+    assert done.returncode == 1
+    assert "step 'needs' (cell 2): image 'mlpipe-test/no-such-image:1' is not in the Docker " \
+           "engine" in done.stderr
+    assert "docker load" in done.stderr and "docker pull" in done.stderr
+    assert store.runs.list_runs() == []  # nothing ran, nothing was recorded
+    # the same step runs locally: the image and the GPU are shown as not applied
+    local = run_cli("run", str(notebook))
+    assert local.returncode == 0, local.stderr
+    assert "note: needs: GPU request (1) not applied" in local.stdout

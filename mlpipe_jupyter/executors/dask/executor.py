@@ -36,7 +36,14 @@ from pathlib import Path
 from typing import Any
 
 from mlpipe_jupyter.errors import ExecutorError, TargetUnavailableError
-from mlpipe_jupyter.executors.base import Executor, StepOutcome, StepTask, Submission
+from mlpipe_jupyter.executors.base import (
+    Executor,
+    StepOutcome,
+    StepTask,
+    Submission,
+    Unapplied,
+    other_limits,
+)
 from mlpipe_jupyter.executors.dask.cluster import (
     DEFAULT_CONNECT_TIMEOUT,
     connect,
@@ -57,6 +64,7 @@ from mlpipe_jupyter.executors.dask.worker import (
 from mlpipe_jupyter.executors.docker.engine import docker_engine_problem
 from mlpipe_jupyter.executors.docker.images import container_fingerprint
 from mlpipe_jupyter.model.fingerprint import hash_text
+from mlpipe_jupyter.model.step import StepHeader
 from mlpipe_jupyter.store.environments import EnvironmentStore, EnvironmentVersion, parse_env_ref
 
 log = logging.getLogger(__name__)
@@ -160,7 +168,19 @@ class DaskExecutor(Executor):
         except Exception:
             log.debug("registering the kernels plugin failed", exc_info=True)
 
-    def environment_fingerprint(self, env: str | None) -> str:
+    def unapplied(self, header: StepHeader) -> list[Unapplied]:
+        # resources place the step on a worker that declares them (and limit its container
+        # when it names --env); a step's own image is the docker target's business
+        notes = []
+        if header.image:
+            notes.append(Unapplied(f"image {header.image}",
+                                   "dask workers run steps in their own Python (or an --env "
+                                   "environment's container); run with --compute docker to "
+                                   "use it"))
+        return notes + [Unapplied(what, "dask workers have no such limit")
+                        for what in other_limits(header)]
+
+    def environment_fingerprint(self, env: str | None, image: str | None = None) -> str:
         """Without ``--env``: the workers' Python and packages, the same fingerprint as a
         local run when every worker has the runner's software, so results are reused across
         machines. With ``--env``: the environment's definition and base image, whichever

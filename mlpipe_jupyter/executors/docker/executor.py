@@ -2,8 +2,9 @@
 
 What a container may do (network, capabilities, mounts, user) and how it is tethered to
 this process is ``containers.py``'s business, shared with Dask workers. This executor
-picks the image of each step's environment (building it once) and runs containers on a
-thread pool; how a container ended becomes an outcome in ``ContainerExit.outcome``.
+picks the image of each step — its own (``--image``, papermill added) or its
+environment's — building it once, and runs containers on a thread pool; how a container
+ended becomes an outcome in ``ContainerExit.outcome``.
 Containers a killed runner left behind on this host are removed when the next runner
 starts.
 """
@@ -17,8 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from mlpipe_jupyter.errors import ExecutorError
-from mlpipe_jupyter.executors.base import Executor, StepOutcome, Submission
-from mlpipe_jupyter.executors.docker.bootstrap import base_image_tag
+from mlpipe_jupyter.executors.base import (
+    Executor,
+    StepOutcome,
+    Submission,
+    Unapplied,
+    other_limits,
+)
+from mlpipe_jupyter.executors.docker.bootstrap import base_image_tag, cache_dir
 from mlpipe_jupyter.executors.docker.containers import (
     LABEL_RUN,
     StepContainer,
@@ -27,7 +34,8 @@ from mlpipe_jupyter.executors.docker.containers import (
     remove_dead_containers,
 )
 from mlpipe_jupyter.executors.docker.engine import docker_client
-from mlpipe_jupyter.executors.docker.images import ensure_env_image
+from mlpipe_jupyter.executors.docker.images import ensure_env_image, ensure_step_image
+from mlpipe_jupyter.model.step import StepHeader
 from mlpipe_jupyter.store.environments import EnvironmentStore, parse_env_ref
 from mlpipe_jupyter.store.workspace import Workspace
 
@@ -47,7 +55,7 @@ class DockerExecutor(Executor):
         self.target = target
         self.workspace = workspace
         self._client: Any = None
-        self._images: dict[str | None, str] = {}
+        self._images: dict[tuple[str | None, str | None], str] = {}  # (env, image) -> id
         self._pool: ThreadPoolExecutor | None = None
 
     # -- before the run ---------------------------------------------------------------------
@@ -64,18 +72,29 @@ class DockerExecutor(Executor):
         """Remove containers of runners on this host that are no longer alive."""
         return remove_dead_containers(self.client)
 
-    def environment_fingerprint(self, env: str | None) -> str:
-        return f"docker:{self._image(env)}"
+    def environment_fingerprint(self, env: str | None, image: str | None = None) -> str:
+        return f"docker:{self._image(env, image)}"
 
-    def _image(self, env: str | None) -> str:
-        if env in self._images:
-            return self._images[env]
-        if env is None:
+    def unapplied(self, header: StepHeader) -> list[Unapplied]:
+        # resources become container limits (containers.py), the image is the container's
+        return [Unapplied(what, "a Docker container has no such limit")
+                for what in other_limits(header)]
+
+    def _image(self, env: str | None, image: str | None = None) -> str:
+        """The id of the image a step runs in: its own (``--image``, with papermill
+        added), its environment's, or mlpipe's base image."""
+        key = (env, image)
+        if key in self._images:
+            return self._images[key]
+        if image is not None:
+            builds = self.workspace.root / "images" if self.workspace else cache_dir().parent / "builds"
+            found = ensure_step_image(self.client, image, builds)
+        elif env is None:
             import docker.errors
 
             tag = base_image_tag()
             try:
-                image = str(self.client.images.get(tag).id)
+                found = str(self.client.images.get(tag).id)
             except docker.errors.ImageNotFound:
                 raise ExecutorError(
                     f"the runner base image {tag} is not in the Docker engine; build it once "
@@ -87,9 +106,9 @@ class DockerExecutor(Executor):
             name, version = parse_env_ref(env)
             environment = EnvironmentStore(self.workspace).get(name, version)
             log_path = self.workspace.root / "environments" / f"{name}-v{environment.version}.build.log"
-            image = ensure_env_image(self.client, environment, log_path)
-        self._images[env] = image
-        return image
+            found = ensure_env_image(self.client, environment, log_path)
+        self._images[key] = found
+        return found
 
     def prepare(self, cwd: Path, expected_tasks: int, max_parallel: int) -> None:
         if self._pool is None:
@@ -113,7 +132,7 @@ class DockerExecutor(Executor):
     def _run(self, submission: Submission) -> StepOutcome:
         """In a pool thread: the task's container, from creation to removal."""
         task = submission.task
-        container = StepContainer(self.client, container_step(task, self._image(task.env)))
+        container = StepContainer(self.client, container_step(task, self._image(task.env, task.image)))
         # a cancel while the image was looked up stops the container at once
         with submission.stop.watch(container.stop):
             ended = container.run()
