@@ -27,7 +27,10 @@ EXTRA_CA_DIR = Path("/usr/local/share/ca-certificates")
 
 
 def env_image_tag(env: EnvironmentVersion) -> str:
-    return f"{ENV_REPOSITORY}-{env.name}:{env.spec.content_hash}"
+    """The image of an environment: its definition and what it is built on (a new base image,
+    which mlpipe's runtime needs, such as cloudpickle, makes a new image)."""
+    base = hash_text(env.spec.image or base_image_tag())[:8]
+    return f"{ENV_REPOSITORY}-{env.name}:{env.spec.content_hash}-{base}"
 
 
 def container_fingerprint(env: EnvironmentVersion) -> str:
