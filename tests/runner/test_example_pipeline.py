@@ -12,9 +12,12 @@ from mlpipe_jupyter.model.status import RunStatus, StepStatus
 from mlpipe_jupyter.runner.explain import explain_step
 from mlpipe_jupyter.runner.runner import run_notebook
 from mlpipe_jupyter.store import Store
-from tests.conftest import EXAMPLE, IRIS
+from tests.conftest import EXAMPLE, IRIS, REPO
 
 pytestmark = pytest.mark.slow
+
+KALE_EXAMPLE = REPO / "notebooks" / "kale_example.ipynb"
+KALE_STEPS = ("load", "clean", "sample", "split", "logistic", "forest", "knn", "pick")
 
 
 def _digest(path: Path) -> str:
@@ -71,3 +74,21 @@ def test_registered_dataset_loads_as_dataframe(store: Store) -> None:
     assert frame.shape == (150, 5)
     again, created_again = store.datasets.register("iris", IRIS, tabular=True)
     assert not created_again and again.version == 1
+
+
+def test_kale_example_runs_and_reuses(store: Store) -> None:
+    """The Kale-format example (tags only, its CSV read relative to the notebook): every step
+    runs, the models receive the same frames, the metrics are logged; a re-run reuses all."""
+    before = _digest(KALE_EXAMPLE)
+    first = run_notebook(KALE_EXAMPLE, store=store)
+    assert first.status is RunStatus.SUCCEEDED, first.failures
+    assert first.step_status == {n: StepStatus.SUCCEEDED for n in KALE_STEPS}
+    assert _digest(KALE_EXAMPLE) == before, "the source notebook must never be modified"
+    metrics = {m["name"]: m["value"] for m in store.runs.metrics(first.run_id)}
+    models = [metrics[f"{name}_accuracy"] for name in ("logistic", "forest", "knn")]
+    assert metrics["best_accuracy"] == max(models) and 0.6 <= max(models) <= 1.0
+    assert "best: " in store.runs.log_path(first.run_id, "pick").read_text()
+    assert store.runs.get_run(first.run_id).experiment == "iris-kale"
+
+    second = run_notebook(KALE_EXAMPLE, store=store)
+    assert second.step_status == {n: StepStatus.REUSED for n in KALE_STEPS}
