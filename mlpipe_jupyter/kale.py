@@ -39,7 +39,9 @@ Where we differ from Kale, on purpose:
 - a label's or annotation's value keeps its colons (Kale joins the parts without them);
 - a step cell that repeats a step name may add ``prev:``/``label:``/... to it (Kale ignores
   the tags of the later cells); a conflicting value is an error;
-- ``secret:``, ``notebook:`` and ``report:`` tags are refused with the reason; other tags
+- ``report:enabled|disabled`` is accepted and changes nothing: every step's executed
+  notebook is kept and rendered on demand, so there is always a report;
+- ``secret:`` and ``notebook:`` tags are refused with the reason; other tags
   (``hide-input`` ...) are errors, as in Kale, so that a typo (``setp:train``) is caught.
 
 Everything wrong is collected as ``DefinitionIssue``s in ``Pipeline.parse_issues`` and
@@ -72,21 +74,20 @@ SPECIAL_TAGS = (SKIP, IMPORTS, FUNCTIONS, PARAMETERS, METRICS)
 _BLOCKS = (IMPORTS, FUNCTIONS, PARAMETERS, METRICS)
 
 STEP_KINDS = ("step", "block")  # block: is Kale's legacy spelling of step:
-_STEP_SETTINGS = ("prev", "image", "limit", "cache", "label", "annotation")
+_STEP_SETTINGS = ("prev", "image", "limit", "cache", "label", "annotation", "report")
 _UNSUPPORTED = {
     "secret": "Kubernetes secrets as environment variables are not supported yet: they are "
               "coming with mlpipe's secrets; until then read the value in the step",
     "notebook": "steps from another notebook (Kale's notebook references) are not supported: "
                 "run that notebook as its own pipeline, or copy its cells here",
-    "report": "HTML reports are not generated: every step's executed notebook is kept "
-              "(.mlpipe/runs/RUN/steps/STEP/output.ipynb, `mlpipe show`)",
 }
 KNOWN_TAGS = (
     "step:NAME", "block:NAME", "prev:NAME", "skip", "imports", "functions",
     "pipeline-parameters", "pipeline-metrics", "image:IMAGE", "limit:RESOURCE:VALUE",
     "cache:enabled|disabled", "label:KEY:VALUE", "annotation:KEY:VALUE",
+    "report:enabled|disabled",
 )
-_DEFAULTS_KINDS = ("image", "limit", "cache", "label", "annotation")
+_DEFAULTS_KINDS = ("image", "limit", "cache", "label", "annotation", "report")
 
 CPU = "cpu"
 MEMORY = "memory"
@@ -224,6 +225,11 @@ def _parse_setting(kind: str, rest: str, tag: str, into: _Settings) -> str | Non
         if rest not in ("enabled", "disabled"):
             return "cache: takes enabled or disabled"
         into.cache = (rest == "enabled", tag)
+    elif kind == "report":
+        # Kale's HTML report of a step: mlpipe keeps every step's executed notebook and
+        # renders it on demand (`mlpipe show`, the panel), so either value changes nothing
+        if rest not in ("enabled", "disabled"):
+            return "report: takes enabled or disabled"
     elif kind in ("label", "annotation"):
         key, sep, value = rest.partition(":")
         if not sep or not key.strip():

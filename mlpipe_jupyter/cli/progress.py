@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import time
 from typing import TextIO
@@ -25,6 +27,7 @@ class ProgressPrinter:
         self.done: set[str] = set()
         self.started: dict[str, float] = {}
         self.t0 = time.time()
+        self._reader_gone = False  # stdout is a pipe whose reader exited
 
     def __call__(self, event: RunEvent) -> None:
         if event.kind == RUN_STARTED:
@@ -67,4 +70,13 @@ class ProgressPrinter:
         self._print(f"  {counter:>7} {symbol} {step:<{self.width}} {status}{extra}")
 
     def _print(self, text: str) -> None:
-        print(text, file=self.stream, flush=True)
+        if self._reader_gone:
+            return
+        try:
+            print(text, file=self.stream, flush=True)
+        except BrokenPipeError:
+            # `mlpipe run ... | head`: the reader went away, the run goes on quietly; the
+            # stream points at /dev/null so that later writes and the final flush succeed
+            self._reader_gone = True
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())

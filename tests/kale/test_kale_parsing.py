@@ -227,7 +227,7 @@ def test_every_mistake_at_once_naming_cell_and_tag(tmp_path: Path) -> None:
         ("d = 1", ["prev:a", "limit:cpu:2"]),
         ("e = 1", ["step:e", "limit:cpu:lots", "limit:memory:512m", "limit:gpu:0.5",
                    "cache:maybe", "label:nokey"]),
-        ("f = 1", ["step:f", "secret:db:password:DB_PASSWORD", "notebook:other", "report:enabled"]),
+        ("f = 1", ["step:f", "secret:db:password:DB_PASSWORD", "notebook:other", "report:maybe"]),
         ("g = 1", ["step:my-step"]),
         ("h = 1", ["step:class"]),
         ("i = 1", ["imports", "step:i"]),
@@ -254,7 +254,7 @@ def test_every_mistake_at_once_naming_cell_and_tag(tmp_path: Path) -> None:
         "secrets as environment variables are not supported yet: they are coming with "
         "mlpipe's secrets",
         "cell 6, step 'f', tag 'notebook:other': not supported: steps from another notebook",
-        "cell 6, step 'f', tag 'report:enabled': not supported: HTML reports are not generated",
+        "cell 6, step 'f', tag 'report:maybe': report: takes enabled or disabled",
         "cell 7, tag 'step:my-step': step name 'my-step' is not valid",
         "cell 8, tag 'step:class': step name 'class' is not valid",
         "cell 9, step 'i', tag 'step:i': a 'imports' cell is not a step: remove one",
