@@ -19,7 +19,7 @@ from mlpipe_jupyter.errors import DefinitionError, DefinitionIssue, ExecutorErro
 from mlpipe_jupyter.executors.base import Unapplied
 from mlpipe_jupyter.model.fingerprint import FingerprintComponents, describe_changes, hash_text
 from mlpipe_jupyter.model.parameters import step_parameters
-from mlpipe_jupyter.model.pipeline import Pipeline
+from mlpipe_jupyter.model.pipeline import KALE, Pipeline
 from mlpipe_jupyter.model.status import StepStatus
 from mlpipe_jupyter.model.step import DatasetInput, Step, StepHeader
 from mlpipe_jupyter.model.values import canonical_literal
@@ -113,6 +113,32 @@ def local_modules(code: str, folder: Path) -> list[Path]:
         elif (package / "__init__.py").is_file():
             found.extend(sorted(package.rglob("*.py")))
     return found
+
+
+def referenced_files(code: str, folder: Path) -> list[Path]:
+    """Files under ``folder`` that ``code`` names in a string literal (``pd.read_csv(
+    "data/iris.csv")``). A Kale notebook has no ``--input`` or ``--hash-paths``: its steps
+    read data by path, and reuse must see when that data changes. Folders are not followed
+    (a folder of images would be hashed on every run)."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return []  # cell magics and shell escapes: nothing we can see
+    root = folder.resolve()
+    found: set[Path] = set()
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+            continue
+        text = node.value
+        if not text or len(text) > 255 or "\n" in text or "\0" in text:
+            continue
+        try:
+            path = (folder / text).resolve()
+            if path.is_relative_to(root) and path.is_file():
+                found.add(path)
+        except (OSError, ValueError):
+            continue
+    return sorted(found)
 
 
 class Planner:
@@ -230,6 +256,11 @@ class Planner:
             files[path.relative_to(self.folder).as_posix()] = hash_file(path)
         for path in setup_files + local_modules(step.code, self.folder):
             files.setdefault(path.relative_to(self.folder).as_posix(), hash_file(path))
+        if self.pipeline.kind == KALE:
+            codes = [step.code, *(cell.code for cell in self.pipeline.setup)]
+            for path in sorted({p for code in codes for p in referenced_files(code, self.folder)}):
+                files.setdefault(path.relative_to(self.folder.resolve()).as_posix(),
+                                 hash_file(path))
         inputs: dict[str, str] = {}
         input_paths: dict[str, Path] = {}
         for ref in step.header.inputs:

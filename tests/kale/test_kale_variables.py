@@ -122,3 +122,27 @@ def test_ambiguous_and_unreachable_definitions_are_errors_before_anything_runs(
 
 def test_alphas_match_the_notebook() -> None:
     assert len(ALPHAS) == MODELS
+
+
+def test_a_data_file_a_kale_step_reads_by_path_is_part_of_its_fingerprint(
+    store: Store, workspace_dir: Path
+) -> None:
+    (workspace_dir / "data").mkdir()
+    (workspace_dir / "data" / "numbers.csv").write_text("x\n1\n2\n")
+    notebook = kale_notebook(workspace_dir / "files.ipynb", [
+        ("import pandas as pd", ["imports"]),
+        ("numbers = pd.read_csv('data/numbers.csv')", ["step:read"]),
+        ("total = int(numbers.x.sum())", ["step:add", "prev:read"]),
+        ("print(total)", ["pipeline-metrics"]),
+    ])
+    first = run_notebook(notebook, store=store)
+    assert run_metrics(store, first.run_id)["total"] == 3
+    assert set(run_notebook(notebook, store=store).step_status.values()) == {StepStatus.REUSED}
+    (workspace_dir / "data" / "numbers.csv").write_text("x\n1\n2\n3\n")
+    changed = run_notebook(notebook, store=store)
+    assert changed.step_status == {"read": StepStatus.SUCCEEDED, "add": StepStatus.SUCCEEDED}
+    assert run_metrics(store, changed.run_id)["total"] == 6
+    from mlpipe_jupyter.runner.explain import explain_step
+
+    assert "file 'data/numbers.csv' changed" in "\n".join(explain_step(store, changed.run_id,
+                                                                        "read"))
