@@ -559,9 +559,16 @@ class Bench:
             return []
         try:
             script = HANDOVER_FLOOR.format(frame=frame_code(FRAME_ROWS))
-            floor = median_of(DD_SAMPLES, lambda _: float(subprocess.run(
-                [sys.executable, "-c", script, str(folder / "floor.pkl")], check=True,
-                capture_output=True, text=True, env=self.base_env).stdout))
+
+            def floor_once(_: int) -> float:
+                # every measurement starts with no dirty pages to flush: on these disks a
+                # 1 GiB write right after another one is throttled to half its speed
+                os.sync()
+                return float(subprocess.run(
+                    [sys.executable, "-c", script, str(folder / "floor.pkl")], check=True,
+                    capture_output=True, text=True, env=self.base_env).stdout)
+
+            floor = median_of(DD_SAMPLES, floor_once)
             (folder / "floor.pkl").unlink(missing_ok=True)
             self.log(f"save + load of the 1 GiB frame in one process (median): {floor:.2f} s")
             timings = {}
@@ -570,6 +577,7 @@ class Bench:
                 run_folder, run_env = self.workload_dir(f"handover-{name}")
                 notebook = write_notebook(run_folder / "frame.ipynb",
                                           handover_pipeline(FRAME_ROWS, hand_over))
+                os.sync()
                 timings[name] = self.mlpipe_run(notebook, run_env)
                 self.log(f"mlpipe 1 GiB frame, {name} hand-over: {timings[name]:.2f} s")
                 remove_tree(run_folder)

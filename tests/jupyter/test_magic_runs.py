@@ -142,3 +142,31 @@ def test_tracker_reports_statuses_in_order(tmp_path: Path, store: Store, write_n
     assert history("train") == ["queued", "running", "succeeded"]
     # live state ends exactly as the store draws the same run
     assert widget.steps == show_run(store, result.run_id).steps
+
+
+def test_run_a_saved_kale_notebook_then_load_its_variable(
+    shell: Any, magics: Any, store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`%mlpipe run` in a Kale notebook's kernel runs its tagged cells as the pipeline; the
+    widget labels the edge with the variable; `%mlpipe load` brings the result back."""
+    from tests.kale.helpers import kale_notebook
+
+    kale_notebook(tmp_path / "kale.ipynb", [
+        "%load_ext mlpipe_jupyter",
+        ("import pandas as pd", ["imports"]),
+        ("frame = pd.DataFrame({'x': [1, 2, 3]})", ["step:make"]),
+        ("frame = frame.assign(y=frame.x * 10)", ["step:grow", "prev:make"]),
+        ("frame['z'] = frame.y + 1", ["step:finish", "prev:grow"]),
+        ("total = int(frame.z.sum())", ["step:count", "prev:finish"]),
+    ])
+    shell.user_ns["__session__"] = "kale.ipynb"
+    result = shell.run_cell("%mlpipe run --wait")
+    assert result.success, result.error_in_exec
+    run = magics.current.result
+    assert run.ok, run.failures
+    widget = magics.widget
+    assert [s["name"] for s in widget.steps] == ["make", "grow", "finish", "count"]
+    assert widget.steps[1]["variables"] == {"make": ["frame"]}
+    assert shell.run_cell("%mlpipe load finish.frame").success
+    assert "loaded frame: pandas.DataFrame, shape (3, 3)" in capsys.readouterr().out
+    assert shell.user_ns["frame"]["z"].tolist() == [11, 21, 31]
