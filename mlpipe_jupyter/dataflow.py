@@ -21,13 +21,11 @@ object-store datastores handle variables exactly as they handle folders.
 
 from __future__ import annotations
 
-import ast
 import builtins
-import symtable
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
-from functools import lru_cache
+from dataclasses import replace
 
+from mlpipe_jupyter.cell_code import CodeNames, code_names, with_functions
 from mlpipe_jupyter.errors import DefinitionIssue
 from mlpipe_jupyter.model.pipeline import KALE, Pipeline, VariableFlow
 from mlpipe_jupyter.model.step import (
@@ -47,64 +45,6 @@ KERNEL_NAMES = frozenset({
 })
 
 
-@dataclass(frozen=True)
-class CodeNames:
-    """What one piece of code reads before defining it, and what it defines."""
-
-    uses: tuple[str, ...]  # in order of first use
-    defines: frozenset[str]  # bound at module level (not imports)
-    imports: frozenset[str]  # bound at module level by import statements
-    function_globals: dict[str, frozenset[str]]  # module-level function -> globals it reads
-    readable: bool = True  # False: not Python even after IPython's transforms
-
-
-def python_source(code: str) -> str | None:
-    """``code`` as plain Python: IPython's own transforms turn ``%magic`` and ``!shell``
-    lines into calls (imported only when a cell needs it: it costs ~0.5 s). None when the
-    code is not Python even then."""
-    try:
-        ast.parse(code)
-        return code
-    except SyntaxError:
-        pass
-    from IPython.core.inputtransformer2 import TransformerManager
-
-    try:
-        transformed = TransformerManager().transform_cell(code)
-        ast.parse(transformed)
-        return str(transformed)
-    except (SyntaxError, ValueError):
-        return None
-
-
-@lru_cache(maxsize=512)
-def code_names(code: str, known: frozenset[str] = frozenset()) -> CodeNames:
-    """The names ``code`` uses and defines; ``known`` are names it has without defining."""
-    source = python_source(code)
-    if source is None:
-        return CodeNames((), frozenset(), frozenset(), {}, readable=False)
-    from pyflakes import checker, messages
-
-    flakes = checker.Checker(ast.parse(source), filename="<step>",
-                             builtins=set(known | KERNEL_NAMES))
-    uses = [m.message_args[0] for m in flakes.messages if isinstance(m, messages.UndefinedName)]
-    table = symtable.symtable(source, "<step>", "exec")
-    defines: set[str] = set()
-    imports: set[str] = set()
-    for symbol in table.get_symbols():
-        if symbol.is_imported():
-            imports.add(symbol.get_name())
-        elif symbol.is_assigned() or symbol.is_namespace():
-            defines.add(symbol.get_name())
-    function_globals = {
-        child.get_name(): frozenset(child.get_globals())
-        for child in table.get_children()
-        if isinstance(child, symtable.Function)
-    }
-    return CodeNames(tuple(dict.fromkeys(uses)), frozenset(defines), frozenset(imports),
-                     function_globals)
-
-
 def _builtin_names() -> frozenset[str]:
     return frozenset(dir(builtins))
 
@@ -115,12 +55,12 @@ class _Resolver:
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
         self.issues: list[DefinitionIssue] = []
-        setup = [code_names(cell.code) for cell in pipeline.setup]
-        self.setup_names = frozenset().union(*(s.defines | s.imports for s in setup))
+        setup = [code_names(cell.code, KERNEL_NAMES) for cell in pipeline.setup]
+        self.setup_names = frozenset().union(*(s.bindings for s in setup))
         # a function of the setup cells reads the globals it names when a step calls it
         self.setup_functions: dict[str, frozenset[str]] = {}
         for names in setup:
-            self.setup_functions.update(names.function_globals)
+            self.setup_functions.update(names.functions)
         self.names = {step.name: self._names_of(step) for step in pipeline.steps}
         self._ancestors: dict[str, set[str]] = {}
 
@@ -139,13 +79,12 @@ class _Resolver:
         return self._ancestors[name]
 
     def _names_of(self, step: Step) -> CodeNames:
-        known = self.setup_names | {name for name, _ in step.header.params}
+        known = self.setup_names | {name for name, _ in step.header.params} | KERNEL_NAMES
         names = code_names(step.code, frozenset(known))
-        called = [fn for fn in self.setup_functions if fn in names.uses or
-                  _mentions(step.code, fn)]
-        extra = [g for fn in called for g in sorted(self.setup_functions[fn])
-                 if g not in known and g not in _builtin_names() and g not in KERNEL_NAMES
-                 and g not in names.defines and g not in self.setup_functions]
+        # the setup functions the step mentions read globals the step must then have
+        mentioned = self.setup_functions.keys() & code_names(step.code).uses
+        read = with_functions(mentioned, self.setup_functions) - mentioned
+        extra = sorted(read - known - _builtin_names() - names.defines)
         if extra:
             names = replace(names, uses=tuple(dict.fromkeys(names.uses + tuple(extra))))
         return names
@@ -230,16 +169,6 @@ class _Resolver:
             if not self.names[step.name].readable and step.header.uses:
                 self.issue(step, "the step's code is not Python, so the variables it uses "
                            "cannot be found")
-
-
-def _mentions(code: str, name: str) -> bool:
-    return name in code and name in {n.id for n in ast.walk(_tree(code)) if isinstance(n, ast.Name)}
-
-
-@lru_cache(maxsize=512)
-def _tree(code: str) -> ast.AST:
-    source = python_source(code)
-    return ast.parse(source) if source is not None else ast.Module(body=[], type_ignores=[])
 
 
 def _names(names: Iterable[str], joiner: str = "and") -> str:

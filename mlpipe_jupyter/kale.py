@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Protocol
 
+from mlpipe_jupyter.cell_code import code_names, parse_cell, used_names, with_functions
 from mlpipe_jupyter.errors import DefinitionError, DefinitionIssue
 from mlpipe_jupyter.model.grammar import check_identifier
 from mlpipe_jupyter.model.pipeline import KALE, Pipeline
@@ -333,85 +334,20 @@ def _parse_defaults(metadata: Mapping[str, Any], issues: list[DefinitionIssue]) 
     return defaults
 
 
-# -- Python source analysis (tolerates IPython magics and shell escapes) ------------------------
-def parse_python(source: str) -> ast.Module | None:
-    """The syntax tree of a cell; ``%magic`` and ``!shell`` lines are read as IPython would.
-
-    IPython's transformer costs ~0.6 s to import: only a cell that plain Python cannot
-    parse pays for it. None when even IPython's reading does not parse.
-    """
-    try:
-        return ast.parse(source)
-    except SyntaxError:
-        pass
-    try:
-        from IPython.core.inputtransformer2 import TransformerManager
-
-        return ast.parse(TransformerManager().transform_cell(source))
-    except (SyntaxError, ValueError):  # ValueError: a null byte in the source
-        return None
-
-
-def used_names(tree: ast.AST) -> set[str]:
-    """Every name the code reads (anywhere: functions and comprehensions too)."""
-    return {node.id for node in ast.walk(tree)
-            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
-
-
-_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda, ast.ListComp,
-           ast.SetComp, ast.DictComp, ast.GeneratorExp)
-
-
-def module_bindings(tree: ast.Module) -> set[str]:
-    """The names the code binds at module level (assignments, imports, defs, loops, with)."""
-    names: set[str] = set()
-    todo: list[ast.AST] = list(tree.body)
-    while todo:
-        node = todo.pop()
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            names.add(node.name)
-            continue
-        if isinstance(node, ast.Import | ast.ImportFrom):
-            for alias in node.names:
-                names.add(alias.asname or alias.name.split(".")[0])
-            continue
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-            names.add(node.id)
-        if isinstance(node, ast.ExceptHandler) and node.name:
-            names.add(node.name)
-        if isinstance(node, _SCOPES):
-            continue
-        todo.extend(ast.iter_child_nodes(node))
-    return names
-
-
-def _setup_names(setup: Sequence[SetupCell]) -> tuple[set[str], dict[str, set[str]]]:
+def _setup_names(setup: Sequence[SetupCell]) -> tuple[set[str], dict[str, frozenset[str]]]:
     """What the setup cells read: at module level (every step runs it), and in each
     function or class they define (a step that calls it reads those names too)."""
     module_level: set[str] = set()
-    functions: dict[str, set[str]] = {}
+    functions: dict[str, frozenset[str]] = {}
     for item in setup:
-        tree = parse_python(item.code)
+        tree = parse_cell(item.code)
         if tree is None:
             continue
+        functions.update(code_names(item.code).functions)
         for statement in tree.body:
-            if isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-                functions[statement.name] = used_names(statement)
-            else:
+            if not isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
                 module_level |= used_names(statement)
     return module_level, functions
-
-
-def _with_functions(names: set[str], functions: Mapping[str, set[str]]) -> set[str]:
-    """``names`` and, through the setup functions among them, what those read, transitively."""
-    found = set(names)
-    todo = [name for name in names if name in functions]
-    while todo:
-        for other in functions[todo.pop()] - found:
-            found.add(other)
-            if other in functions:
-                todo.append(other)
-    return found
 
 
 # -- the pipeline ------------------------------------------------------------------------------
@@ -455,7 +391,7 @@ def _parameters(cells: Sequence[CodeCell],
                 issues: list[DefinitionIssue]) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for cell in cells:
-        tree = parse_python(cell.source)
+        tree = parse_cell(cell.source)
         if tree is None:
             issues.append(DefinitionIssue(
                 "the pipeline-parameters cell is not valid Python", cell=cell.number,
@@ -571,9 +507,9 @@ def pipeline_from_kale(
     built: list[Step] = []
     for build in steps.values():
         code = "\n".join(build.sources)
-        tree = parse_python(code)
-        uses = _with_functions(used_names(tree) if tree is not None else set(),
-                               setup_functions) | setup_uses
+        tree = parse_cell(code)
+        uses = with_functions(used_names(tree) if tree is not None else set(),
+                              setup_functions) | setup_uses
         built.append(Step(header=_header(build, defaults, metadata, parameters, uses),
                           code=code, cell=build.cell))
 
@@ -637,8 +573,7 @@ def _assign_metrics(steps: list[Step], metrics: list[tuple[str, int | None]],
     by_name = {step.name: step for step in steps}
     bindings: dict[str, set[str]] = {}
     for name, step in by_name.items():
-        tree = parse_python(step.code)
-        bindings[name] = module_bindings(tree) if tree is not None else set()
+        bindings[name] = set(code_names(step.code).bindings)
     assigned: dict[str, list[str]] = {}
     for metric, cell in metrics:
         owner = next((name for name in reversed(order) if metric in bindings[name]), None)
