@@ -119,30 +119,20 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _size(count: int | None) -> str | None:
-    if count is None:
-        return None
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if count >= size:
-            return f"{count / size:g} {unit}"
-    return f"{count} bytes"
-
-
 def _step_notes(step: Any, kale: bool) -> list[str]:
     """What a step's header says beyond its edges, for ``mlpipe check`` (a Kale step's
     parameters are those of the pipeline-parameters cell it uses)."""
+    from mlpipe_jupyter.executors.base import resource_requests
+
     header = step.header
     notes = []
     if kale and header.params:
         notes.append("parameters: " + ", ".join(name for name, _ in header.params))
     if header.image:
         notes.append(f"image: {header.image}")
-    resources = header.resources
-    requested = [f"{label} {value}" for label, value in (
-        ("cpus", resources.cpus), ("memory", _size(resources.memory_bytes)),
-        ("gpus", resources.gpus)) if value is not None]
+    requested = resource_requests(header.resources)
     if requested:
-        notes.append("requests: " + ", ".join(requested))
+        notes.append("resources: " + ", ".join(requested))
     if header.labels:
         notes.append("labels: " + ", ".join(f"{k}={v}" for k, v in header.labels))
     if header.annotations:
