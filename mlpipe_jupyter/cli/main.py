@@ -85,7 +85,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     pipeline = load_pipeline(Path(args.notebook))
     datasets = None
-    if find_workspace_dir() is not None:
+    workspace = find_workspace_dir()
+    if workspace is not None and workspace.is_dir():  # a check needs no workspace: no run
         datasets = _store().datasets.versions()
     pipeline.validate(datasets)
     kind = " (Kale tags)" if pipeline.kind == "kale" else ""
