@@ -9,6 +9,10 @@ step receives, which it hands on) rely on:
   the cell alone (flow-sensitive: ``df = df.dropna()`` uses ``df``), as Kale does;
 - the names it *defines* are ``symtable``'s module-level bindings (assignments, loops,
   ``with``, ``def``, ``class``, also inside ``if``/``try``), imports apart;
+- the names it *changes in place* are those whose items or attributes it assigns or
+  deletes (``df["z"] = 1``, ``df.loc[...] = ...``) or whose method it calls as a statement
+  (``model.fit(X, y)``, ``items.append(3)``): a later step must see them as this one left
+  them, as it would in the notebook;
 - a function or class a setup cell defines reads the globals it names, transitively.
 """
 
@@ -62,6 +66,7 @@ class CodeNames:
     imports: frozenset[str]  # bound at module level by import statements
     functions: Mapping[str, frozenset[str]]  # module-level function/class -> globals it reads
     readable: bool = True  # False: not Python even after IPython's transforms
+    changes: frozenset[str] = frozenset()  # names whose value it may change in place
 
     @property
     def bindings(self) -> frozenset[str]:
@@ -92,7 +97,50 @@ def code_names(code: str, known: frozenset[str] = frozenset()) -> CodeNames:
                  for child in table.get_children()
                  if child.get_type() in ("function", "class")}
     return CodeNames(tuple(dict.fromkeys(uses)), frozenset(defines), frozenset(imports),
-                     functions)
+                     functions, changes=frozenset(_changed_in_place(ast.parse(source))))
+
+
+_COMPOUND = (ast.If, ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith, ast.Try,
+             ast.TryStar, ast.Match)
+
+
+def _changed_in_place(tree: ast.Module) -> set[str]:
+    """Module-level names whose items or attributes the code assigns or deletes, or whose
+    method it calls as a statement (function and class bodies are not the module's)."""
+    names: set[str] = set()
+    todo: list[ast.stmt] = list(tree.body)
+    while todo:
+        statement = todo.pop()
+        if isinstance(statement, _COMPOUND):
+            for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+                for child in getattr(statement, field, []):
+                    todo.extend(child.body if isinstance(child, ast.excepthandler | ast.match_case)
+                                else [child])
+            continue
+        targets: list[ast.expr] = []
+        if isinstance(statement, ast.Assign):
+            targets = list(statement.targets)
+        elif isinstance(statement, ast.AugAssign | ast.AnnAssign):
+            targets = [statement.target]
+        elif isinstance(statement, ast.Delete):
+            targets = list(statement.targets)
+        elif isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call) and \
+                isinstance(statement.value.func, ast.Attribute):
+            targets = [statement.value.func]
+        for target in targets:
+            for item in (target.elts if isinstance(target, ast.Tuple | ast.List) else [target]):
+                if isinstance(item, ast.Subscript | ast.Attribute):
+                    root = _root_name(item)
+                    if root is not None:
+                        names.add(root)
+    return names
+
+
+def _root_name(node: ast.expr) -> str | None:
+    """``df`` of ``df.loc[1, "a"]`` or ``model.steps[0].fit``; None for ``f().x``."""
+    while isinstance(node, ast.Subscript | ast.Attribute):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
 
 
 def _globals_read(table: symtable.SymbolTable) -> set[str]:

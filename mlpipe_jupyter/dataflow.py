@@ -5,9 +5,13 @@ on the step's code alone, with the names every step has anyway (builtins, IPytho
 step context, its parameters, what the setup cells define) declared as builtins. This is
 how Kale finds them, and it is flow-sensitive where it matters: ``df = df.dropna()`` uses
 ``df``. A step *defines* the names bound at its module level (``symtable``: assignments,
-loops, ``with``, ``def``, ``class``; imports are not handed over, they are re-run).
+loops, ``with``, ``def``, ``class``; imports are not handed over, they are re-run), and
+*changes* those whose items or attributes it sets or whose methods it calls as statements
+(``df["z"] = 1``, ``model.fit(X, y)``). Both *provide* the name to later steps: as in the
+notebook, a later step sees the value as the last step that set or changed it left it.
+(``cell_code`` does the reading.)
 
-Kale notebooks receive every used name from the nearest upstream step that defines it.
+Kale notebooks receive every used name from the nearest upstream step that provides it.
 ``%%mlstep`` notebooks declare what they receive (``--use STEP.NAME``): explicit in the
 header, shown by ``mlpipe check`` and the widget, and nothing changes for notebooks that
 declare nothing. A used name that another step defines but the step does not receive is a
@@ -93,8 +97,9 @@ class _Resolver:
         self.issues.append(DefinitionIssue(message, step=step.name, cell=step.cell, field=field))
 
     def definers(self, name: str, besides: str) -> list[str]:
-        return [s.name for s in self.pipeline.steps
-                if s.name != besides and name in self.names[s.name].defines]
+        """The steps other than ``besides`` that provide ``name``: define or change it."""
+        return [s.name for s in self.pipeline.steps if s.name != besides
+                and name in self.names[s.name].defines | self.names[s.name].changes]
 
     def importers(self, name: str, besides: str) -> list[str]:
         return [s.name for s in self.pipeline.steps
@@ -119,9 +124,10 @@ class _Resolver:
             nearest = [d for d in upstream
                        if not any(d in self.ancestors(o) for o in upstream if o != d)]
             if len(nearest) > 1:
-                self.issue(step, f"{name!r} is ambiguous: steps {_names(nearest)} both define "
-                           "it and neither runs after the other. Rename it in one of them, or "
-                           "make one run after the other (prev: tag)", f"variable {name}")
+                self.issue(step, f"{name!r} is ambiguous: steps {_names(nearest)} both set or "
+                           "change it and neither runs after the other. Rename it in one of "
+                           "them, or make one run after the other (prev: tag)",
+                           f"variable {name}")
                 continue
             flows.append(VariableFlow(nearest[0], step.name, name))
         return flows
@@ -134,16 +140,17 @@ class _Resolver:
             if use.step == step.name or not self.pipeline.has_step(use.step):
                 continue  # Pipeline.definition_issues says so
             producer = self.names[use.step]
-            if use.name in producer.defines:
+            if use.name in producer.defines | producer.changes:
                 flows.append(VariableFlow(use.step, step.name, use.name))
             elif use.name in producer.imports:
                 self.issue(step, f"step {use.step!r} imports {use.name!r}: modules are not "
                            "handed over; import it in this step, or in a %%mlsetup cell",
                            f"--use {use.describe()}")
             else:
-                defined = ", ".join(sorted(producer.defines)) or "nothing"
-                self.issue(step, f"step {use.step!r} does not define {use.name!r} at its top "
-                           f"level (it defines: {defined})", f"--use {use.describe()}")
+                defined = ", ".join(sorted(producer.defines | producer.changes)) or "nothing"
+                self.issue(step, f"step {use.step!r} neither sets nor changes {use.name!r} at "
+                           f"its top level (it sets or changes: {defined})",
+                           f"--use {use.describe()}")
         for name in self.names[step.name].uses:
             if name in declared:
                 continue

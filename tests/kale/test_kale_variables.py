@@ -113,7 +113,7 @@ def test_ambiguous_and_unreachable_definitions_are_errors_before_anything_runs(
     done = run_cli("run", str(notebook), cwd=workspace_dir)
     assert done.returncode == 2
     assert "cell 3, step 'join', variable df: 'df' is ambiguous: steps 'left' and 'right' " \
-           "both define it" in done.stderr
+           "both set or change it" in done.stderr
     assert "cell 5, step 'uses_model', variable model: uses 'model', which step 'lonely' " \
            "defines, but this step does not run after it: add the tag `prev:lonely`" \
            in done.stderr

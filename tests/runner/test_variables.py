@@ -86,7 +86,7 @@ def test_undeclared_and_ambiguous_uses_are_definition_errors(
     text = str(raised.value)
     assert "cell 2, step 'b', variable df: uses 'df', which step 'a' defines: to receive it, " \
            "add `--use a.df` to this step's %%mlstep line" in text
-    assert "step 'a' does not define 'nope' at its top level (it defines: df)" in text
+    assert "step 'a' neither sets nor changes 'nope' at its top level (it sets or changes: df)" in text
     assert "step 'a' imports 'np': modules are not handed over" in text
     assert store.runs.list_runs() == []  # nothing ran, nothing was recorded
 
