@@ -16,13 +16,7 @@ from mlpipe_jupyter.scheduling.scheduler import Scheduler
 from mlpipe_jupyter.scheduling.schedules import create_schedule
 from mlpipe_jupyter.store import Store
 from tests.conftest import free_port, run_cli, write_notebook
-from tests.notify.receivers import (  # noqa: F401 -- fixtures
-    HttpReceiver,
-    SmtpReceiver,
-    http_receiver,
-    smtp_receiver,
-    verify_signature,
-)
+from tests.notify.receivers import HttpReceiver, SmtpReceiver, verify_signature
 
 OK_STEP = "%%mlstep make --output out --param n=1\n(outputs.out / 'n.txt').write_text(str(n))\n"
 FAILING_STEP = ("%%mlstep boom --input d=make.out --output o\n"
