@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from mlpipe_jupyter.scheduling.publishing import publish
 from mlpipe_jupyter.scheduling.scheduler import Scheduler
 from mlpipe_jupyter.scheduling.schedules import create_schedule
 from mlpipe_jupyter.store import Store
+from mlpipe_jupyter.store.notify import NotificationRecord
 from tests.conftest import free_port, run_cli, write_notebook
 from tests.notify.receivers import HttpReceiver, SmtpReceiver, verify_signature
 
@@ -30,7 +34,8 @@ def _configure(settings: dict[str, str]) -> None:
         assert done.returncode == 0, done.stderr
 
 
-def _notifications(store: Store, run_id: str, count: int, timeout: float = 30) -> list:  # type: ignore[type-arg]
+def _notifications(store: Store, run_id: str, count: int,
+                   timeout: float = 30) -> list[NotificationRecord]:
     deadline = time.time() + timeout
     while True:
         found = store.notify.of_run(run_id)
@@ -236,3 +241,30 @@ def test_published_and_scheduled_runs_notify(
     # deleting the schedule forgets its targets
     assert run_cli("schedule", "delete", "hourly").returncode == 0
     assert "schedule hourly" not in run_cli("notify", "list").stdout
+
+
+@pytest.mark.slow
+def test_a_canceled_run_notifies_after_its_status_is_recorded(
+        workspace_dir: Path, http_receiver: HttpReceiver) -> None:
+    notebook = write_notebook(workspace_dir / "slow.ipynb", [
+        "%%mlstep wait --output o\nimport time\ntime.sleep(60)\n"])
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlpipe_jupyter", "run", str(notebook), "-q",
+         "--notify", f"webhook:{http_receiver.url()}"],  # default: failed, canceled
+        cwd=workspace_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while True:
+        assert time.time() < deadline, "the step did not start"
+        if (workspace_dir / ".mlpipe" / "mlpipe.db").exists():
+            store = Store.open()
+            runs = store.runs.list_runs()
+            if runs and any(s.status.value == "running" for s in store.runs.step_runs(runs[0].id)):
+                break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=60)
+    assert process.returncode == 130
+    (posted,) = http_receiver.requests
+    assert posted.json["status"] == "canceled" and posted.json["failed_step"] is None
+    assert posted.json["ended_at"] is not None  # the final status was recorded first
+    assert [n.status for n in store.notify.of_run(runs[0].id)] == ["sent"]
