@@ -112,7 +112,8 @@ def _webhook(raw: str, rest: str) -> tuple[NotifySpec | None, list[str]]:
     except ValueError:
         ok = False
     if not ok:
-        problems.append(f"{'webhook:' + redact(url)!r}: a webhook is an http:// or https:// URL with a host")
+        shown = f"webhook:{redact(url)}"
+        problems.append(f"{shown!r}: a webhook is an http:// or https:// URL with a host")
     return (None if problems else NotifySpec(raw, WEBHOOK, url, secret)), problems
 
 
