@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mlpipe_jupyter.errors import (
+    DEFINITION,
     SCHEDULE,
     ConflictError,
     DefinitionIssue,
@@ -30,13 +31,16 @@ from mlpipe_jupyter.errors import (
 )
 from mlpipe_jupyter.executors.registry import DEFAULT_COMPUTE, check_compute_name
 from mlpipe_jupyter.model.grammar import DATASET_NAME
+from mlpipe_jupyter.model.notify import APPRISE, parse_on, parse_spec
 from mlpipe_jupyter.model.parameters import parameter_issues
 from mlpipe_jupyter.model.pipeline import Pipeline
 from mlpipe_jupyter.model.step import Step
 from mlpipe_jupyter.notebook import pipeline_from_notebook, read_notebook
+from mlpipe_jupyter.notifications import apprise_problem
 from mlpipe_jupyter.store import PublishedPipeline, Store
 from mlpipe_jupyter.store.compute import ComputeTargets
 from mlpipe_jupyter.store.environments import parse_env_ref
+from mlpipe_jupyter.store.secrets import SecretStore
 
 
 # -- the workspace as the checks see it ----------------------------------------------------
@@ -183,6 +187,39 @@ def hash_path_issues(pipeline: Pipeline, folder: Path) -> list[DefinitionIssue]:
     return hash_path_files(pipeline, folder)[1]
 
 
+def notify_issues(specs: Sequence[str], on: Sequence[str] = (), *, kind: str = DEFINITION,
+                  secrets: SecretStore | None = None) -> list[DefinitionIssue]:
+    """``--notify`` specs and ``--notify-on`` statuses; an apprise URL apprise cannot use;
+    with ``secrets``, a webhook's secret that is not there (checked for the run's own
+    specs, where it is sent from this environment; not for schedules and published
+    pipelines, whose runs may see other secrets)."""
+    issues = []
+    for raw in specs:
+        spec, problems = parse_spec(raw)
+        issues += [DefinitionIssue(p, field="--notify", kind=kind) for p in problems]
+        if spec is None:
+            continue
+        if spec.kind == APPRISE:
+            problem = apprise_problem(spec.target)
+            if problem:
+                issues.append(DefinitionIssue(f"{spec.channel}: {problem}", field="--notify",
+                                              kind=kind))
+        if secrets is not None and spec.secret:
+            try:
+                secrets.resolve(spec.secret)
+            except MlpipeError as exc:
+                issues.append(DefinitionIssue(f"{spec.channel}: {exc}", field="--notify",
+                                              kind=kind))
+    statuses, problems = parse_on(on)
+    issues += [DefinitionIssue(p, field="--notify-on", kind=kind) for p in problems]
+    if on and not problems and not statuses:
+        issues.append(DefinitionIssue("names no status", field="--notify-on", kind=kind))
+    if on and not specs:
+        issues.append(DefinitionIssue("--notify-on needs --notify SPEC", field="--notify-on",
+                                      kind=kind))
+    return issues
+
+
 def _raise_if_any(issues: Sequence[DefinitionIssue], source: str | None) -> None:
     if issues:
         raise error_for_issues(issues, source)
@@ -202,6 +239,8 @@ def validate_run(
     until: str | None = None,
     downstream: bool = False,
     max_parallel: int | None = None,
+    notify: Sequence[str] = (),
+    notify_on: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Every problem of a run of ``pipeline`` (its notebook in ``folder``) at once, or the
     run's parameter values. ``store`` is None when there is no workspace yet."""
@@ -214,15 +253,18 @@ def validate_run(
     issues += hash_path_issues(pipeline, folder)
     if max_parallel is not None and max_parallel < 1:
         issues.append(DefinitionIssue("--max-parallel must be at least 1"))
+    issues += notify_issues(notify, notify_on,
+                            secrets=SecretStore(store.workspace if store else None))
     values, problems = parameter_issues(pipeline, parameters or {})
     _raise_if_any(issues + problems, pipeline.source)
     return values
 
 
-def validate_publish(store: Store, pipeline: Pipeline, folder: Path, name: str) -> list[Path]:
+def validate_publish(store: Store, pipeline: Pipeline, folder: Path, name: str,
+                     notify: Sequence[str] = (), notify_on: Sequence[str] = ()) -> list[Path]:
     """Every problem of publishing ``pipeline`` as ``name`` at once, or the ``--hash-paths``
     files the snapshot copies."""
-    issues = name_issues(name)
+    issues = name_issues(name) + notify_issues(notify, notify_on)
     issues += pipeline.definition_issues(known_datasets(store))
     issues += environment_issues(store, pipeline)
     files, file_issues = hash_path_files(pipeline, folder)
@@ -332,6 +374,8 @@ def validate_schedule(
     version: int | None = None,
     parameters: Mapping[str, str] | None = None,
     on_dataset: str | None = None,
+    notify: Sequence[str] = (),
+    notify_on: Sequence[str] = (),
     **fields: Any,
 ) -> PublishedPipeline:
     """The published version a schedule fires, or every problem of the schedule at once:
@@ -340,6 +384,7 @@ def validate_schedule(
     not-found or conflict error, unless the schedule's own fields have problems: those
     are reported first (the parameters cannot be checked without the version)."""
     issues = schedule_field_issues(on_dataset=on_dataset, **fields)
+    issues += notify_issues(notify, notify_on, kind=SCHEDULE)
     try:
         published = runnable_version(store, pipeline, version)
     except MlpipeError:
@@ -356,7 +401,7 @@ def validate_schedule(
 
 __all__ = [
     "compute_issues", "dataset_pin_issues", "environment_issues", "hash_path_files",
-    "hash_path_issues", "known_datasets", "known_environments", "name_issues",
+    "hash_path_issues", "known_datasets", "known_environments", "name_issues", "notify_issues",
     "parameter_issues", "published_pipeline", "runnable_version", "schedule_field_issues",
     "selection_issues", "step_hash_files", "validate_publish", "validate_run",
     "validate_schedule", "validate_trigger",

@@ -48,6 +48,7 @@ DOCS = {
     "docs/jupyterlab.md",
     "docs/kale.md",
     "docs/magics.md",
+    "docs/notifications.md",
     "docs/scheduling.md",
     "docs/variables.md",
 }

@@ -45,7 +45,20 @@ export interface IStep {
 export interface IRunDetail extends IRunSummary {
   options: Record<string, unknown>;
   git: Record<string, unknown>;
+  /** What the run's notifications did when it ended; absent from servers before issue 15. */
+  notifications?: INotification[];
   steps: IStep[];
+}
+
+/** One notification of a run (webhook, e-mail, apprise): the channel without credentials. */
+export interface INotification {
+  channel: string;
+  source: string;
+  run_status: string;
+  status: 'sent' | 'failed';
+  attempts: number;
+  error: string | null;
+  sent_at: number;
 }
 
 export interface INotebook {

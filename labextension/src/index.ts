@@ -160,6 +160,14 @@ const plugin: JupyterFrontEndPlugin<void> = {
     panel.title.icon = mlpipeIcon;
     app.shell.add(panel, 'left', { rank: 600 });
     restorer?.add(panel, 'mlpipe-panel');
+    // a notification's link, /lab?mlpipe-run=RUN_ID, opens the panel on that run
+    const linked = new URLSearchParams(window.location.search).get('mlpipe-run');
+    if (linked) {
+      void app.restored.then(() => {
+        app.shell.activateById(panel.id);
+        void panel.showRun(linked);
+      });
+    }
 
     app.commands.addCommand(COMMANDS.showPanel, {
       label: 'Show mlpipe Runs',

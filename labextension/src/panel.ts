@@ -303,6 +303,29 @@ export class MlpipePanel extends Widget {
     if (run.error && run.status !== 'running') {
       el('pre', this.detailBox, run.error, 'mlpipe-error');
     }
+    this.drawNotifications(run);
+  }
+
+  /** The run's notifications: channel, sent or failed, attempts, error. */
+  private drawNotifications(run: IRunDetail): void {
+    const sent = run.notifications ?? [];
+    if (sent.length === 0) {
+      return;
+    }
+    const box = el('div', this.detailBox, undefined, 'mlpipe-notifications');
+    el('div', box, 'Notifications', 'mlpipe-subhead');
+    const list = el('ul', box, undefined, 'mlpipe-notification-list');
+    for (const n of sent) {
+      const item = el('li', list, undefined, `mlpipe-notification mlpipe-notification-${n.status}`);
+      el('span', item, n.status === 'sent' ? '✓ ' : '✗ ', 'mlpipe-notification-mark');
+      el('span', item, n.channel, 'mlpipe-notification-channel');
+      const attempts = n.attempts === 1 ? '' : `, ${n.attempts} attempts`;
+      el('span', item, ` (${n.source}${attempts})`, 'mlpipe-notification-source');
+      if (n.error) {
+        el('div', item, n.error, 'mlpipe-notification-error');
+      }
+      item.title = `${n.status} ${when(n.sent_at)}`;
+    }
   }
 
   private drawStep(run: IRunDetail, step: IStep): void {

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mlpipe_jupyter.cli.notify import add_notify_arguments
 from mlpipe_jupyter.errors import EXIT_FAILED, EXIT_USAGE, MlpipeError, exit_code
 from mlpipe_jupyter.model.pipeline import KALE
 from mlpipe_jupyter.model.values import parameter_text
@@ -46,6 +47,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         published=args.published,
         run_id=args.run_id,
         dataset_versions=_dataset_pins(args.dataset_version),
+        notify=tuple(args.notify),
+        notify_on=tuple(args.notify_on),
+        schedule=args.schedule,
     )
     runner = Runner()
     if not args.quiet:
@@ -185,6 +189,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     print()
     print(_table(rows, ["STEP", "STATUS", "TIME", "FINGERPRINT", "METRICS", "NOTE"]))
     print(f"\noutput notebooks: {store.workspace.run_dir(run.id) / 'steps'}")
+    notifications = store.notify.of_run(run.id)
+    if notifications:
+        print("\nnotifications:")
+        print(_table([[n.channel, n.source, n.status, str(n.attempts), n.error or ""]
+                      for n in notifications],
+                     ["CHANNEL", "FROM", "STATUS", "ATTEMPTS", "ERROR"]))
     if run.error and run.status.value == "failed":
         print("\n" + run.error)
     return 0
@@ -354,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--published", metavar="NAME@vN", help=argparse.SUPPRESS)
     run.add_argument("--dataset-version", action="append", default=[], metavar="NAME@vN",
                      help="read this version of a dataset input that names none (repeatable)")
+    add_notify_arguments(run, "notify when the run ends")
+    run.add_argument("--schedule", help=argparse.SUPPRESS)  # set by the scheduler
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check", help="validate a notebook's pipeline without running it")
@@ -431,9 +443,11 @@ def build_parser() -> argparse.ArgumentParser:
     image.set_defaults(func=cmd_image)
 
     from mlpipe_jupyter.cli.compute import add_compute_parser, add_datastore_parser
+    from mlpipe_jupyter.cli.notify import add_parsers as add_notify_parsers
     from mlpipe_jupyter.cli.scheduling import add_parsers as add_scheduling_parsers
 
     add_scheduling_parsers(sub)
+    add_notify_parsers(sub)
     add_compute_parser(sub, cmd_compute)
     add_datastore_parser(sub, cmd_datastore)
     return parser

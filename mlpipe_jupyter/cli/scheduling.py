@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mlpipe_jupyter.cli.notify import add_notify_arguments, print_targets
 from mlpipe_jupyter.model.values import parameter_text
 from mlpipe_jupyter.reports import table as _table
 from mlpipe_jupyter.reports import when as _when
@@ -48,7 +49,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from mlpipe_jupyter.scheduling.publishing import publish
 
     version, created = publish(_store(create=True), Path(args.notebook), args.name,
-                               args.description, make_default=not args.keep_default)
+                               args.description, make_default=not args.keep_default,
+                               notify=args.notify or None, notify_on=args.notify_on)
     if created:
         print(f"published {version.ref} ({len(version.steps)} steps, content {version.content_hash[:12]})"
               + ("; it is the default version" if version.is_default else ""))
@@ -95,6 +97,9 @@ def cmd_published(args: argparse.Namespace) -> int:
             print("  environments: " + ", ".join(f"{k}: {v}" for k, v in version.environments.items()))
         if version.files:
             print("  files:       " + ", ".join(version.files))
+        from mlpipe_jupyter.store.notify import PUBLISHED
+
+        print_targets(store.notify.targets(PUBLISHED, version.name))
         for step in version.steps:
             print(f"  step {step['name']}: in {', '.join(step['inputs']) or '-'}; "
                   f"out {', '.join(step['outputs']) or '-'}"
@@ -149,6 +154,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
             overlap=args.overlap, max_retries=args.retries,
             retry_backoff=_duration(args.retry_backoff, "--retry-backoff") or 0.0,
             timeout=_duration(args.timeout, "--timeout"),
+            notify=args.notify, notify_on=args.notify_on,
         )
         print(f"created schedule {schedule.name}: {schedule.target}, {schedule.describe_trigger()}")
         _print_next(schedule)
@@ -212,6 +218,9 @@ def _show(store: Any, schedule: Any, limit: int) -> None:
           f"retries {schedule.max_retries} (back-off {format_duration(schedule.retry_backoff)} x4), "
           f"timeout {timeout}")
     print(f"  created:    {_when(schedule.created_at)}; missed fire times so far: {schedule.missed_total}")
+    from mlpipe_jupyter.store.notify import SCHEDULE
+
+    print_targets(store.notify.targets(SCHEDULE, schedule.name))
     _print_next(schedule)
     rows = [[f.fire_key, f.status, str(f.attempt), f.run_id or "-",
              (f.error or "").splitlines()[0][:80] if f.error else ""]
@@ -242,6 +251,8 @@ def add_parsers(sub: Any) -> None:
     pub.add_argument("--description")
     pub.add_argument("--keep-default", action="store_true",
                      help="do not make the new version the default one")
+    add_notify_arguments(pub, "notify when a run of this pipeline (any version) ends; "
+                              "replaces its earlier --notify targets")
     pub.set_defaults(func=cmd_publish)
 
     published = sub.add_parser("published", help="list, show, disable published pipelines")
@@ -292,6 +303,7 @@ def add_parsers(sub: Any) -> None:
     create.add_argument("--retry-backoff", default="30s",
                         help="wait before the first retry, x4 for each next (default 30s)")
     create.add_argument("--timeout", help="stop a run after this long, e.g. 2h")
+    add_notify_arguments(create, "notify when a run this schedule starts ends")
     slist = ssub.add_parser("list", help="schedules with their next fire time")
     slist.add_argument("--pipeline")
     sshow = ssub.add_parser("show", help="a schedule, its next fire times and latest firings")

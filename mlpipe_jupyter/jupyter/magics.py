@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--regenerate", action="store_true", help="execute every selected step")
     run.add_argument("--max-parallel", type=int, metavar="N")
     run.add_argument("--wait", action="store_true", help="block until the run ends")
+    run.add_argument("--notify", action="append", default=[], metavar="SPEC",
+                     help="notify when the run ends: webhook:URL[#secret=NAME], "
+                          "email:ADDRESS, apprise:URL (repeatable)")
+    run.add_argument("--notify-on", action="append", default=[], metavar="STATUSES",
+                     help="succeeded,failed,canceled or all (default: failed,canceled)")
     run.add_argument("--registered", action="store_true",
                      help="run the cells registered in this kernel, even if the file is known")
     runs = sub.add_parser("runs", help="recent runs of this notebook")
@@ -192,6 +197,8 @@ class MlpipeMagics(Magics):
             compute=args.compute,
             selection=Selection(tuple(args.step), args.downstream, args.until, args.regenerate),
             max_parallel=args.max_parallel,
+            notify=tuple(args.notify),
+            notify_on=tuple(args.notify_on),
         )
         run = BackgroundRun(request)
         widget = DagWidget()

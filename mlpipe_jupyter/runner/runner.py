@@ -22,10 +22,12 @@ from mlpipe_jupyter.events import RUN_STARTED, STEP_STATUS, EventBus, RunEvent
 from mlpipe_jupyter.executors.base import Executor, unapplied_sentences
 from mlpipe_jupyter.executors.kernels import reap_orphans
 from mlpipe_jupyter.executors.registry import DEFAULT_COMPUTE, create_executor
+from mlpipe_jupyter.model.notify import parse_on
 from mlpipe_jupyter.model.pipeline import Pipeline
 from mlpipe_jupyter.model.status import RunStatus
 from mlpipe_jupyter.model.step import Step
 from mlpipe_jupyter.notebook import load_pipeline
+from mlpipe_jupyter.notifications import notify_run, targets_for
 from mlpipe_jupyter.runner.execution import Execution, RunResult, initial_status
 from mlpipe_jupyter.runner.planning import EXECUTE, Planner, Selection
 from mlpipe_jupyter.store import Store
@@ -54,6 +56,12 @@ class RunRequest:
     # dataset name -> version for `dataset:NAME` inputs that name no version (a dataset
     # trigger pins the version that fired instead of whatever is latest at plan time)
     dataset_versions: Mapping[str, int] = field(default_factory=dict)
+    # notification specs of this run (model.notify grammar) and the statuses that notify
+    # them (default: failed, canceled); the workspace's, the published pipeline's and the
+    # schedule's targets are added when the run ends
+    notify: Sequence[str] = ()
+    notify_on: Sequence[str] = ()
+    schedule: str | None = None  # the schedule that started this run (set by the scheduler)
 
 
 def _default_parallel() -> int:
@@ -98,7 +106,8 @@ class Runner:
             parameters=request.parameters, compute=request.compute, env=request.env,
             dataset_versions=request.dataset_versions, steps=request.selection.steps,
             until=request.selection.until, downstream=request.selection.downstream,
-            max_parallel=request.max_parallel,
+            max_parallel=request.max_parallel, notify=request.notify,
+            notify_on=request.notify_on,
         )
         if store is None:  # only now, with nothing wrong, is a new workspace created
             store = Store(Workspace.find(create=True))
@@ -179,6 +188,8 @@ class Runner:
         }
         if request.dataset_versions:
             options["dataset_versions"] = dict(request.dataset_versions)
+        if request.schedule:
+            options["schedule"] = request.schedule
         store.runs.create_run(
             run_id, experiment, str(notebook), parameters, options, git_info(notebook.parent),
             planned, published=request.published,
@@ -201,7 +212,20 @@ class Runner:
             executor_for=self._executor, executors=self._executors.values,
             events=self.events, cancel_requested=self._cancel,
         )
-        return execution.go()
+        result = execution.go()  # the run's final status is recorded (and emitted)
+        self._notify(store, run_id, request)
+        return result
+
+    def _notify(self, store: Store, run_id: str, request: RunRequest) -> None:
+        """The run's notifications; they never change its status (``notify_run`` records
+        failures and raises nothing) and take at most timeout x attempts + back-offs."""
+        try:
+            statuses, _ = parse_on(request.notify_on)
+            targets = targets_for(store, request.notify, statuses, request.published,
+                                  request.schedule)
+            notify_run(store, run_id, targets)
+        except Exception:  # noqa: BLE001 -- a bug here must not fail a finished run
+            log.exception("notifications of run %s", run_id)
 
 
 def run_notebook(

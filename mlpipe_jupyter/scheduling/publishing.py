@@ -14,11 +14,13 @@ import hashlib
 import json
 import shutil
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from mlpipe_jupyter.errors import ConflictError, DefinitionError
 from mlpipe_jupyter.kale import METADATA_KEY as KALE_METADATA_KEY
+from mlpipe_jupyter.model.notify import parse_on
 from mlpipe_jupyter.model.pipeline import KALE, Pipeline
 from mlpipe_jupyter.model.step import VARIABLES_INPUT_PREFIX, VARIABLES_OUTPUT
 from mlpipe_jupyter.notebook import load_pipeline, read_notebook
@@ -26,6 +28,7 @@ from mlpipe_jupyter.runner.planning import local_modules
 from mlpipe_jupyter.store import Store
 from mlpipe_jupyter.store.datasets import hash_file
 from mlpipe_jupyter.store.environments import parse_env_ref
+from mlpipe_jupyter.store.notify import PUBLISHED
 from mlpipe_jupyter.store.published import SNAPSHOT_NOTEBOOK, PublishedPipeline
 from mlpipe_jupyter.store.snapshot import git_info
 from mlpipe_jupyter.validation import (
@@ -110,17 +113,23 @@ def publish(
     name: str,
     description: str | None = None,
     make_default: bool = True,
+    notify: Sequence[str] | None = None,
+    notify_on: Sequence[str] = (),
 ) -> tuple[PublishedPipeline, bool]:
     """Publish ``notebook`` as the next version of ``name``; returns (version, created).
 
     The pipeline is validated first (every issue at once) and nothing is stored when it
     has any. Content identical to the latest version returns that version, uncreated.
+    ``notify`` (not None) replaces the notification targets of ``name`` — every version's
+    runs notify them — even when the content is unchanged; None keeps them.
     """
     pipeline = load_pipeline(notebook)
     source = notebook.expanduser().resolve()
     folder = source.parent
-    hash_files = validate_publish(store, pipeline, folder, name)
+    hash_files = validate_publish(store, pipeline, folder, name, notify or (), notify_on)
     store.workspace.ensure_created()
+    if notify is not None:
+        store.notify.replace_targets(PUBLISHED, name, notify, parse_on(notify_on)[0])
     environments = _resolve_environments(store, pipeline)
     files = sorted(_local_modules(pipeline, folder) | set(hash_files))
     pipeline.topological_order()  # cycles were reported above; this cannot raise now

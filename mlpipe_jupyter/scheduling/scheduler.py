@@ -331,6 +331,7 @@ class Scheduler:
                 self.store, schedule.pipeline, schedule.version, schedule.params,
                 {schedule.dataset: firing.dataset_version}
                 if schedule.dataset and firing.dataset_version else None,
+                schedule=schedule.name,
             )
         except MlpipeError as error:
             self._finish(firing, FAILED, f"could not start: {error}", now, expect=firing.status)

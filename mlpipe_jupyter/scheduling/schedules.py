@@ -21,12 +21,13 @@ record with its fire times.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
 from mlpipe_jupyter.errors import NotFoundError
+from mlpipe_jupyter.model.notify import parse_on
 from mlpipe_jupyter.model.schedule_policies import (
     SKIP,
     FireTimes,
@@ -49,6 +50,7 @@ from mlpipe_jupyter.store.firings import (
     Firing,
     firing_from_row,
 )
+from mlpipe_jupyter.store.notify import SCHEDULE as NOTIFY_SCHEDULE
 from mlpipe_jupyter.store.schedules import CRON, DATASET, EVERY, ScheduleRecord
 from mlpipe_jupyter.validation import validate_schedule
 
@@ -114,6 +116,8 @@ def create_schedule(
     retry_backoff: float = 30.0,
     timeout: float | None = None,
     now: float | None = None,
+    notify: Sequence[str] = (),
+    notify_on: Sequence[str] = (),
 ) -> Schedule:
     """Validate every field, then store the schedule. Nothing is stored on any error.
 
@@ -128,6 +132,7 @@ def create_schedule(
         store, pipeline, version, texts, on_dataset, cron=cron, timezone_name=timezone_name,
         every_seconds=every_seconds, missed=missed, overlap=overlap, max_retries=max_retries,
         retry_backoff=retry_backoff, timeout=timeout, name=name, now=created,
+        notify=notify, notify_on=notify_on,
     )
     dataset_seen = None
     if on_dataset is not None:
@@ -135,12 +140,15 @@ def create_schedule(
         dataset_seen = latest.version if latest else 0
     kind = CRON if cron is not None else EVERY if every_seconds is not None else DATASET
     schedule_name = name or _free_name(store, f"{pipeline}-{kind}")
-    return Schedule.of(store.schedules.create(
+    schedule = Schedule.of(store.schedules.create(
         name=schedule_name, pipeline=pipeline, version=version, kind=kind, cron=cron,
         timezone=timezone_name, every_seconds=every_seconds, dataset=on_dataset, params=texts,
         missed=missed, overlap=overlap, max_retries=max_retries, retry_backoff=retry_backoff,
         timeout=timeout, created_at=created, dataset_seen=dataset_seen,
     ))
+    # runs it starts notify these (``--schedule NAME`` on their command line)
+    store.notify.replace_targets(NOTIFY_SCHEDULE, schedule.name, notify, parse_on(notify_on)[0])
+    return schedule
 
 
 def _free_name(store: Store, base: str) -> str:
@@ -184,6 +192,7 @@ def delete_schedule(store: Store, name: str) -> Schedule:
     finish (without retries), and its history stays readable through ``firings``."""
     schedule = get_schedule(store, name)
     store.schedules.delete(schedule.id, time.time())
+    store.notify.remove_owner(NOTIFY_SCHEDULE, schedule.name)
     return schedule
 
 

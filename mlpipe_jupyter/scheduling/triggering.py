@@ -38,6 +38,7 @@ class PreparedRun:
     parameters: dict[str, str]  # as text, the way ``-p NAME=VALUE`` passes them
     run_id: str
     dataset_versions: dict[str, int] = field(default_factory=dict)
+    schedule: str | None = None  # the schedule firing it: its runs notify its targets
 
     def command(self) -> list[str]:
         """The ``mlpipe run`` command line of this run."""
@@ -50,6 +51,8 @@ class PreparedRun:
             command += ["-p", f"{name}={value}"]
         for name, version in sorted(self.dataset_versions.items()):
             command += ["--dataset-version", f"{name}@v{version}"]
+        if self.schedule:
+            command += ["--schedule", self.schedule]
         return command
 
 
@@ -59,6 +62,7 @@ def prepare_run(
     version: int | None = None,
     parameters: Mapping[str, Any] | None = None,
     dataset_versions: Mapping[str, int] | None = None,
+    schedule: str | None = None,
 ) -> PreparedRun:
     """Check a trigger without starting anything.
 
@@ -69,7 +73,7 @@ def prepare_run(
     """
     texts = parameter_texts(parameters)
     published, _ = validate_trigger(store, name, version, texts, dataset_versions)
-    return PreparedRun(published, texts, new_run_id(), dict(dataset_versions or {}))
+    return PreparedRun(published, texts, new_run_id(), dict(dataset_versions or {}), schedule)
 
 
 def start_run(store: Store, prepared: PreparedRun) -> subprocess.Popen[bytes]:

@@ -145,10 +145,14 @@ class RunsHandler(MlpipeHandler):
             until=_field(body, "until", str, None),
             regenerate=bool(_field(body, "regenerate", bool, False)),
         )
+        notify = _field(body, "notify", list, [])
+        notify_on = _field(body, "notify_on", list, [])
+        if not all(isinstance(s, str) for s in (*notify, *notify_on)):
+            raise BadRequestError("fields 'notify' and 'notify_on' must be lists of strings")
         loop = asyncio.get_running_loop()
         started = await loop.run_in_executor(None, lambda: self.service.start_run(
             notebook, parameters, _field(body, "compute", str, None), selection,
-            _field(body, "experiment", str, None),
+            _field(body, "experiment", str, None), notify=notify, notify_on=notify_on,
         ))
         self.reply(started, status=202)
 

@@ -7,13 +7,14 @@ Their shapes are the schemas of ``openapi.yaml`` (``RunSummary``, ``RunDetail``,
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mlpipe_jupyter.model.values import parameter_texts
 from mlpipe_jupyter.runner.view import StepView
 from mlpipe_jupyter.scheduling.publishing import PublishedPipeline
 from mlpipe_jupyter.store import RunRecord
+from mlpipe_jupyter.store.notify import NotificationRecord
 
 
 def run_summary(run: RunRecord, step_counts: Mapping[str, int], notebook: str,
@@ -44,6 +45,12 @@ def run_details(run: RunRecord) -> dict[str, Any]:
         "pid": run.pid,
         "published": run.published,
     }
+
+
+def notifications_payload(records: Sequence[NotificationRecord]) -> list[dict[str, Any]]:
+    """A run's notifications: channel (credentials stripped), where the target came from,
+    the run status it reported, sent or failed, attempts, error, time."""
+    return [record.to_dict() for record in records]
 
 
 def step_payload(step: StepView) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from mlpipe_jupyter.runner.view import read_run, read_step, received_variables, 
 from mlpipe_jupyter.server.errors import BadRequestError, ForbiddenPathError
 from mlpipe_jupyter.server.payloads import (
     json_safe,
+    notifications_payload,
     run_details,
     run_summary,
     step_payload,
@@ -211,6 +212,7 @@ class PipelineService:
         detail = run_summary(view.record, view.step_counts(), self._notebook_name(view.record),
                              view.run_id in self._live)
         detail.update(run_details(view.record))
+        detail["notifications"] = notifications_payload(store.notify.of_run(view.record.id))
         detail["steps"] = [step_payload(step) for step in view.steps]
         return detail
 
@@ -290,6 +292,8 @@ class PipelineService:
         compute: str | None = None,
         selection: Selection | None = None,
         experiment: str | None = None,
+        notify: Sequence[str] = (),
+        notify_on: Sequence[str] = (),
     ) -> dict[str, Any]:
         """Start a run in a background thread; returns once it is recorded. Blocks for the
         validation and planning, so call it off the event loop."""
@@ -300,6 +304,8 @@ class PipelineService:
             compute=compute,
             selection=selection or Selection(),
             experiment=experiment,
+            notify=tuple(notify),
+            notify_on=tuple(notify_on),
         )
         store = self.store(create=True)
         background = BackgroundRun(request, store)

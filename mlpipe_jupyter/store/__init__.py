@@ -1,5 +1,6 @@
 """The workspace store: runs, step runs, metrics, datasets, committed results, published
-pipelines, schedules, their firings and scheduler heartbeats. Every table's reads and
+pipelines, schedules, their firings and scheduler heartbeats, notification targets
+and deliveries, settings. Every table's reads and
 writes are here; the schema and its migrations are in ``workspace``."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 from mlpipe_jupyter.store.datasets import DatasetStore, DatasetVersion
 from mlpipe_jupyter.store.environments import EnvironmentStore
 from mlpipe_jupyter.store.firings import Firing, FiringStore
+from mlpipe_jupyter.store.notify import NotifyStore, SettingsStore
 from mlpipe_jupyter.store.published import PublishedPipeline, PublishedStore
 from mlpipe_jupyter.store.results import ResultStore
 from mlpipe_jupyter.store.runs import PlannedStep, RunRecord, RunStore, StepRunRecord
@@ -60,6 +62,14 @@ class Store:
     def schedulers(self) -> SchedulerStore:
         return SchedulerStore(self.workspace)
 
+    @cached_property
+    def notify(self) -> NotifyStore:
+        return NotifyStore(self.workspace)
+
+    @cached_property
+    def settings(self) -> SettingsStore:
+        return SettingsStore(self.workspace)
+
     def close(self) -> None:
         self.workspace.close()
 
@@ -70,6 +80,7 @@ __all__ = [
     "EnvironmentStore",
     "Firing",
     "FiringStore",
+    "NotifyStore",
     "PlannedStep",
     "PublishedPipeline",
     "PublishedStore",
@@ -80,6 +91,7 @@ __all__ = [
     "ScheduleStore",
     "SchedulerLease",
     "SchedulerStore",
+    "SettingsStore",
     "StepRunRecord",
     "Store",
     "Workspace",

@@ -17,7 +17,7 @@ from mlpipe_jupyter.errors import WorkspaceError
 
 WORKSPACE_DIRNAME = ".mlpipe"
 HOME_VARIABLE = "MLPIPE_HOME"
-_SCHEMA_VERSION = 3
+_SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -82,6 +82,18 @@ CREATE INDEX IF NOT EXISTS firings_by_status ON firings (status, schedule_id);
 CREATE TABLE IF NOT EXISTS schedulers (
     id TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL,
     started_at REAL NOT NULL, heartbeat_at REAL NOT NULL, stopped_at REAL);
+-- schema 4: notifications: where to notify (the workspace default, a published pipeline's,
+-- a schedule's), what each run's notifications did, and the workspace's settings
+CREATE TABLE IF NOT EXISTS notify_targets (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, scope TEXT NOT NULL, owner TEXT NOT NULL,
+    spec TEXT NOT NULL, notify_on TEXT NOT NULL, created_at REAL NOT NULL,
+    UNIQUE (scope, owner, spec));
+CREATE TABLE IF NOT EXISTS notifications (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, channel TEXT NOT NULL,
+    source TEXT NOT NULL, run_status TEXT NOT NULL, status TEXT NOT NULL,
+    attempts INTEGER NOT NULL, error TEXT, sent_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS notifications_by_run ON notifications (run_id);
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 

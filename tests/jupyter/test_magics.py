@@ -165,6 +165,15 @@ def test_mlpipe_run_reports_definition_errors_in_the_cell(shell: Any) -> None:
     assert "step 'prepare' is not defined" in message
 
 
+def test_mlpipe_run_notify_specs_are_checked_before_the_run(shell: Any) -> None:
+    shell.run_cell("%%mlstep solo --output o --no-run\npass\n")
+    message = usage_error(shell.run_cell(
+        "%mlpipe run --wait --notify sms:1 --notify email:ops@example.com --notify-on often"))
+    assert "2 pipeline definition errors; nothing was run" in message
+    assert "--notify: 'sms:1': expected webhook:URL" in message
+    assert "--notify-on: 'often'" in message
+
+
 def test_mlpipe_runs_and_status_before_any_run(
     shell: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
