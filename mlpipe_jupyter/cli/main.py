@@ -441,10 +441,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     from mlpipe_jupyter.cli.compute import add_compute_parser, add_datastore_parser
     from mlpipe_jupyter.cli.scheduling import add_parsers as add_scheduling_parsers
+    from mlpipe_jupyter.cli.secrets import add_secret_parser
 
     add_scheduling_parsers(sub)
     add_compute_parser(sub, cmd_compute)
     add_datastore_parser(sub, cmd_datastore)
+    add_secret_parser(sub)
     return parser
 
 
