@@ -71,8 +71,11 @@ class WarmKernel:
             self.loop.close()
 
 
-def start_kernel(kernel_name: str, cwd: Path, startup_timeout: float = 60) -> WarmKernel:
-    """Start a kernel in ``cwd`` and wait until it answers, in the calling thread."""
+def start_kernel(kernel_name: str, cwd: Path, startup_timeout: float = 60,
+                 env: dict[str, str] | None = None) -> WarmKernel:
+    """Start a kernel in ``cwd`` and wait until it answers, in the calling thread.
+    ``env``: variables added to the kernel's environment (a step's secrets), set when its
+    process starts, so they are never in the notebook."""
     from jupyter_client.manager import AsyncKernelManager
 
     last_error: Exception | None = None
@@ -89,7 +92,8 @@ def start_kernel(kernel_name: str, cwd: Path, startup_timeout: float = 60) -> Wa
                                      connection_file=f"{prefix}.json")
         kernel: WarmKernel | None = None
         try:
-            loop.run_until_complete(manager.start_kernel(cwd=str(cwd)))
+            extra = {"env": {**os.environ, **env}} if env else {}
+            loop.run_until_complete(manager.start_kernel(cwd=str(cwd), **extra))
             client = manager.client()
             kernel = WarmKernel(loop=loop, manager=manager, client=client)
             _remember(kernel)
