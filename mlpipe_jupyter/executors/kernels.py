@@ -25,6 +25,8 @@ import queue
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import uuid
@@ -92,8 +94,15 @@ def start_kernel(kernel_name: str, cwd: Path, startup_timeout: float = 60,
                                      connection_file=f"{prefix}.json")
         kernel: WarmKernel | None = None
         try:
-            extra = {"env": {**os.environ, **env}} if env else {}
+            extra: dict[str, Any] = {}
+            if env:
+                # what the kernel's process writes itself (a subprocess, a C library) bypasses
+                # the step runner: it is masked on its way to this process's own output
+                extra = {"env": {**os.environ, **env}, "stdout": subprocess.PIPE,
+                         "stderr": subprocess.STDOUT}
             loop.run_until_complete(manager.start_kernel(cwd=str(cwd), **extra))
+            if env:
+                _forward_masked(manager, env.values())
             client = manager.client()
             kernel = WarmKernel(loop=loop, manager=manager, client=client)
             _remember(kernel)
@@ -119,6 +128,29 @@ def start_kernel(kernel_name: str, cwd: Path, startup_timeout: float = 60,
             _remove_files(manager)
             raise
     raise ExecutorError(f"kernel {kernel_name!r} did not start: {last_error}")
+
+
+def _forward_masked(manager: Any, values: Any) -> None:
+    """Copy the kernel process's own output to this process's stdout, secrets masked."""
+    from mlpipe_jupyter.executors.masking import Masker
+
+    process = getattr(getattr(manager, "provisioner", None), "process", None)
+    stream = getattr(process, "stdout", None)
+    if stream is None:
+        return
+    masker = Masker(values)
+
+    def forward() -> None:
+        out = sys.__stdout__
+        try:
+            for line in iter(stream.readline, b""):
+                if out is not None:
+                    out.write(masker.text(line.decode("utf-8", "replace")))
+                    out.flush()
+        except (OSError, ValueError):
+            pass
+
+    threading.Thread(target=forward, daemon=True, name="mlpipe-kernel-output").start()
 
 
 _IPC_DIR: str | None = None
