@@ -49,6 +49,7 @@ DOCS = {
     "docs/kale.md",
     "docs/magics.md",
     "docs/scheduling.md",
+    "docs/secrets.md",
     "docs/variables.md",
 }
 # README links to files that document the repository, not the package: not in the sdist.
