@@ -147,6 +147,8 @@ def _step_notes(step: Any, kale: bool) -> list[str]:
         notes.append("labels: " + ", ".join(f"{k}={v}" for k, v in header.labels))
     if header.annotations:
         notes.append("annotations: " + ", ".join(f"{k}={v}" for k, v in header.annotations))
+    if header.secrets:
+        notes.append("secrets: " + ", ".join(use.describe() for use in header.secrets))
     if header.other_limits:
         notes.append("limits not applied: " + ", ".join(f"{k}={v}" for k, v in header.other_limits))
     return notes

@@ -445,6 +445,14 @@ def _check_unique_names(
     values: dict[str, Any], step: str, cell: int | None, issues: list[DefinitionIssue]
 ) -> None:
     """Inputs, outputs and parameters share the step's namespace: no name twice."""
+    variables: dict[str, str] = {}
+    for use in values.get("secrets", []):
+        if variables.get(use.env, use.name) != use.name:
+            issues.append(DefinitionIssue(
+                f"environment variable {use.env} is already secret {variables[use.env]!r}: "
+                f"give one of them another variable ({use.name}=OTHER_NAME)",
+                step=step, cell=cell, field=f"--secret {use.name}"))
+        variables.setdefault(use.env, use.name)
     seen: dict[str, str] = {}
     groups = (
         ("input", [i.name for i in values.get("inputs", [])]),
