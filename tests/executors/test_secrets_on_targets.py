@@ -189,3 +189,21 @@ def test_a_dask_worker_resolves_the_secret_from_its_own_sources(
     assert "MLPIPE_SECRET_NOBODY_HAS_IT" in error and "on worker" in error
     # nowhere: the workspace, the logs, the scheduler's and the workers' logs
     assert_nowhere(workspace_dir, secret_cluster.folder)
+
+
+@slow
+def test_a_published_pipeline_triggered_later_resolves_its_secret(store: Store,
+                                                                   workspace_dir: Path) -> None:
+    from mlpipe_jupyter.model.status import RunStatus
+    from mlpipe_jupyter.scheduling.publishing import publish
+    from mlpipe_jupyter.scheduling.triggering import trigger_published, wait_for_run
+
+    SecretStore(store.workspace).set_value("db.password", VALUE)
+    notebook = write_notebook(workspace_dir / "p.ipynb", [STEP.format(extra="", sleep=0)])
+    publish(store, notebook, "nightly")
+    run_id = trigger_published(store, "nightly")
+    record = wait_for_run(store, run_id, timeout=120)
+    assert record.status == RunStatus.SUCCEEDED, record.error
+    assert_masked(store, run_id)
+    # the snapshot, the run records, the logs: only the name
+    assert_nowhere(workspace_dir)
