@@ -207,3 +207,27 @@ def test_a_published_pipeline_triggered_later_resolves_its_secret(store: Store,
     assert_masked(store, run_id)
     # the snapshot, the run records, the logs: only the name
     assert_nowhere(workspace_dir)
+
+
+def test_a_task_carries_secret_names_never_values(tmp_path: Path) -> None:
+    from mlpipe_jupyter.executors.base import StepTask
+
+    task = StepTask(run_id="r", step="s", attempt=1, step_notebook=tmp_path / "n.ipynb",
+                    output_notebook=tmp_path / "o.ipynb", log_path=tmp_path / "log",
+                    cwd=tmp_path, secrets=(("db.password", "DB_PASSWORD"),))
+    data = task.to_dict()
+    assert data["secrets"] == [["db.password", "DB_PASSWORD"]]
+    assert StepTask.from_dict(json.loads(json.dumps(data))) == task
+
+
+def test_masking_catches_a_value_split_across_writes() -> None:
+    import io
+
+    from mlpipe_jupyter.executors.masking import Masker, MaskingWriter
+
+    out = io.StringIO()
+    writer = MaskingWriter(out, Masker([VALUE]))
+    writer.write("start " + VALUE[:5])
+    writer.write(VALUE[5:] + " end\nrepr: " + repr(VALUE) + "\nlast " + VALUE)
+    writer.flush()
+    assert out.getvalue() == "start *** end\nrepr: '***'\nlast ***"
