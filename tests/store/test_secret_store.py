@@ -108,7 +108,7 @@ def test_references_and_the_override_variable(store: Store, tmp_path: Path,
 
 
 def test_values_go_to_a_keyring_backend_when_there_is_one(store: Store, tmp_path: Path) -> None:
-    from keyrings.alt.file import PlaintextKeyring
+    PlaintextKeyring = pytest.importorskip("keyrings.alt.file").PlaintextKeyring
 
     backend = PlaintextKeyring()
     backend.file_path = str(tmp_path / "keyring.cfg")  # type: ignore[misc]
