@@ -4,7 +4,7 @@ The imports and functions cells become ``%%mlsetup`` cells; each step becomes on
 its ``%%mlstep`` line saying what the Kale tags said (``--after`` for ``prev:``, ``--param``
 for the pipeline parameters the step uses, ``--use`` for the variables it receives,
 ``--image``, ``--cpus``/``--memory``/``--gpus``, ``--no-reuse``, ``--label``,
-``--annotation``) and its code the cells Kale merged into it, metric logging included.
+``--annotation``, ``--secret`` for ``secret:NAME:KEY:ENV``) and its code the cells Kale merged into it, metric logging included.
 Markdown and raw cells stay where they were; the other code cells (merged, skipped, the
 parameters and metrics cells) are not repeated. The notebook's metadata is kept except
 ``kubeflow_notebook``; what has no ``%%mlstep`` equivalent (the experiment, resource limits
@@ -59,6 +59,8 @@ def step_line(step: Step, pipeline: Pipeline) -> str:
         words += ["--label", _quoted(f"{key}={value}")]
     for key, value in header.annotations:
         words += ["--annotation", _quoted(f"{key}={value}")]
+    for use in header.secrets:
+        words += ["--secret", use.describe()]
     return " ".join(words)
 
 

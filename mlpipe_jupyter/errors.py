@@ -157,6 +157,15 @@ class HandoverError(MlpipeError):
     Raised inside the step kernels (``handover``), where it fails the step with its message."""
 
 
+class SecretError(MlpipeError):
+    """A secret cannot be found, stored or used. The message names the secret and every
+    place looked, never a value (docs/secrets.md)."""
+
+    def __init__(self, message: str, name: str | None = None) -> None:
+        super().__init__(message)
+        self.name = name
+
+
 def error_for_issues(issues: Sequence[DefinitionIssue], source: str | None = None) -> MlpipeError:
     """The one error that reports ``issues`` (not empty), all of them.
 
@@ -195,6 +204,7 @@ OUTCOMES: tuple[tuple[type[BaseException], Outcome], ...] = (
     (HeaderSyntaxError, Outcome(EXIT_USAGE, 400)),
     (ScheduleDefinitionError, Outcome(EXIT_USAGE, 400)),
     (EnvironmentDefinitionError, Outcome(EXIT_USAGE, 400)),
+    (SecretError, Outcome(EXIT_USAGE, 400)),  # a missing secret: fix the definition or set it
     (ForbiddenPathError, Outcome(EXIT_USAGE, 403)),
     (PublishedPipelineNotFoundError, Outcome(EXIT_USAGE, 404)),  # a trigger's bad name
     (NotFoundError, Outcome(EXIT_FAILED, 404)),

@@ -19,6 +19,10 @@ follow Kale's notebook processor:
 - ``image:IMG``, ``limit:RESOURCE:VALUE``, ``cache:enabled|disabled``,
   ``label:KEY:VALUE``, ``annotation:KEY:VALUE`` on a step cell set the step's image,
   resource requests, reuse and metadata.
+- ``secret:SECRET_NAME:KEY:ENV_VAR`` (Kale: the KEY of the Kubernetes secret SECRET_NAME
+  as the environment variable ENV_VAR) is ``--secret SECRET_NAME.KEY=ENV_VAR``: the mlpipe
+  secret named ``SECRET_NAME.KEY`` (``mlpipe secret set SECRET_NAME.KEY``), resolved where
+  the step runs (docs/secrets.md). Without ``:ENV_VAR`` the variable is KEY upper-cased.
 
 Notebook metadata (``kubeflow_notebook``): ``experiment_name`` (or ``experiment.name``) is
 the runs' default experiment; ``docker_image`` the image of steps that name none;
@@ -41,7 +45,7 @@ Where we differ from Kale, on purpose:
   the tags of the later cells); a conflicting value is an error;
 - ``report:enabled|disabled`` is accepted and changes nothing: every step's executed
   notebook is kept and rendered on demand, so there is always a report;
-- ``secret:`` and ``notebook:`` tags are refused with the reason; other tags
+- ``notebook:`` tags are refused with the reason; other tags
   (``hide-input`` ...) are errors, as in Kale, so that a typo (``setp:train``) is caught.
 
 Everything wrong is collected as ``DefinitionIssue``s in ``Pipeline.parse_issues`` and
@@ -59,9 +63,9 @@ from typing import Any, Protocol
 
 from mlpipe_jupyter.cell_code import code_names, parse_cell, used_names, with_functions
 from mlpipe_jupyter.errors import DefinitionError, DefinitionIssue
-from mlpipe_jupyter.model.grammar import check_identifier
+from mlpipe_jupyter.model.grammar import check_identifier, parse_secret, secret_env_var
 from mlpipe_jupyter.model.pipeline import KALE, Pipeline
-from mlpipe_jupyter.model.step import Resources, SetupCell, Step, StepHeader
+from mlpipe_jupyter.model.step import Resources, SecretUse, SetupCell, Step, StepHeader
 
 METADATA_KEY = "kubeflow_notebook"
 
@@ -75,10 +79,8 @@ SPECIAL_TAGS = (SKIP, IMPORTS, FUNCTIONS, PARAMETERS, METRICS)
 _BLOCKS = (IMPORTS, FUNCTIONS, PARAMETERS, METRICS)
 
 STEP_KINDS = ("step", "block")  # block: is Kale's legacy spelling of step:
-_STEP_SETTINGS = ("prev", "image", "limit", "cache", "label", "annotation", "report")
+_STEP_SETTINGS = ("prev", "image", "limit", "cache", "label", "annotation", "report", "secret")
 _UNSUPPORTED = {
-    "secret": "Kubernetes secrets as environment variables are not supported yet: they are "
-              "coming with mlpipe's secrets; until then read the value in the step",
     "notebook": "steps from another notebook (Kale's notebook references) are not supported: "
                 "run that notebook as its own pipeline, or copy its cells here",
 }
@@ -86,9 +88,9 @@ KNOWN_TAGS = (
     "step:NAME", "block:NAME", "prev:NAME", "skip", "imports", "functions",
     "pipeline-parameters", "pipeline-metrics", "image:IMAGE", "limit:RESOURCE:VALUE",
     "cache:enabled|disabled", "label:KEY:VALUE", "annotation:KEY:VALUE",
-    "report:enabled|disabled",
+    "report:enabled|disabled", "secret:SECRET_NAME:KEY:ENV_VAR",
 )
-_DEFAULTS_KINDS = ("image", "limit", "cache", "label", "annotation", "report")
+_DEFAULTS_KINDS = ("image", "limit", "cache", "label", "annotation", "report", "secret")
 
 CPU = "cpu"
 MEMORY = "memory"
@@ -192,6 +194,7 @@ class _Settings:
     other_limits: dict[str, tuple[str, str]] = field(default_factory=dict)
     labels: dict[str, tuple[str, str]] = field(default_factory=dict)
     annotations: dict[str, tuple[str, str]] = field(default_factory=dict)
+    secrets: dict[str, tuple[str, str]] = field(default_factory=dict)  # env -> (secret, tag)
 
     def given(self) -> list[str]:
         """The tags that set something, for 'needs a step name' messages."""
@@ -199,7 +202,7 @@ class _Settings:
         for item in (self.image, self.cache, self.cpus, self.memory, self.gpus):
             if item is not None:
                 tags.append(item[1])
-        for mapping in (self.other_limits, self.labels, self.annotations):
+        for mapping in (self.other_limits, self.labels, self.annotations, self.secrets):
             tags.extend(tag for _, tag in mapping.values())
         return tags
 
@@ -231,6 +234,16 @@ def _parse_setting(kind: str, rest: str, tag: str, into: _Settings) -> str | Non
         # renders it on demand (`mlpipe show`, the panel), so either value changes nothing
         if rest not in ("enabled", "disabled"):
             return "report: takes enabled or disabled"
+    elif kind == "secret":
+        parts = rest.split(":")
+        if len(parts) not in (2, 3) or not all(parts):
+            return "secret: must be secret:SECRET_NAME:KEY:ENV_VAR"
+        env = parts[2] if len(parts) == 3 else secret_env_var(parts[1])
+        try:
+            use = parse_secret(f"{parts[0]}.{parts[1]}={env}")
+        except ValueError as exc:
+            return str(exc)
+        into.secrets[use.env] = (use.name, tag)
     elif kind in ("label", "annotation"):
         key, sep, value = rest.partition(":")
         if not sep or not key.strip():
@@ -329,7 +342,8 @@ def _parse_defaults(metadata: Mapping[str, Any], issues: list[DefinitionIssue]) 
                 issues.append(DefinitionIssue(problem, field=where))
         else:
             issues.append(DefinitionIssue(
-                "steps_defaults takes image:, limit:, cache:, label: and annotation: tags",
+                "steps_defaults takes image:, limit:, cache:, label:, annotation: and secret: "
+                "tags",
                 field=where))
     return defaults
 
@@ -378,7 +392,7 @@ def _merge_settings(step: _StepBuild, new: _Settings, cell: int | None,
             setattr(have, attr, value)
         elif old[0] != value[0]:
             conflict(value[1], old[1])
-    for mapping in ("other_limits", "labels", "annotations"):
+    for mapping in ("other_limits", "labels", "annotations", "secrets"):
         old_map, new_map = getattr(have, mapping), getattr(new, mapping)
         for key, value in new_map.items():
             if key in old_map and old_map[key][0] != value[0]:
@@ -550,6 +564,7 @@ def _header(build: _StepBuild, defaults: _Settings, metadata: Mapping[str, Any],
         labels=merged("labels"),
         annotations=merged("annotations"),
         other_limits=merged("other_limits"),
+        secrets=tuple(SecretUse(name=name, env=env) for env, name in merged("secrets")),
     )
 
 

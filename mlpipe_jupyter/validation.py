@@ -29,7 +29,11 @@ from mlpipe_jupyter.errors import (
     ScheduleDefinitionError,
     error_for_issues,
 )
-from mlpipe_jupyter.executors.registry import DEFAULT_COMPUTE, check_compute_name
+from mlpipe_jupyter.executors.registry import (
+    DEFAULT_COMPUTE,
+    check_compute_name,
+    executor_class_name,
+)
 from mlpipe_jupyter.model.grammar import DATASET_NAME
 from mlpipe_jupyter.model.notify import APPRISE, parse_on, parse_spec
 from mlpipe_jupyter.model.parameters import parameter_issues
@@ -40,7 +44,7 @@ from mlpipe_jupyter.notifications import apprise_problem
 from mlpipe_jupyter.store import PublishedPipeline, Store
 from mlpipe_jupyter.store.compute import ComputeTargets
 from mlpipe_jupyter.store.environments import parse_env_ref
-from mlpipe_jupyter.store.secrets import SecretStore
+from mlpipe_jupyter.store.secrets import SecretStore, missing_message
 
 
 # -- the workspace as the checks see it ----------------------------------------------------
@@ -97,6 +101,34 @@ def compute_issues(store: Store | None, pipeline: Pipeline,
                 problem, step=step.name if step else None, cell=step.cell if step else None,
                 field=f"--compute {name}",
             ))
+    return issues
+
+
+def _compute_kind(name: str, named: Mapping[str, str]) -> str:
+    return named.get(name) or executor_class_name(name)
+
+
+def secret_issues(store: Store | None, pipeline: Pipeline,
+                  default_compute: str | None = None) -> list[DefinitionIssue]:
+    """Every secret a step on ``local`` or ``docker`` asks for can be resolved here (the
+    runner resolves those). A Dask step's secrets are resolved by its worker, from the
+    worker's own sources, which the runner cannot see: a worker that lacks one fails the
+    step with the same message."""
+    steps = [s for s in pipeline.steps if s.header.secrets]
+    if not steps:
+        return []
+    named = {t.name: t.kind for t in ComputeTargets(store.workspace).all()} if store else {}
+    secrets = SecretStore(store.workspace if store else None)
+    issues = []
+    for step in steps:
+        compute = step.header.compute or default_compute or DEFAULT_COMPUTE
+        if _compute_kind(compute, named) not in ("local", "docker"):
+            continue
+        for use in step.header.secrets:
+            if secrets.lookup(use.name) is None:
+                issues.append(DefinitionIssue(
+                    missing_message(use.name, secrets.places(use.name)), step=step.name,
+                    cell=step.cell, field=f"--secret {use.name}"))
     return issues
 
 
@@ -251,6 +283,7 @@ def validate_run(
     issues += compute_issues(store, pipeline, compute)
     issues += environment_issues(store, pipeline, env)
     issues += hash_path_issues(pipeline, folder)
+    issues += secret_issues(store, pipeline, compute)
     if max_parallel is not None and max_parallel < 1:
         issues.append(DefinitionIssue("--max-parallel must be at least 1"))
     issues += notify_issues(notify, notify_on,
@@ -402,6 +435,7 @@ def validate_schedule(
 __all__ = [
     "compute_issues", "dataset_pin_issues", "environment_issues", "hash_path_files",
     "hash_path_issues", "known_datasets", "known_environments", "name_issues", "notify_issues",
+    "secret_issues",
     "parameter_issues", "published_pipeline", "runnable_version", "schedule_field_issues",
     "selection_issues", "step_hash_files", "validate_publish", "validate_run",
     "validate_schedule", "validate_trigger",

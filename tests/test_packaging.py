@@ -50,6 +50,7 @@ DOCS = {
     "docs/magics.md",
     "docs/notifications.md",
     "docs/scheduling.md",
+    "docs/secrets.md",
     "docs/variables.md",
 }
 # README links to files that document the repository, not the package: not in the sdist.

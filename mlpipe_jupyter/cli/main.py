@@ -142,6 +142,8 @@ def _step_notes(step: Any, kale: bool) -> list[str]:
         notes.append("labels: " + ", ".join(f"{k}={v}" for k, v in header.labels))
     if header.annotations:
         notes.append("annotations: " + ", ".join(f"{k}={v}" for k, v in header.annotations))
+    if header.secrets:
+        notes.append("secrets: " + ", ".join(use.describe() for use in header.secrets))
     if header.other_limits:
         notes.append("limits not applied: " + ", ".join(f"{k}={v}" for k, v in header.other_limits))
     return notes
@@ -445,11 +447,13 @@ def build_parser() -> argparse.ArgumentParser:
     from mlpipe_jupyter.cli.compute import add_compute_parser, add_datastore_parser
     from mlpipe_jupyter.cli.notify import add_parsers as add_notify_parsers
     from mlpipe_jupyter.cli.scheduling import add_parsers as add_scheduling_parsers
+    from mlpipe_jupyter.cli.secrets import add_secret_parser
 
     add_scheduling_parsers(sub)
     add_notify_parsers(sub)
     add_compute_parser(sub, cmd_compute)
     add_datastore_parser(sub, cmd_datastore)
+    add_secret_parser(sub)
     return parser
 
 

@@ -58,6 +58,9 @@ class StepTask:
     timeout_seconds: float | None = None
     resources: Resources = field(default_factory=Resources)
     result_id: str | None = None  # where the outputs are committed (remote datastores use it)
+    # (secret name, environment variable) pairs: names only, never values. Whoever runs the
+    # step resolves them from its own sources (store.secrets) into the kernel's environment.
+    secrets: tuple[tuple[str, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The task as plain JSON values (paths as strings)."""
@@ -71,6 +74,7 @@ class StepTask:
             "env": self.env, "image": self.image, "network": self.network, "kernel_name": self.kernel_name,
             "timeout_seconds": self.timeout_seconds, "resources": asdict(self.resources),
             "result_id": self.result_id,
+            "secrets": [[name, env] for name, env in self.secrets],
         }
 
     @classmethod
@@ -88,6 +92,7 @@ class StepTask:
             timeout_seconds=data.get("timeout_seconds"),
             resources=Resources(**data.get("resources", {})),
             result_id=data.get("result_id"),
+            secrets=tuple((str(name), str(env)) for name, env in data.get("secrets", [])),
         )
 
 

@@ -25,6 +25,8 @@ import queue
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import uuid
@@ -71,8 +73,11 @@ class WarmKernel:
             self.loop.close()
 
 
-def start_kernel(kernel_name: str, cwd: Path, startup_timeout: float = 60) -> WarmKernel:
-    """Start a kernel in ``cwd`` and wait until it answers, in the calling thread."""
+def start_kernel(kernel_name: str, cwd: Path, startup_timeout: float = 60,
+                 env: dict[str, str] | None = None) -> WarmKernel:
+    """Start a kernel in ``cwd`` and wait until it answers, in the calling thread.
+    ``env``: variables added to the kernel's environment (a step's secrets), set when its
+    process starts, so they are never in the notebook."""
     from jupyter_client.manager import AsyncKernelManager
 
     last_error: Exception | None = None
@@ -89,7 +94,15 @@ def start_kernel(kernel_name: str, cwd: Path, startup_timeout: float = 60) -> Wa
                                      connection_file=f"{prefix}.json")
         kernel: WarmKernel | None = None
         try:
-            loop.run_until_complete(manager.start_kernel(cwd=str(cwd)))
+            extra: dict[str, Any] = {}
+            if env:
+                # what the kernel's process writes itself (a subprocess, a C library) bypasses
+                # the step runner: it is masked on its way to this process's own output
+                extra = {"env": {**os.environ, **env}, "stdout": subprocess.PIPE,
+                         "stderr": subprocess.STDOUT}
+            loop.run_until_complete(manager.start_kernel(cwd=str(cwd), **extra))
+            if env:
+                _forward_masked(manager, env.values())
             client = manager.client()
             kernel = WarmKernel(loop=loop, manager=manager, client=client)
             _remember(kernel)
@@ -115,6 +128,29 @@ def start_kernel(kernel_name: str, cwd: Path, startup_timeout: float = 60) -> Wa
             _remove_files(manager)
             raise
     raise ExecutorError(f"kernel {kernel_name!r} did not start: {last_error}")
+
+
+def _forward_masked(manager: Any, values: Any) -> None:
+    """Copy the kernel process's own output to this process's stdout, secrets masked."""
+    from mlpipe_jupyter.executors.masking import Masker
+
+    process = getattr(getattr(manager, "provisioner", None), "process", None)
+    stream = getattr(process, "stdout", None)
+    if stream is None:
+        return
+    masker = Masker(values)
+
+    def forward() -> None:
+        out = sys.__stdout__
+        try:
+            for line in iter(stream.readline, b""):
+                if out is not None:
+                    out.write(masker.text(line.decode("utf-8", "replace")))
+                    out.flush()
+        except (OSError, ValueError):
+            pass
+
+    threading.Thread(target=forward, daemon=True, name="mlpipe-kernel-output").start()
 
 
 _IPC_DIR: str | None = None

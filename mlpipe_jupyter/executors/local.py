@@ -2,7 +2,8 @@
 
 Each step gets a fresh kernel of the current Python, started ahead of need by a
 ``KernelPool``; the step runner (``step_runner.run_step_notebook``) executes the step
-notebook on it, in the kernel's thread.
+notebook on it, in the kernel's thread. A step with secrets gets a kernel of its own,
+started with the secrets' values in its environment (resolved here, on the runner).
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from typing import Any
 
 from mlpipe_jupyter.executors.base import (
     Executor,
+    StepOutcome,
     Submission,
     Unapplied,
     canceled_outcome,
     other_limits,
     resource_requests,
 )
-from mlpipe_jupyter.executors.kernels import KernelPool, WarmKernel
+from mlpipe_jupyter.executors.kernels import KernelPool, WarmKernel, start_kernel
 from mlpipe_jupyter.executors.step_runner import load_papermill, run_step_notebook
 from mlpipe_jupyter.model.fingerprint import hash_text
 from mlpipe_jupyter.model.step import StepHeader
@@ -51,9 +53,11 @@ class LocalExecutor(Executor):
 
     name = "local"
 
-    def __init__(self, target: str = "local", kernel_name: str = "python3", **_options: Any) -> None:
+    def __init__(self, target: str = "local", kernel_name: str = "python3",
+                 workspace: Any = None, **_options: Any) -> None:
         super().__init__()
         self.target = target
+        self.workspace = workspace
         self.kernel_name = kernel_name
         self._pools: dict[Path, KernelPool] = {}
         self._max_warm = (os.cpu_count() or 1) + LOOKAHEAD_KERNELS
@@ -94,7 +98,39 @@ class LocalExecutor(Executor):
             return pool
 
     def launch(self, submission: Submission) -> None:
+        if submission.task.secrets:
+            # the secrets go into the kernel's environment as it starts: a kernel of its own
+            threading.Thread(target=self._run_with_secrets, args=(submission,), daemon=True,
+                             name="mlpipe-secret-kernel").start()
+            return
         self._pool(submission.task.cwd).submit(submission)
+
+    def _run_with_secrets(self, submission: Submission) -> None:
+        task = submission.task
+
+        def run() -> StepOutcome:
+            from mlpipe_jupyter.errors import SecretError
+            from mlpipe_jupyter.store.secrets import SecretStore
+
+            try:
+                values = SecretStore(self.workspace).environment(task.secrets)
+            except SecretError as exc:
+                return StepOutcome(task, ok=False, error=str(exc))
+            kernel: WarmKernel | None = None
+            error: Exception | None = None
+            try:
+                kernel = start_kernel(task.kernel_name, task.cwd, env=values)
+            except Exception as exc:
+                error = exc
+            try:
+                load_papermill()
+                return run_step_notebook(task, kernel, submission.stop, start_error=error,
+                                         secrets=values)
+            finally:
+                if kernel is not None:
+                    kernel.shutdown()
+
+        submission.execute(run)
 
     def cancel_launched(self, run_id: str, step: str | None,
                         victims: list[Submission]) -> None:

@@ -3,7 +3,8 @@
 papermill's own nbclient engine accepts a running kernel manager but always makes a new
 kernel client, which waits ~0.2 s for the kernel to answer before the first cell. Handing
 over the already-connected client removes that wait; everything else (parameter injection,
-autosave, output notebook, error cells) is papermill's.
+autosave, output notebook, error cells) is papermill's. ``mask_notebook`` (a step with
+secrets, ``masking.Masker.notebook``) masks the notebook each time papermill saves it.
 """
 
 from __future__ import annotations
@@ -35,8 +36,17 @@ class WarmKernelEngine(NBClientEngine):  # type: ignore[misc]
         execution_timeout: float | None = None,
         km: Any = None,
         kc: Any = None,
+        mask_notebook: Any = None,
         **_unused: Any,
     ) -> Any:
+        if mask_notebook is not None:  # secrets: every save writes a masked notebook
+            save = nb_man.save
+
+            def masked_save(**kwargs: Any) -> Any:
+                mask_notebook(nb_man.nb)
+                return save(**kwargs)
+
+            nb_man.save = masked_save
         client = _ConnectedClient(
             nb_man,
             km=km,

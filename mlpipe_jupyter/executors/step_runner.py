@@ -18,11 +18,12 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, TextIO
 
 from mlpipe_jupyter.executors.base import StepOutcome, StepTask, canceled_outcome
 from mlpipe_jupyter.executors.kernels import WarmKernel
+from mlpipe_jupyter.executors.masking import Masker, MaskingWriter
 from mlpipe_jupyter.executors.stop_signal import CANCELED, TIMED_OUT, StopSignal
 
 log = logging.getLogger(__name__)
@@ -70,18 +71,23 @@ def stopped_outcome(task: StepTask, reason: str, stopped: str = "the kernel") ->
 
 def run_step_notebook(task: StepTask, kernel: WarmKernel | None, stop: StopSignal, *,
                       start_error: BaseException | None = None, output: TextIO | None = None,
-                      where: str = "") -> StepOutcome:
+                      where: str = "", secrets: Mapping[str, str] | None = None) -> StepOutcome:
     """Execute ``task.step_notebook`` on ``kernel`` into ``task.output_notebook``.
 
     ``kernel`` is None when it could not start (``start_error`` says why). The step's
     output is appended to ``output``, or to ``task.log_path``. ``task.timeout_seconds``,
     when set, is enforced here; setting ``stop`` (a cancel) kills the kernel. ``where``
     (" on worker ADDRESS") goes into the messages about the kernel. Never raises for a
-    failing step: the caller shuts the kernel down.
+    failing step: the caller shuts the kernel down. ``secrets``: the values the kernel's
+    environment holds (``{ENV_VAR: value}``, set by whoever started it); they are masked as
+    ``***`` in the log, the executed notebook and the error.
     """
     started = time.time()
+    masker = Masker((secrets or {}).values())
 
     def ended(**fields: Any) -> StepOutcome:
+        if masker and fields.get("error"):
+            fields["error"] = masker.text(str(fields["error"]))
         return StepOutcome(task, started_at=started, ended_at=time.time(), **fields)
 
     if kernel is None:
@@ -99,12 +105,13 @@ def run_step_notebook(task: StepTask, kernel: WarmKernel | None, stop: StopSigna
         timer.daemon = True
         timer.start()
     try:
-        with stop.watch(kernel.kill), _step_output(task, output) as out:
+        with stop.watch(kernel.kill), _step_output(task, output, masker) as out:
             papermill.execute_notebook(
                 str(task.step_notebook), str(task.output_notebook),
                 kernel_name=task.kernel_name, engine_name=ENGINE_NAME,
                 km=kernel.manager, kc=kernel.client,
                 progress_bar=False, stdout_file=out, stderr_file=out,
+                mask_notebook=masker.notebook if masker else None,
             )
         return ended(ok=True)
     except PapermillExecutionError as exc:  # the output notebook names the cell
@@ -126,10 +133,16 @@ def run_step_notebook(task: StepTask, kernel: WarmKernel | None, stop: StopSigna
 
 
 @contextlib.contextmanager
-def _step_output(task: StepTask, output: TextIO | None) -> Iterator[TextIO]:
-    if output is not None:
-        yield output
-        return
-    task.log_path.parent.mkdir(parents=True, exist_ok=True)
-    with task.log_path.open("a", encoding="utf-8") as log_file:
-        yield log_file
+def _step_output(task: StepTask, output: TextIO | None, masker: Masker) -> Iterator[TextIO]:
+    with contextlib.ExitStack() as stack:
+        if output is None:
+            task.log_path.parent.mkdir(parents=True, exist_ok=True)
+            output = stack.enter_context(task.log_path.open("a", encoding="utf-8"))
+        if not masker:
+            yield output
+            return
+        writer = MaskingWriter(output, masker)
+        try:
+            yield writer  # type: ignore[misc]
+        finally:
+            writer.flush()

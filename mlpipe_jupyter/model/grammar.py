@@ -31,6 +31,9 @@ values in a row, up to the next ``--option``)::
     --retries N                         re-execute a failed step up to N more times
     --timeout DURATION                  fail the step after DURATION (30, 30s, 5m, 2h)
     --cpus N  --memory SIZE  --gpus N   resource requests (SIZE: 512m, 4g, 1.5GiB, bytes)
+    --secret NAME[=ENV_VAR]             the secret NAME in the step's environment variable
+                                        ENV_VAR (default: NAME upper-cased, other characters
+                                        than letters and digits as _); docs/secrets.md
     --label KEY=VALUE                   metadata kept with the step (Kale's label: tag)
     --annotation KEY=VALUE              metadata kept with the step (Kale's annotation: tag)
     --no-run                            (magic only) register the step without running it
@@ -58,6 +61,7 @@ from mlpipe_jupyter.model.step import (
     DatasetInput,
     OutputSpec,
     Resources,
+    SecretUse,
     StepHeader,
     StepInput,
     StepOutputInput,
@@ -69,6 +73,9 @@ SETUP_MAGIC = "%%mlsetup"
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+# A secret's name (``mlpipe secret set NAME``); Kale's secret:NAME:KEY:ENV maps to NAME.KEY.
+SECRET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+ENV_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Names a step's code already uses for the injected context.
 RESERVED_NAMES = frozenset({"inputs", "outputs", "context", "mlpipe_jupyter"})
 RESERVED_PREFIX = "mlpipe_"  # the folders of handed-over variables (model.step.VARIABLES_OUTPUT)
@@ -218,6 +225,36 @@ def parse_use(text: str) -> VariableUse:
     return VariableUse(step=step, name=name)
 
 
+def check_secret_name(name: str) -> str | None:
+    """The problem with ``name`` as a secret's name, or None."""
+    if not SECRET_NAME.match(name):
+        return (f"secret name {name!r} is not valid: use letters, digits, '_', '.' and '-', "
+                "not starting with '.' or '-'")
+    return None
+
+
+def secret_env_var(name: str) -> str:
+    """The default environment variable of a secret: its name upper-cased, every character
+    other than a letter or digit as ``_`` (``db.password`` -> ``DB_PASSWORD``)."""
+    return re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+
+
+def parse_secret(text: str) -> SecretUse:
+    """``NAME`` or ``NAME=ENV_VAR``: the secret NAME in environment variable ENV_VAR."""
+    name, sep, env = text.partition("=")
+    problem = check_secret_name(name)
+    if problem:
+        raise ValueError(problem)
+    if sep and not ENV_VAR_NAME.match(env):
+        raise ValueError(f"{env!r} is not an environment variable name (letters, digits "
+                         "and '_', not starting with a digit)")
+    env = env if sep else secret_env_var(name)
+    if not ENV_VAR_NAME.match(env):
+        raise ValueError(f"secret {name!r} needs an environment variable: write "
+                         f"{name}=ENV_VAR")
+    return SecretUse(name=name, env=env)
+
+
 def parse_key_value(text: str) -> tuple[str, str]:
     """``KEY=VALUE`` metadata (labels, annotations): any non-empty key, any value."""
     key, sep, value = text.partition("=")
@@ -270,6 +307,7 @@ OPTIONS: dict[str, _Option] = {
     "--after": _Option("after", _parse_step_name, repeatable=True),
     "--use": _Option("uses", parse_use, repeatable=True),
     "--image": _Option("image", _parse_image),
+    "--secret": _Option("secrets", parse_secret, repeatable=True),
     "--label": _Option("labels", parse_key_value, repeatable=True),
     "--annotation": _Option("annotations", parse_key_value, repeatable=True),
     "--hash-paths": _Option("hash_paths", str, repeatable=True),
@@ -392,6 +430,7 @@ def parse_step_header(line: str, cell: int | None = None) -> ParsedHeader:
         image=values.get("image"),
         labels=tuple(values.get("labels", [])),
         annotations=tuple(values.get("annotations", [])),
+        secrets=tuple(dict.fromkeys(values.get("secrets", []))),
     )
     return ParsedHeader(header, issues)
 
@@ -406,6 +445,14 @@ def _check_unique_names(
     values: dict[str, Any], step: str, cell: int | None, issues: list[DefinitionIssue]
 ) -> None:
     """Inputs, outputs and parameters share the step's namespace: no name twice."""
+    variables: dict[str, str] = {}
+    for use in values.get("secrets", []):
+        if variables.get(use.env, use.name) != use.name:
+            issues.append(DefinitionIssue(
+                f"environment variable {use.env} is already secret {variables[use.env]!r}: "
+                f"give one of them another variable ({use.name}=OTHER_NAME)",
+                step=step, cell=cell, field=f"--secret {use.name}"))
+        variables.setdefault(use.env, use.name)
     seen: dict[str, str] = {}
     groups = (
         ("input", [i.name for i in values.get("inputs", [])]),

@@ -51,6 +51,18 @@ class VariableUse:
 
 
 @dataclass(frozen=True)
+class SecretUse:
+    """A secret a step receives as an environment variable: ``--secret NAME[=ENV_VAR]``.
+    Only the names travel; the value is resolved where the step runs (docs/secrets.md)."""
+
+    name: str  # the secret's name in the secret store (letters, digits, ``_ . -``)
+    env: str  # the environment variable of the step's kernel that holds its value
+
+    def describe(self) -> str:
+        return f"{self.name}={self.env}"
+
+
+@dataclass(frozen=True)
 class OutputSpec:
     """A folder the step writes; ``register_as`` makes it a dataset version on success."""
 
@@ -94,6 +106,7 @@ class StepHeader:
     annotations: tuple[tuple[str, str], ...] = ()  # kept as metadata (--annotation)
     # resource requests with no equivalent here (Kale limit:RESOURCE:VALUE): shown, not applied
     other_limits: tuple[tuple[str, str], ...] = ()
+    secrets: tuple[SecretUse, ...] = ()  # secrets set in the kernel's environment (--secret)
 
     @property
     def param_defaults(self) -> dict[str, Any]:

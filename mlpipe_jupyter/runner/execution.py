@@ -174,6 +174,7 @@ class Execution:
             network=plan.step.header.network,
             timeout_seconds=plan.step.header.timeout_seconds, resources=plan.step.header.resources,
             result_id=plan.result_id,
+            secrets=tuple((use.name, use.env) for use in plan.step.header.secrets),
         )
         self._set(name, StepStatus.RUNNING, started_at=time.time(), attempts=attempt)
         self.executor_for(plan.compute).submit(task, self.outcomes.put)

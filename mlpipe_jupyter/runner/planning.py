@@ -295,6 +295,10 @@ class Planner:
         received = [f"{flow.producer}.{flow.name}" for flow in self.pipeline.flows_into(step.name)]
         if received:
             settings["receives"] = received
+        # a secret's name and variable, never its value: rotating a password re-runs nothing
+        # (only when there are any: other steps' fingerprints stay as they were)
+        if step.header.secrets:
+            settings["secrets"] = sorted(use.describe() for use in step.header.secrets)
         components = FingerprintComponents(
             code=hash_text(step.code),
             setup=setup_hash,

@@ -227,7 +227,7 @@ def test_every_mistake_at_once_naming_cell_and_tag(tmp_path: Path) -> None:
         ("d = 1", ["prev:a", "limit:cpu:2"]),
         ("e = 1", ["step:e", "limit:cpu:lots", "limit:memory:512m", "limit:gpu:0.5",
                    "cache:maybe", "label:nokey"]),
-        ("f = 1", ["step:f", "secret:db:password:DB_PASSWORD", "notebook:other", "report:maybe"]),
+        ("f = 1", ["step:f", "secret:db", "notebook:other", "report:maybe"]),
         ("g = 1", ["step:my-step"]),
         ("h = 1", ["step:class"]),
         ("i = 1", ["imports", "step:i"]),
@@ -250,9 +250,7 @@ def test_every_mistake_at_once_naming_cell_and_tag(tmp_path: Path) -> None:
         "cell 5, step 'e', tag 'limit:gpu:0.5': GPUs '0.5' must be a whole number",
         "cell 5, step 'e', tag 'cache:maybe': cache: takes enabled or disabled",
         "cell 5, step 'e', tag 'label:nokey': label: must be label:KEY:VALUE",
-        "cell 6, step 'f', tag 'secret:db:password:DB_PASSWORD': not supported: Kubernetes "
-        "secrets as environment variables are not supported yet: they are coming with "
-        "mlpipe's secrets",
+        "cell 6, step 'f', tag 'secret:db': secret: must be secret:SECRET_NAME:KEY:ENV_VAR",
         "cell 6, step 'f', tag 'notebook:other': not supported: steps from another notebook",
         "cell 6, step 'f', tag 'report:maybe': report: takes enabled or disabled",
         "cell 7, tag 'step:my-step': step name 'my-step' is not valid",
@@ -319,3 +317,29 @@ def test_a_repeated_step_cell_adds_tags_and_conflicts_are_errors(tmp_path: Path)
     assert pipeline.upstream("a") == {"b"}
     [conflict] = issues(pipeline)
     assert "cell 3, step 'a', tag 'image:two': step 'a' already has 'image:one' (cell 1)" in conflict
+
+
+def test_secret_tags_map_to_mlpipe_secrets(tmp_path: Path) -> None:
+    from mlpipe_jupyter.model.step import SecretUse
+
+    pipeline = load(tmp_path, [
+        ("a = 1", ["step:a", "secret:db-creds:password:DB_PASSWORD", "secret:api:token"]),
+        ("b = 1", ["step:b", "prev:a", "secret:db-creds:user:DB_PASSWORD"]),
+        ("c = 1", ["step:c", "prev:b"]),
+    ], kale={"steps_defaults": ["secret:shared:key:SHARED_KEY"]})
+    assert issues(pipeline) == []
+    headers = {step.name: step.header for step in pipeline.steps}
+    assert set(headers["a"].secrets) == {SecretUse("db-creds.password", "DB_PASSWORD"),
+                                         SecretUse("api.token", "TOKEN"),
+                                         SecretUse("shared.key", "SHARED_KEY")}
+    # a step's own tag wins over steps_defaults for the same variable
+    assert set(headers["b"].secrets) == {SecretUse("db-creds.user", "DB_PASSWORD"),
+                                         SecretUse("shared.key", "SHARED_KEY")}
+    assert headers["c"].secrets == (SecretUse("shared.key", "SHARED_KEY"),)
+
+
+def test_convert_writes_secret_options(tmp_path: Path) -> None:
+    from mlpipe_jupyter.conversion import step_line
+
+    pipeline = load(tmp_path, [("a = 1", ["step:a", "secret:db-creds:password:DB_PW"])])
+    assert step_line(pipeline.steps[0], pipeline) == "%%mlstep a --secret db-creds.password=DB_PW"

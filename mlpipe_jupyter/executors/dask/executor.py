@@ -273,6 +273,10 @@ class DaskExecutor(Executor):
             "outputs": sorted(p.name for p in task.staging.iterdir() if p.is_dir())
             if task.staging and task.staging.is_dir() else [],
         }
+        if task.secrets and self.workspace is not None:
+            # the worker resolves the secrets' names from its own sources; this path only
+            # says which workspace's registry to look in there (never a value)
+            spec["workspace"] = str(getattr(self.workspace, "root", self.workspace))
         if container is not None:
             spec["container"] = container
         function = run_step

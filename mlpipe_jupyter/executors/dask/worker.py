@@ -16,6 +16,10 @@ metrics file to the runner as Dask events (``streams.STREAM_TOPIC``), and the fu
 still comes back with the result. Cancel reaches a running step through a Dask ``Event``
 (``future.cancel()`` alone cannot stop a task that has started): a watcher sets the
 step's stop signal; the step runner enforces the timeout next to the kernel.
+A step's secrets come as names only (``StepTask.secrets``): the worker resolves them from its
+own sources (``store.secrets``: its ``MLPIPE_SECRET_<NAME>`` variables, its own registry for
+the workspace's path, its files), so no value travels through the scheduler; they go into
+a fresh kernel's environment (or the container's stdin) and are masked in what it writes.
 """
 
 from __future__ import annotations
@@ -147,18 +151,35 @@ def _run_here(task: StepTask, spec: dict[str, Any], placement: dict[str, Any]) -
                 log_file.write(f"--- mlpipe: {note} ---\n")
             log_file.flush()
             _reset_outputs(task.staging, list(spec.get("outputs", [])))
-            if spec.get("container"):
-                outcome = _run_in_container(task, spec["container"], stop, log_file, address)
+            secrets, problem = _resolve_secrets(task, spec.get("workspace"))
+            if problem is not None:
+                outcome = StepOutcome(task, ok=False, error=f"on worker {address}: {problem}")
+            elif spec.get("container"):
+                outcome = _run_in_container(task, spec["container"], stop, log_file, address,
+                                            secrets)
             else:
-                outcome = _run_in_kernel(task, bool(spec.get("warm", True)), stop, log_file,
-                                         address)
+                outcome = _run_in_kernel(task, bool(spec.get("warm", True)) and not secrets,
+                                         stop, log_file, address, secrets)
     finally:
         watcher.stop()
     return replace(outcome, started_at=started, ended_at=time.time())
 
 
+def _resolve_secrets(task: StepTask, workspace: str | None) -> tuple[dict[str, str], str | None]:
+    """The step's secrets from this worker's own sources, or why they cannot be had."""
+    if not task.secrets:
+        return {}, None
+    from mlpipe_jupyter.errors import SecretError
+    from mlpipe_jupyter.store.secrets import SecretStore
+
+    try:
+        return SecretStore(Path(workspace) if workspace else None).environment(task.secrets), None
+    except SecretError as exc:
+        return {}, str(exc)
+
+
 def _run_in_kernel(task: StepTask, warm: bool, stop: StopSignal, log_file: TextIO,
-                   address: str) -> StepOutcome:
+                   address: str, secrets: dict[str, str] | None = None) -> StepOutcome:
     """The step runner on a fresh kernel of the worker's own Python.
 
     The kernel was started ahead when it could be (``warm``: steps that share a working
@@ -172,13 +193,13 @@ def _run_in_kernel(task: StepTask, warm: bool, stop: StopSignal, log_file: TextI
 
     def execute(kernel: WarmKernel | None, error: Exception | None) -> None:
         done.append(run_step_notebook(task, kernel, stop, start_error=error, output=log_file,
-                                      where=f" on worker {address}"))
+                                      where=f" on worker {address}", secrets=secrets))
 
     if warm:
         run_with_kernel(task.kernel_name, task.cwd, execute)
     else:
         try:
-            kernel = start_kernel(task.kernel_name, task.cwd)
+            kernel = start_kernel(task.kernel_name, task.cwd, env=secrets or None)
         except Exception as exc:
             execute(None, exc)
         else:
@@ -193,7 +214,8 @@ def _run_in_kernel(task: StepTask, warm: bool, stop: StopSignal, log_file: TextI
 
 
 def _run_in_container(task: StepTask, box: dict[str, Any], stop: StopSignal,
-                      log_file: TextIO, address: str) -> StepOutcome:
+                      log_file: TextIO, address: str,
+                      secrets: dict[str, str] | None = None) -> StepOutcome:
     """The step in a container of its environment, on this worker's Docker engine.
 
     The image is built here when the engine lacks it (one build per host at a time); the
@@ -228,7 +250,7 @@ def _run_in_container(task: StepTask, box: dict[str, Any], stop: StopSignal,
     try:
         container = StepContainer(client, container_step(task, image))
         with stop.watch(container.stop):
-            ended = container.run()
+            ended = container.run(secrets)
         return ended.outcome(task, canceled=stop.canceled)
     except Exception as exc:
         return StepOutcome(task, ok=False,

@@ -25,7 +25,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from typing import Any
 import mlpipe_jupyter
 from mlpipe_jupyter.executors.base import StepOutcome, StepTask, canceled_outcome
 from mlpipe_jupyter.executors.docker.tether import EXIT_STARTER_GONE
+from mlpipe_jupyter.executors.masking import Masker
 from mlpipe_jupyter.executors.step_runner import stopped_outcome
 from mlpipe_jupyter.executors.stop_signal import TIMED_OUT
 from mlpipe_jupyter.render import notebook_error
@@ -162,8 +163,12 @@ class StepContainer:
         self._stopped = threading.Event()
         self._lock = threading.Lock()
 
-    def run(self) -> ContainerExit:
-        """Create, start, wait (up to the timeout), and always remove the container."""
+    def run(self, secrets: Mapping[str, str] | None = None) -> ContainerExit:
+        """Create, start, wait (up to the timeout), and always remove the container.
+
+        ``secrets`` (``{ENV_VAR: value}``, resolved by the caller) are written as one JSON
+        line to the container's attached stdin, never into its configuration: ``docker
+        inspect`` and the image never hold them. The container's output is masked too."""
         import requests.exceptions
 
         step, task = self.step, self.step.task
@@ -198,7 +203,9 @@ class StepContainer:
         try:
             self._tether = container.attach_socket(params={"stdin": 1, "stream": 1})
             container.start()
-            follower = threading.Thread(target=_follow_logs, args=(container, task.log_path),
+            _send_secrets(self._tether, secrets or {})
+            follower = threading.Thread(target=_follow_logs,
+                                        args=(container, task.log_path, Masker((secrets or {}).values())),
                                         daemon=True, name="mlpipe-container-log")
             follower.start()
             timed_out = False
@@ -258,14 +265,36 @@ def engine_error_message(exc: BaseException) -> str:
     return f"docker: {message}"
 
 
-def _follow_logs(container: Any, log_path: Path) -> None:
-    """Stream the container's output into the step's log while it runs."""
+def _send_secrets(tether: Any, secrets: Mapping[str, str]) -> None:
+    """The secrets line the tether hands to ``in_container`` (``{}`` when none)."""
+    line = (json.dumps(dict(secrets)) + "\n").encode()
+    sock = getattr(tether, "_sock", tether)
+    if hasattr(sock, "sendall"):
+        sock.sendall(line)
+    else:
+        tether.write(line)
+        if hasattr(tether, "flush"):
+            tether.flush()
+
+
+def _follow_logs(container: Any, log_path: Path, masker: Masker | None = None) -> None:
+    """Stream the container's output into the step's log while it runs (secrets masked:
+    what the kernel's process writes itself bypasses the step runner's masking)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    pending = b""
     try:
         with log_path.open("ab") as out:
             for chunk in container.logs(stream=True, follow=True):
+                if masker:
+                    pending += chunk
+                    if b"\n" not in pending:
+                        continue
+                    complete, _, pending = pending.rpartition(b"\n")
+                    chunk = masker.text((complete + b"\n").decode("utf-8", "replace")).encode()
                 out.write(chunk)
                 out.flush()
+            if pending and masker:
+                out.write(masker.text(pending.decode("utf-8", "replace")).encode())
     except Exception:  # the container was removed under us: the log is complete
         log.debug("log streaming ended", exc_info=True)
 

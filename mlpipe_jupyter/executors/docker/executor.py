@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from mlpipe_jupyter.errors import ExecutorError
+from mlpipe_jupyter.errors import ExecutorError, SecretError
 from mlpipe_jupyter.executors.base import (
     Executor,
     StepOutcome,
@@ -37,6 +37,7 @@ from mlpipe_jupyter.executors.docker.engine import docker_client
 from mlpipe_jupyter.executors.docker.images import ensure_env_image, ensure_step_image
 from mlpipe_jupyter.model.step import StepHeader
 from mlpipe_jupyter.store.environments import EnvironmentStore, parse_env_ref
+from mlpipe_jupyter.store.secrets import SecretStore
 from mlpipe_jupyter.store.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -132,8 +133,12 @@ class DockerExecutor(Executor):
     def _run(self, submission: Submission) -> StepOutcome:
         """In a pool thread: the task's container, from creation to removal."""
         task = submission.task
+        try:  # resolved here, on the runner; the container gets them on its stdin
+            secrets = SecretStore(self.workspace).environment(task.secrets) if task.secrets else {}
+        except SecretError as exc:
+            return StepOutcome(task, ok=False, error=str(exc))
         container = StepContainer(self.client, container_step(task, self._image(task.env, task.image)))
         # a cancel while the image was looked up stops the container at once
         with submission.stop.watch(container.stop):
-            ended = container.run()
+            ended = container.run(secrets)
         return ended.outcome(task, canceled=submission.stop.canceled)

@@ -14,7 +14,10 @@ notebook holds a raised cell's error). Where this package's code cannot run in t
 Python (an image with an older Python), it falls back to the ``papermill`` command, which
 behaves the same apart from the overlap and writes no outcome.
 
-The step notebook already holds the run's parameter values (``render.render_step``).
+The step notebook already holds the run's parameter values (``render.render_step``). The
+step's secrets come as one JSON line (``{ENV_VAR: value}``) on stdin, handed over by the
+tether from the starter's attached stdin: they go into the kernel's environment when it
+starts, and the step runner masks them in the log, the output notebook and the outcome.
 
 Usage: ``python3 -m mlpipe_jupyter.executors.docker.in_container OUTCOME_PATH TASK_JSON``;
 the working folder is the container's.
@@ -36,18 +39,33 @@ def _papermill_command(notebook: str, output: str, kernel: str) -> None:
                             "--no-progress-bar", "--log-output"])
 
 
+def _read_secrets() -> dict[str, str]:
+    """The secrets line the tether passed on stdin: ``{ENV_VAR: value}``."""
+    try:
+        line = sys.stdin.readline()
+    except (OSError, ValueError):
+        return {}
+    try:
+        data = json.loads(line) if line.strip() else {}
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         sys.stderr.write(__doc__ or "")
         return 2
     outcome_path, task_json = argv
     spec = json.loads(task_json)
+    secrets = _read_secrets()
     try:
         from mlpipe_jupyter.executors.base import StepOutcome, StepTask
         from mlpipe_jupyter.executors.kernels import WarmKernel, start_kernel
         from mlpipe_jupyter.executors.step_runner import load_papermill, run_step_notebook
         from mlpipe_jupyter.executors.stop_signal import StopSignal
     except Exception:  # this package needs a newer Python than the image's
+        os.environ.update(secrets)  # the papermill command's kernel inherits them
         _papermill_command(spec["step_notebook"], spec["output_notebook"], spec["kernel_name"])
     task = StepTask.from_dict(spec)
     loaded: dict[str, Any] = {}
@@ -63,7 +81,7 @@ def main(argv: list[str]) -> int:
     kernel: WarmKernel | None = None
     start_error: Exception | None = None
     try:
-        kernel = start_kernel(task.kernel_name, Path.cwd())
+        kernel = start_kernel(task.kernel_name, Path.cwd(), env=secrets or None)
     except Exception as exc:
         start_error = exc
     try:
@@ -71,7 +89,7 @@ def main(argv: list[str]) -> int:
         if "error" in loaded:
             raise loaded["error"]
         outcome = run_step_notebook(task, kernel, StopSignal(), start_error=start_error,
-                                    output=sys.stdout)
+                                    output=sys.stdout, secrets=secrets)
     except Exception as exc:
         traceback.print_exc()
         outcome = StepOutcome(task, ok=False, error=f"{type(exc).__name__}: {exc}")

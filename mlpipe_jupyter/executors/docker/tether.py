@@ -10,6 +10,11 @@ into folders that a retry, or the next run, uses. The starter attaches to the co
 stdin (``StdinOnce``); the engine closes that stdin when the starter's connection drops,
 whoever the starter was and wherever it ran. This script sees end-of-file and stops the
 command, and the container ends with it.
+
+The starter's first line on that stdin is the step's secrets, as JSON (``{}`` when it has
+none): this script hands that line to the command's stdin, which ``in_container`` reads,
+and nothing else. So secret values reach the step's kernel without being in the
+container's configuration (``docker inspect``), its image or its command line.
 """
 
 from __future__ import annotations
@@ -38,11 +43,32 @@ def _stop(child: subprocess.Popen) -> None:  # type: ignore[type-arg]
         pass
 
 
+def _read_line(fd: int) -> bytes:
+    """Bytes from ``fd`` up to and with the first newline (or end-of-file), byte by byte,
+    so nothing after it is consumed."""
+    line = bytearray()
+    while True:
+        byte = os.read(fd, 1)
+        if not byte:
+            return bytes(line)
+        line += byte
+        if byte == b"\n":
+            return bytes(line)
+
+
 def main(argv: list[str]) -> int:
     if not argv:
         sys.stderr.write("usage: tether.py COMMAND [ARG...]\n")
         return 2
-    child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
+    header = _read_line(0)  # the secrets line (b"" when the starter sent none)
+    child = subprocess.Popen(argv, stdin=subprocess.PIPE, start_new_session=True)
+    assert child.stdin is not None
+    try:
+        child.stdin.write(header)
+        child.stdin.close()
+    except OSError:  # the command ended without reading it
+        pass
+    header = b""
     starter_gone = threading.Event()
 
     def watch_stdin() -> None:
