@@ -114,7 +114,7 @@ def _changed_in_place(tree: ast.Module) -> set[str]:
         if isinstance(statement, _COMPOUND):
             for field in ("body", "orelse", "finalbody", "handlers", "cases"):
                 for child in getattr(statement, field, []):
-                    todo.extend(child.body if isinstance(child, ast.excepthandler | ast.match_case)
+                    todo.extend(child.body if isinstance(child, ast.ExceptHandler | ast.match_case)
                                 else [child])
             continue
         targets: list[ast.expr] = []
