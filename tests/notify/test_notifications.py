@@ -81,7 +81,8 @@ def test_bad_specs_are_usage_errors_before_anything_runs(workspace_dir: Path) ->
     assert "6 pipeline definition errors; nothing was run" in done.stderr
     for text in ("'sms:1': expected webhook:URL", "'webhook:ftp://***': a webhook is",
                  "apprise does not support this URL", "not an e-mail address: nobody",
-                 "secret 'absent' is not set (environment variable MLPIPE_SECRET_ABSENT)",
+                 "secret 'absent' not found; looked in: environment variable "
+                 "MLPIPE_SECRET_ABSENT",
                  "--notify-on: 'sometimes'"):
         assert text in done.stderr
     assert not (workspace_dir / ".mlpipe").exists()
