@@ -348,3 +348,42 @@ def test_the_dag_names_the_variables_along_its_edges(lab: str, store: Store,
 def _overlap(a: Any, b: Any) -> bool:
     return (a["x"] < b["x"] + b["width"] and b["x"] < a["x"] + a["width"]
             and a["y"] < b["y"] + b["height"] and b["y"] < a["y"] + a["height"])
+
+
+def test_the_run_detail_lists_its_notifications(lab: str, store: Store, tmp_path: Path) -> None:
+    """A run whose webhook is down: the run succeeded, and its detail shows the failed
+    notification with its attempts and error."""
+    from playwright import sync_api as playwright
+
+    from tests.conftest import free_port
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for key, value in (("notify-attempts", "1"), ("notify-timeout", "2")):
+        subprocess.run([sys.executable, "-m", "mlpipe_jupyter", "config", "set", key, value],
+                       cwd=tmp_path, env=env, check=True, capture_output=True)
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(lab)
+            tab = page.locator(".lm-TabBar-tab[data-id='mlpipe-panel']")
+            tab.wait_for(timeout=90_000)
+            tab.click()
+            panel = page.locator("#mlpipe-panel")
+            panel.locator("text=No runs yet").wait_for(timeout=30_000)
+            done = subprocess.run(
+                [sys.executable, "-m", "mlpipe_jupyter", "run", "pipe.ipynb", "-q",
+                 "--notify", f"webhook:http://127.0.0.1:{free_port()}/hook",
+                 "--notify-on", "all"], cwd=tmp_path, env=env, capture_output=True,
+                timeout=180)
+            assert done.returncode == 0, done.stderr
+            panel.locator(".mlpipe-run-item[data-status='succeeded']").first.click()
+            failed = panel.locator(".mlpipe-notification-failed")
+            failed.wait_for(timeout=30_000)
+            text = failed.inner_text()
+            assert "webhook:http://127.0.0.1:" in text, text
+            assert failed.is_visible()
+            page.screenshot(path=str(ARTIFACTS / "panel-notifications.png"))
+        finally:
+            browser.close()
