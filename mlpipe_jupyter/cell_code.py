@@ -67,6 +67,7 @@ class CodeNames:
     functions: Mapping[str, frozenset[str]]  # module-level function/class -> globals it reads
     readable: bool = True  # False: not Python even after IPython's transforms
     changes: frozenset[str] = frozenset()  # names whose value it may change in place
+    reads: frozenset[str] = frozenset()  # every name it reads, anywhere (used_names)
 
     @property
     def bindings(self) -> frozenset[str]:
@@ -83,7 +84,8 @@ def code_names(code: str, known: frozenset[str] = frozenset()) -> CodeNames:
         return CodeNames((), frozenset(), frozenset(), {}, readable=False)
     from pyflakes import checker, messages
 
-    flakes = checker.Checker(ast.parse(source), filename="<cell>", builtins=set(known))
+    tree = ast.parse(source)  # one tree for pyflakes, the in-place changes and the reads
+    flakes = checker.Checker(tree, filename="<cell>", builtins=set(known))
     uses = [m.message_args[0] for m in flakes.messages if isinstance(m, messages.UndefinedName)]
     table = symtable.symtable(source, "<cell>", "exec")
     defines: set[str] = set()
@@ -97,7 +99,8 @@ def code_names(code: str, known: frozenset[str] = frozenset()) -> CodeNames:
                  for child in table.get_children()
                  if child.get_type() in ("function", "class")}
     return CodeNames(tuple(dict.fromkeys(uses)), frozenset(defines), frozenset(imports),
-                     functions, changes=frozenset(_changed_in_place(ast.parse(source))))
+                     functions, changes=frozenset(_changed_in_place(tree)),
+                     reads=frozenset(used_names(tree)))
 
 
 _COMPOUND = (ast.If, ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith, ast.Try,

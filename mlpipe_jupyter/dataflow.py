@@ -86,7 +86,7 @@ class _Resolver:
         known = self.setup_names | {name for name, _ in step.header.params} | KERNEL_NAMES
         names = code_names(step.code, frozenset(known))
         # the setup functions the step mentions read globals the step must then have
-        mentioned = self.setup_functions.keys() & code_names(step.code).uses
+        mentioned = (self.setup_functions.keys() & names.reads) - names.defines
         read = with_functions(mentioned, self.setup_functions) - mentioned
         extra = sorted(read - known - _builtin_names() - names.defines)
         if extra:
