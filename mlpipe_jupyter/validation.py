@@ -39,6 +39,7 @@ from mlpipe_jupyter.model.notify import APPRISE, parse_on, parse_spec
 from mlpipe_jupyter.model.parameters import parameter_issues
 from mlpipe_jupyter.model.pipeline import Pipeline
 from mlpipe_jupyter.model.step import Step
+from mlpipe_jupyter.model.sweep import SweepSpec, sweep_issues
 from mlpipe_jupyter.notebook import pipeline_from_notebook, read_notebook
 from mlpipe_jupyter.notifications import apprise_problem
 from mlpipe_jupyter.store import PublishedPipeline, Store
@@ -273,9 +274,11 @@ def validate_run(
     max_parallel: int | None = None,
     notify: Sequence[str] = (),
     notify_on: Sequence[str] = (),
+    extra: Sequence[DefinitionIssue] = (),
 ) -> dict[str, Any]:
     """Every problem of a run of ``pipeline`` (its notebook in ``folder``) at once, or the
-    run's parameter values. ``store`` is None when there is no workspace yet."""
+    run's parameter values. ``store`` is None when there is no workspace yet. ``extra``:
+    problems the caller found (a sweep's), reported with the others."""
     datasets = known_datasets(store)
     issues = pipeline.definition_issues(datasets)
     issues += selection_issues(pipeline, steps, until, downstream)
@@ -289,8 +292,28 @@ def validate_run(
     issues += notify_issues(notify, notify_on,
                             secrets=SecretStore(store.workspace if store else None))
     values, problems = parameter_issues(pipeline, parameters or {})
-    _raise_if_any(issues + problems, pipeline.source)
+    _raise_if_any(issues + problems + list(extra), pipeline.source)
     return values
+
+
+def sweep_values(pipeline: Pipeline, fixed: Mapping[str, str], spec: SweepSpec, yes: bool
+                 ) -> tuple[list[dict[str, Any]], list[DefinitionIssue]]:
+    """Each member's swept values, checked like ``-p`` values, and every problem of the
+    sweep (a value of the wrong type is named once, with the first member that has it)."""
+    issues = sweep_issues(spec, pipeline.parameters(), fixed, yes, pipeline.source)
+    if issues:  # unknown names or too many members: don't expand what won't run
+        return [], issues
+    members: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for number, texts in enumerate(spec.members(), start=1):
+        values, problems = parameter_issues(pipeline, texts)
+        members.append(values)
+        for problem in problems:
+            if problem.message not in seen:
+                seen.add(problem.message)
+                issues.append(DefinitionIssue(f"{problem.message} (sweep member {number})",
+                                              field="--sweep", kind=problem.kind))
+    return members, issues
 
 
 def validate_publish(store: Store, pipeline: Pipeline, folder: Path, name: str,

@@ -1,8 +1,10 @@
-"""One run's execution: submit ready steps, commit results, skip downstream of failures.
+"""Runs' execution: submit ready steps, commit results, skip downstream of failures.
 
 The ``Execution`` is the runner's state machine for a planned run. It is the only place
 that turns executor outcomes into committed results, dataset versions, step states and
-events; it never talks to executors except through ``submit`` and ``cancel``.
+events; it never talks to executors except through ``submit`` and ``cancel``. ``drive``
+runs one execution, or several together (a sweep's members) within one ``max_parallel``;
+``SharedWork`` lets those execute a step they have in common once.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +74,8 @@ class Execution:
         executors: Callable[[], Iterable[Executor]],
         events: EventBus,
         cancel_requested: threading.Event,
+        outcomes: queue.Queue[StepOutcome] | None = None,
+        shared: SharedWork | None = None,
     ) -> None:
         self.executor_for = executor_for
         self.executors = executors
@@ -86,44 +90,34 @@ class Execution:
         self.status = {name: initial_status(plan) for name, plan in plans.items()}
         self.attempts: dict[str, int] = {}
         self.staging: dict[str, Path] = {}
-        self.outcomes: queue.Queue[StepOutcome] = queue.Queue()
+        # one queue for every execution that one driver runs (a sweep's members)
+        self.outcomes: queue.Queue[StepOutcome] = outcomes if outcomes is not None else queue.Queue()
+        self.shared = shared  # steps this run shares with other runs of this process
+        if shared is not None:
+            shared.add(self)
         self.failures: list[str] = []
+        self.last_error: dict[str, str] = {}  # step -> the report of its failure
         self.canceled = False
 
-    # -- main loop --------------------------------------------------------------------------
+    # -- driven by ``drive`` -----------------------------------------------------------------
     def go(self) -> RunResult:
+        """Execute this run alone (a run that is not part of a sweep)."""
+        return drive([self], self.max_parallel, self.cancel_requested)[0]
+
+    def begin(self) -> None:
         for name, plan in self.plans.items():
             if plan.action == REUSE:
                 self._register_outputs(name)
-        try:
-            self._loop()
-        except KeyboardInterrupt:
-            self._cancel_all()
-        finally:
-            for folder in self.staging.values():
-                discard(folder)
-        return self._finish()
 
-    def _loop(self) -> None:
-        while True:
-            if self.cancel_requested.is_set() and not self.canceled:
-                self._cancel_all()
-                return
-            self._submit_ready()
-            running = [n for n, s in self.status.items() if s is StepStatus.RUNNING]
-            if not running:
-                return
-            try:
-                outcome = self.outcomes.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            self._handle(outcome)
+    def running(self) -> int:
+        return sum(1 for s in self.status.values() if s is StepStatus.RUNNING)
 
-    def _submit_ready(self) -> None:
-        running = sum(1 for s in self.status.values() if s is StepStatus.RUNNING)
+    def submit_ready(self, free: int) -> int:
+        """Start ready steps while ``free`` slots last; how many started."""
+        started = 0
         for name in self.pipeline.topological_order():
-            if running >= self.max_parallel:
-                return
+            if started >= free:
+                break
             if self.status[name] is not StepStatus.QUEUED:
                 continue
             upstream = {u: self.status[u] for u in self.pipeline.upstream(name)}
@@ -133,8 +127,35 @@ class Execution:
                           error=f"upstream step {', '.join(blocked)} did not succeed")
                 continue
             if all(s in (StepStatus.SUCCEEDED, StepStatus.REUSED) for s in upstream.values()):
-                self._start(name)
-                running += 1
+                if self._take_shared(name):
+                    self._start(name)
+                    started += 1
+        return started
+
+    def _take_shared(self, name: str) -> bool:
+        """Whether this run executes ``name`` now: True unless another run of this process
+        executes the same result (then this one waits, or reuses or shares its failure)."""
+        plan = self.plans[name]
+        if self.shared is None or not plan.result_id:
+            return True
+        owner = self.shared.claim(plan.result_id, self.run_id, name)
+        if owner is None:
+            return True
+        run_id, status, error = owner
+        if status is StepStatus.SUCCEEDED:
+            self._register_outputs(name)
+            now = time.time()
+            self._set(name, StepStatus.REUSED, reused_from=run_id, started_at=now,
+                      ended_at=now, decision=(
+                          f"reused the result of run {run_id}, which executed it for this "
+                          "sweep: code, parameters, inputs and environment are the same"))
+        elif status is StepStatus.FAILED:
+            first = (error or "").splitlines()[0] if error else "it failed"
+            report = (f"step '{name}' failed in run {run_id} of this sweep (the same code, "
+                      f"parameters, inputs and environment), so it was not run again: {first}")
+            self.failures.append(report)
+            self._set(name, StepStatus.FAILED, ended_at=time.time(), error=report)
+        return False  # waiting (queued or running elsewhere), reused or failed
 
     def _start(self, name: str) -> None:
         plan = self.plans[name]
@@ -179,7 +200,7 @@ class Execution:
         self._set(name, StepStatus.RUNNING, started_at=time.time(), attempts=attempt)
         self.executor_for(plan.compute).submit(task, self.outcomes.put)
 
-    def _handle(self, outcome: StepOutcome) -> None:
+    def handle(self, outcome: StepOutcome) -> None:
         name = outcome.task.step
         plan = self.plans[name]
         self._ingest_metrics(name)
@@ -206,6 +227,7 @@ class Execution:
             return
         report = self._report(outcome)
         self.failures.append(report)
+        self.last_error[name] = report
         self._set(name, StepStatus.FAILED, error=report, **_times(outcome))
 
     # -- helpers --------------------------------------------------------------------------
@@ -257,29 +279,30 @@ class Execution:
         self.status[name] = status
         self.store.runs.update_step(self.run_id, name, status=status, **fields)
         detail = {k: v for k, v in fields.items() if k in ("error", "started_at", "ended_at",
-                                                            "attempts")}
+                                                            "attempts", "reused_from")}
+        if "decision" in fields:
+            detail["reason"] = fields["decision"]
         self.events.emit(RunEvent(STEP_STATUS, self.run_id, status.value, name, detail))
 
-    def _cancel_all(self) -> None:
+    def cancel_queued(self) -> None:
+        """Cancel: queued steps end now; running ones are stopped by ``drive``."""
         self.canceled = True
         for name, status in self.status.items():
             if status is StepStatus.QUEUED:
                 self._set(name, StepStatus.CANCELED, ended_at=time.time(), error="canceled")
-        for executor in self.executors():
-            executor.cancel(self.run_id)
-        deadline = time.time() + CANCEL_GRACE_SECONDS
-        while any(s is StepStatus.RUNNING for s in self.status.values()) and time.time() < deadline:
-            try:
-                self._handle(self.outcomes.get(timeout=0.2))
-            except queue.Empty:
-                continue
-            except KeyboardInterrupt:
-                break  # a second Ctrl-C: stop waiting
+
+    def cancel_running(self) -> None:
+        """Steps still running after the grace period are recorded canceled."""
         for name, status in self.status.items():
             if status is StepStatus.RUNNING:
                 self._set(name, StepStatus.CANCELED, ended_at=time.time(), error="canceled")
 
-    def _finish(self) -> RunResult:
+    def discard_staging(self) -> None:
+        for folder in self.staging.values():
+            discard(folder)
+        self.staging.clear()
+
+    def finish(self) -> RunResult:
         if self.canceled:
             status = RunStatus.CANCELED
         elif any(s is StepStatus.FAILED for s in self.status.values()):
@@ -293,3 +316,93 @@ class Execution:
         return RunResult(self.run_id, status, dict(self.status), list(self.failures))
 
 
+
+
+def drive(executions: Sequence[Execution], max_parallel: int,
+          cancel_requested: threading.Event) -> list[RunResult]:
+    """Run ``executions`` together until every step has ended, at most ``max_parallel``
+    steps at once over all of them; earlier executions get free slots first.
+
+    They must share one outcomes queue (a sweep's members) unless there is one. Ctrl-C or
+    ``cancel_requested`` cancels them all: queued steps end at once, running ones are
+    stopped and given ``CANCEL_GRACE_SECONDS`` to end.
+    """
+    by_run = {execution.run_id: execution for execution in executions}
+    outcomes = executions[0].outcomes
+    try:
+        for execution in executions:
+            execution.begin()
+        while True:
+            if cancel_requested.is_set():
+                _cancel(executions, outcomes)
+                break
+            running = sum(e.running() for e in executions)
+            for execution in executions:
+                running += execution.submit_ready(max_parallel - running)
+            if running == 0:
+                break
+            try:
+                outcome = outcomes.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            by_run[outcome.task.run_id].handle(outcome)
+    except KeyboardInterrupt:
+        _cancel(executions, outcomes)
+    finally:
+        for execution in executions:
+            execution.discard_staging()
+    return [execution.finish() for execution in executions]
+
+
+def _cancel(executions: Sequence[Execution], outcomes: queue.Queue[StepOutcome]) -> None:
+    by_run = {execution.run_id: execution for execution in executions}
+    for execution in executions:
+        execution.cancel_queued()
+    for execution in executions:
+        for executor in execution.executors():
+            executor.cancel(execution.run_id)
+    deadline = time.time() + CANCEL_GRACE_SECONDS
+    while any(e.running() for e in executions) and time.time() < deadline:
+        try:
+            outcome = outcomes.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        except KeyboardInterrupt:
+            break  # a second Ctrl-C: stop waiting
+        by_run[outcome.task.run_id].handle(outcome)
+    for execution in executions:
+        execution.cancel_running()
+
+
+class SharedWork:
+    """Which run of this process executes each result id, so that runs started together
+    (a sweep's members) execute a step they have in common once: the first run to reach
+    it executes it; the others wait for it, then reuse its result (or share its failure).
+
+    Result ids are fingerprints (forced steps get a unique id), so the same id means the
+    same code, parameters, inputs and environment. Used from the driver's thread only.
+    """
+
+    def __init__(self) -> None:
+        self._owners: dict[str, tuple[Execution, str]] = {}
+        self._executions: dict[str, Execution] = {}
+
+    def add(self, execution: Execution) -> None:
+        self._executions[execution.run_id] = execution
+
+    def claim(self, result_id: str, run_id: str, step: str
+              ) -> tuple[str, StepStatus, str | None] | None:
+        """None: ``run_id`` executes ``step`` (its claim is recorded). Otherwise the run
+        that executes it, that step's status there and its error (still QUEUED or RUNNING:
+        wait and ask again)."""
+        owner = self._owners.get(result_id)
+        if owner is not None and owner[0].run_id != run_id:
+            execution, name = owner
+            status = execution.status[name]
+            if status in (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.QUEUED,
+                          StepStatus.RUNNING):
+                error = execution.last_error.get(name) if status is StepStatus.FAILED else None
+                return execution.run_id, status, error
+            # skipped or canceled there: this run executes it itself
+        self._owners[result_id] = (self._executions[run_id], step)
+        return None

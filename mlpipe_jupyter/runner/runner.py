@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlpipe_jupyter.errors import ExecutorError
+from mlpipe_jupyter.errors import DefinitionIssue, ExecutorError
 from mlpipe_jupyter.events import RUN_STARTED, STEP_STATUS, EventBus, RunEvent
-from mlpipe_jupyter.executors.base import Executor, unapplied_sentences
+from mlpipe_jupyter.executors.base import Executor, StepOutcome, unapplied_sentences
 from mlpipe_jupyter.executors.kernels import reap_orphans
 from mlpipe_jupyter.executors.registry import DEFAULT_COMPUTE, create_executor
 from mlpipe_jupyter.model.notify import parse_on
@@ -28,8 +29,8 @@ from mlpipe_jupyter.model.status import RunStatus
 from mlpipe_jupyter.model.step import Step
 from mlpipe_jupyter.notebook import load_pipeline
 from mlpipe_jupyter.notifications import notify_run, targets_for
-from mlpipe_jupyter.runner.execution import Execution, RunResult, initial_status
-from mlpipe_jupyter.runner.planning import EXECUTE, Planner, Selection
+from mlpipe_jupyter.runner.execution import Execution, RunResult, SharedWork, initial_status
+from mlpipe_jupyter.runner.planning import EXECUTE, Planner, Selection, StepPlan
 from mlpipe_jupyter.store import Store
 from mlpipe_jupyter.store.results import discard
 from mlpipe_jupyter.store.runs import new_run_id
@@ -88,15 +89,27 @@ class Runner:
         parameters, store = self._validate(pipeline, request)
         run_id = request.run_id or new_run_id()
         try:
-            return self._run(store, pipeline, notebook, run_id, parameters, request)
+            plans = self._plan(store, pipeline, notebook, run_id, parameters, request)
+            self._prepare(notebook, [plans], request)
+            execution = self._record(store, pipeline, notebook, run_id, parameters, request,
+                                     plans)
+            result = execution.go()  # the run's final status is recorded (and emitted)
+            self._notify(store, run_id, request)
+            return result
         finally:
-            for executor in self._executors.values():
-                executor.close()
-            self._executors.clear()
+            self.close()
+
+    def close(self) -> None:
+        """Close the compute targets' executors this runner opened."""
+        for executor in self._executors.values():
+            executor.close()
+        self._executors.clear()
 
     # -- before anything is written -------------------------------------------------------
-    def _validate(self, pipeline: Pipeline, request: RunRequest) -> tuple[dict[str, Any], Store]:
-        """Check the whole request; raise with every problem before writing anything."""
+    def _validate(self, pipeline: Pipeline, request: RunRequest,
+                  extra: Sequence[DefinitionIssue] = ()) -> tuple[dict[str, Any], Store]:
+        """Check the whole request; raise with every problem (and ``extra``, a sweep's)
+        before writing anything."""
         store = self._store
         if store is None:
             found = find_workspace_dir()
@@ -107,7 +120,7 @@ class Runner:
             dataset_versions=request.dataset_versions, steps=request.selection.steps,
             until=request.selection.until, downstream=request.selection.downstream,
             max_parallel=request.max_parallel, notify=request.notify,
-            notify_on=request.notify_on,
+            notify_on=request.notify_on, extra=extra,
         )
         if store is None:  # only now, with nothing wrong, is a new workspace created
             store = Store(Workspace.find(create=True))
@@ -145,7 +158,36 @@ class Runner:
             return False
 
     # -- the run ----------------------------------------------------------------------------
-    def _run(
+    def _plan(self, store: Store, pipeline: Pipeline, notebook: Path, run_id: str,
+              parameters: dict[str, Any], request: RunRequest,
+              forced_id: str | None = None) -> dict[str, StepPlan]:
+        """Every step's plan. ``forced_id`` makes forced results unique per sweep, not per
+        run (default: the run id), so that a sweep's members still share them."""
+        store.runs.mark_dead_runs()
+        store.results.clean_stale_staging()
+        reap_orphans()  # kernels and kernel files of runners killed outright (kill -9)
+        planner = Planner(
+            store, pipeline, notebook, forced_id or run_id, parameters,
+            lambda compute, env, image: self._executor(compute).environment_fingerprint(env, image),
+            request.compute or DEFAULT_COMPUTE,
+            request.env,
+            request.dataset_versions,
+            lambda step, compute, fingerprint: self._fetch_remote(
+                store, run_id, step, compute, fingerprint),
+            lambda compute, header: self._executor(compute).unapplied(header),
+        )
+        return planner.plan(request.selection)
+
+    def _prepare(self, notebook: Path, plans: Sequence[Mapping[str, StepPlan]],
+                 request: RunRequest) -> None:
+        """Let each compute target get ready for the steps it will execute (warm kernels)."""
+        max_parallel = request.max_parallel or _default_parallel()
+        to_execute = [p for member in plans for p in member.values() if p.action == EXECUTE]
+        for compute in {p.compute for p in to_execute}:
+            count = sum(1 for p in to_execute if p.compute == compute)
+            self._executor(compute).prepare(notebook.parent, count, max_parallel)
+
+    def _record(
         self,
         store: Store,
         pipeline: Pipeline,
@@ -153,28 +195,13 @@ class Runner:
         run_id: str,
         parameters: dict[str, Any],
         request: RunRequest,
-    ) -> RunResult:
-        store.runs.mark_dead_runs()
-        store.results.clean_stale_staging()
-        reap_orphans()  # kernels and kernel files of runners killed outright (kill -9)
-        default_compute = request.compute or DEFAULT_COMPUTE
-        planner = Planner(
-            store, pipeline, notebook, run_id, parameters,
-            lambda compute, env, image: self._executor(compute).environment_fingerprint(env, image),
-            default_compute,
-            request.env,
-            request.dataset_versions,
-            lambda step, compute, fingerprint: self._fetch_remote(
-                store, run_id, step, compute, fingerprint),
-            lambda compute, header: self._executor(compute).unapplied(header),
-        )
-        plans = planner.plan(request.selection)
+        plans: dict[str, StepPlan],
+        outcomes: queue.Queue[StepOutcome] | None = None,
+        shared: SharedWork | None = None,
+        sweep: str | None = None,
+    ) -> Execution:
+        """Record the run and its planned steps, announce it, and return its execution."""
         max_parallel = request.max_parallel or _default_parallel()
-        to_execute = [p for p in plans.values() if p.action == EXECUTE]
-        for compute in {p.compute for p in to_execute}:
-            count = sum(1 for p in to_execute if p.compute == compute)
-            self._executor(compute).prepare(notebook.parent, count, max_parallel)
-
         order = pipeline.topological_order()
         planned = [
             plans[name].record(index, initial_status(plans[name]), sorted(pipeline.upstream(name)))
@@ -182,7 +209,8 @@ class Runner:
         ]
         experiment = request.experiment or pipeline.experiment or notebook.stem
         options: dict[str, Any] = {
-            "compute": default_compute, "env": request.env, "max_parallel": max_parallel,
+            "compute": request.compute or DEFAULT_COMPUTE, "env": request.env,
+            "max_parallel": max_parallel,
             "steps": list(request.selection.steps), "downstream": request.selection.downstream,
             "until": request.selection.until, "regenerate": request.selection.regenerate,
         }
@@ -190,12 +218,14 @@ class Runner:
             options["dataset_versions"] = dict(request.dataset_versions)
         if request.schedule:
             options["schedule"] = request.schedule
+        if sweep:
+            options["sweep"] = sweep
         store.runs.create_run(
             run_id, experiment, str(notebook), parameters, options, git_info(notebook.parent),
             planned, published=request.published,
         )
         snapshot_notebook(notebook, store.workspace.run_dir(run_id))
-        self.events.emit(RunEvent(RUN_STARTED, run_id, RunStatus.RUNNING.value, detail={
+        detail: dict[str, Any] = {
             "notebook": str(notebook), "steps": order, "experiment": experiment,
             "upstream": {n: sorted(pipeline.upstream(n)) for n in order},
             "variables": {n: [f"{f.producer}.{f.name}" for f in pipeline.flows_into(n)]
@@ -203,18 +233,19 @@ class Runner:
             # step -> sentences: what its compute target will not apply of its requests
             "unapplied": {n: unapplied_sentences(plans[n].unapplied)
                           for n in order if plans[n].unapplied},
-        }))
+        }
+        if sweep:
+            detail["sweep"] = sweep
+        self.events.emit(RunEvent(RUN_STARTED, run_id, RunStatus.RUNNING.value, detail=detail))
         for item in planned:
             self.events.emit(RunEvent(STEP_STATUS, run_id, item.status.value, item.step,
                                       {"reason": item.decision, "reused_from": item.reused_from}))
-        execution = Execution(
+        return Execution(
             store, pipeline, notebook, run_id, plans, max_parallel,
             executor_for=self._executor, executors=self._executors.values,
             events=self.events, cancel_requested=self._cancel,
+            outcomes=outcomes, shared=shared,
         )
-        result = execution.go()  # the run's final status is recorded (and emitted)
-        self._notify(store, run_id, request)
-        return result
 
     def _notify(self, store: Store, run_id: str, request: RunRequest) -> None:
         """The run's notifications; they never change its status (``notify_run`` records

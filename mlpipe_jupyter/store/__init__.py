@@ -1,6 +1,6 @@
 """The workspace store: runs, step runs, metrics, datasets, committed results, published
 pipelines, schedules, their firings and scheduler heartbeats, notification targets
-and deliveries, settings. Every table's reads and
+and deliveries, settings, sweeps. Every table's reads and
 writes are here; the schema and its migrations are in ``workspace``."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from mlpipe_jupyter.store.results import ResultStore
 from mlpipe_jupyter.store.runs import PlannedStep, RunRecord, RunStore, StepRunRecord
 from mlpipe_jupyter.store.schedulers import SchedulerLease, SchedulerStore
 from mlpipe_jupyter.store.schedules import ScheduleRecord, ScheduleStore
+from mlpipe_jupyter.store.sweeps import SweepMember, SweepRecord, SweepStore
 from mlpipe_jupyter.store.workspace import Workspace
 
 
@@ -63,6 +64,10 @@ class Store:
         return SchedulerStore(self.workspace)
 
     @cached_property
+    def sweeps(self) -> SweepStore:
+        return SweepStore(self.workspace)
+
+    @cached_property
     def notify(self) -> NotifyStore:
         return NotifyStore(self.workspace)
 
@@ -94,5 +99,8 @@ __all__ = [
     "SettingsStore",
     "StepRunRecord",
     "Store",
+    "SweepMember",
+    "SweepRecord",
+    "SweepStore",
     "Workspace",
 ]

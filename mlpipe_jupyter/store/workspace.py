@@ -17,7 +17,7 @@ from mlpipe_jupyter.errors import WorkspaceError
 
 WORKSPACE_DIRNAME = ".mlpipe"
 HOME_VARIABLE = "MLPIPE_HOME"
-_SCHEMA_VERSION = 4
+_SCHEMA_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -94,6 +94,15 @@ CREATE TABLE IF NOT EXISTS notifications (
     attempts INTEGER NOT NULL, error TEXT, sent_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS notifications_by_run ON notifications (run_id);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- schema 5: parameter sweeps: a sweep and its members (each member is an ordinary run)
+CREATE TABLE IF NOT EXISTS sweeps (
+    id TEXT PRIMARY KEY, notebook TEXT NOT NULL, experiment TEXT NOT NULL,
+    spec TEXT NOT NULL, params TEXT NOT NULL, created_at REAL NOT NULL, ended_at REAL,
+    pid INTEGER NOT NULL, host TEXT NOT NULL, published TEXT, schedule TEXT);
+CREATE TABLE IF NOT EXISTS sweep_members (
+    sweep_id TEXT NOT NULL, position INTEGER NOT NULL, run_id TEXT NOT NULL,
+    params TEXT NOT NULL, PRIMARY KEY (sweep_id, position));
+CREATE INDEX IF NOT EXISTS sweep_members_by_run ON sweep_members (run_id);
 """
 
 
