@@ -182,6 +182,7 @@ def error_for_issues(issues: Sequence[DefinitionIssue], source: str | None = Non
 
 
 # -- the one table: error class -> CLI exit code, HTTP status ------------------------------
+EXIT_CANCELED = 130  # the run was canceled (Ctrl-C, SIGTERM): what a shell reports for SIGINT
 EXIT_FAILED = 1  # the command could not do what was asked (and the request was well formed)
 EXIT_USAGE = 2  # bad input: fix the notebook, the parameters or the command line
 

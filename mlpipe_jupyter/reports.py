@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from mlpipe_jupyter.model.values import parameter_text
+from mlpipe_jupyter.runner.sweep_view import SweepView
 from mlpipe_jupyter.runner.view import step_counts
 from mlpipe_jupyter.store import Store
 
@@ -59,4 +61,40 @@ def status_text(store: Store, run_ref: str) -> str:
         took = seconds(step.duration) if step.status.value != "reused" else "-"
         rows.append([step.step, step.status.value, took, note])
     lines.append(table(rows, ["STEP", "STATUS", "TIME", "NOTE"]))
+    return "\n".join(lines)
+
+
+def value_text(value: object) -> str:
+    """A parameter or metric value in a table cell: short floats, literals otherwise."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return parameter_text(value)
+
+
+def sweep_text(view: SweepView) -> str:
+    """``mlpipe sweep show``: the sweep, one row per member, the best one marked."""
+    record = view.record
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(record.counts().items()))
+    lines = [f"sweep {record.id}: {record.status}, {len(record.members)} members ({counts}) "
+             f"{record.notebook}"]
+    lines.append("  " + " ".join(f"--sweep {t}" for t in record.spec.get("sweep", []))
+                 + (f" --samples {record.spec['samples']} --seed {record.spec['seed']}"
+                    if "samples" in record.spec else ""))
+    header = ["", "#", "RUN", "STATUS", *view.parameters, *view.metrics]
+    rows = [
+        ["*" if row.best else "", str(row.position), row.run_id, row.status,
+         *(value_text(row.params.get(p)) for p in view.parameters),
+         *(value_text(row.metrics[m]) if m in row.metrics else "-" for m in view.metrics)]
+        for row in view.rows
+    ]
+    lines.append(table(rows, header))
+    if view.sort:
+        order = "lowest" if view.ascending else "highest"
+        best = view.best
+        lines.append(f"* best by {view.sort} ({order}): "
+                     + (f"member {best.position}, run {best.run_id}" if best else "none yet"))
+    executed = ", ".join(f"{step} {n}x" for step, n in view.executed.items() if n)
+    if view.executed:
+        lines.append(f"steps executed by this sweep: {executed or 'none'} (for "
+                     f"{len(record.members)} members; every other step was reused)")
     return "\n".join(lines)

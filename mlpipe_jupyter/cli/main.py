@@ -12,14 +12,19 @@ from pathlib import Path
 from typing import Any
 
 from mlpipe_jupyter.cli.notify import add_notify_arguments
-from mlpipe_jupyter.errors import EXIT_FAILED, EXIT_USAGE, MlpipeError, exit_code
+from mlpipe_jupyter.cli.sweeps import (
+    add_sweep_arguments,
+    add_sweep_parser,
+    parse_sweep_arguments,
+    run_sweep_command,
+)
+from mlpipe_jupyter.errors import EXIT_CANCELED, EXIT_FAILED, EXIT_USAGE, MlpipeError, exit_code
 from mlpipe_jupyter.model.pipeline import KALE
 from mlpipe_jupyter.model.values import parameter_text
 from mlpipe_jupyter.reports import seconds as _seconds
 from mlpipe_jupyter.reports import table as _table
 from mlpipe_jupyter.reports import when as _when
 
-EXIT_CANCELED = 130
 __all__ = ["EXIT_CANCELED", "EXIT_FAILED", "EXIT_USAGE", "build_parser", "main"]
 
 
@@ -51,6 +56,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         notify_on=tuple(args.notify_on),
         schedule=args.schedule,
     )
+    spec = parse_sweep_arguments(args)
+    if spec is not None:
+        return run_sweep_command(args, request, spec)
     runner = Runner()
     if not args.quiet:
         runner.events.subscribe(ProgressPrinter(verbose=args.verbose))
@@ -368,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="read this version of a dataset input that names none (repeatable)")
     add_notify_arguments(run, "notify when the run ends")
     run.add_argument("--schedule", help=argparse.SUPPRESS)  # set by the scheduler
+    add_sweep_arguments(run)
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check", help="validate a notebook's pipeline without running it")
@@ -393,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--limit", type=int, default=20)
     runs.add_argument("--offset", type=int, default=0)
     runs.set_defaults(func=cmd_runs)
+
+    add_sweep_parser(sub)
 
     show = sub.add_parser("show", help="show a run and its steps")
     show.add_argument("run", nargs="?", default="latest", help="run id, prefix, or 'latest'")

@@ -80,3 +80,46 @@ class ProgressPrinter:
             self._reader_gone = True
             with contextlib.suppress(OSError, ValueError):
                 os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+
+
+class SweepProgressPrinter(ProgressPrinter):
+    """A sweep's progress: each step a member executes, and each member as it ends, with
+    the count of members done. Steps reused from another member are not listed."""
+
+    def __init__(self, members: int, stream: TextIO | None = None, verbose: bool = False
+                 ) -> None:
+        super().__init__(stream, verbose)
+        self.members = members
+        self.finished = 0
+        self.executed: dict[str, int] = {}  # run id -> steps it executed
+        self.reused: dict[str, int] = {}  # run id -> steps it reused
+
+    def __call__(self, event: RunEvent) -> None:
+        member = event.run_id.rsplit("-", 1)[-1]  # "m003"
+        if event.kind == STEP_STATUS and event.step:
+            if event.status == "reused":
+                self.reused[event.run_id] = self.reused.get(event.run_id, 0) + 1
+            if event.status in ("running", "succeeded", "failed") or (
+                    self.verbose and event.status == "reused"):
+                if event.status == "succeeded":
+                    self.executed[event.run_id] = self.executed.get(event.run_id, 0) + 1
+                self.width = max(self.width, len(event.step))
+                self._step_line(member, event)
+        elif event.kind == RUN_FINISHED:
+            self.finished += 1
+            counter = f"[{self.finished}/{self.members}]"
+            symbol = SYMBOLS.get(event.status, "?")
+            self._print(f"  {counter:>9} {symbol} {member} ({event.run_id}) {event.status}: "
+                        f"{self.executed.get(event.run_id, 0)} executed, "
+                        f"{self.reused.get(event.run_id, 0)} reused")
+
+    def _step_line(self, member: str, event: RunEvent) -> None:
+        extra = ""
+        started = event.detail.get("started_at") or self.started.get(event.run_id + (event.step or ""))
+        if event.status == "running":
+            self.started[event.run_id + (event.step or "")] = event.at
+        elif event.status in ("succeeded", "failed") and started:
+            extra = f" {event.detail.get('ended_at', event.at) - started:.1f}s"
+        symbol = SYMBOLS.get(event.status, "?")
+        self._print(f"  {'':>9} {symbol} {member} {event.step:<{self.width}} "
+                    f"{event.status}{extra}")

@@ -112,6 +112,11 @@ class Execution:
     def running(self) -> int:
         return sum(1 for s in self.status.values() if s is StepStatus.RUNNING)
 
+    def done(self) -> bool:
+        """Every step has ended (none is queued, waiting or running)."""
+        return not any(s in (StepStatus.QUEUED, StepStatus.RUNNING)
+                       for s in self.status.values())
+
     def submit_ready(self, free: int) -> int:
         """Start ready steps while ``free`` slots last; how many started."""
         started = 0
@@ -329,6 +334,13 @@ def drive(executions: Sequence[Execution], max_parallel: int,
     """
     by_run = {execution.run_id: execution for execution in executions}
     outcomes = executions[0].outcomes
+    results: dict[str, RunResult] = {}
+
+    def finish_done() -> None:  # a member's run ends when its last step does
+        for execution in executions:
+            if execution.run_id not in results and execution.done():
+                results[execution.run_id] = execution.finish()
+
     try:
         for execution in executions:
             execution.begin()
@@ -339,6 +351,7 @@ def drive(executions: Sequence[Execution], max_parallel: int,
             running = sum(e.running() for e in executions)
             for execution in executions:
                 running += execution.submit_ready(max_parallel - running)
+            finish_done()
             if running == 0:
                 break
             try:
@@ -351,7 +364,10 @@ def drive(executions: Sequence[Execution], max_parallel: int,
     finally:
         for execution in executions:
             execution.discard_staging()
-    return [execution.finish() for execution in executions]
+    for execution in executions:
+        if execution.run_id not in results:
+            results[execution.run_id] = execution.finish()
+    return [results[execution.run_id] for execution in executions]
 
 
 def _cancel(executions: Sequence[Execution], outcomes: queue.Queue[StepOutcome]) -> None:

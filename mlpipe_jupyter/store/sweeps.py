@@ -63,7 +63,7 @@ class SweepRecord:
             return RunStatus.RUNNING.value
         for status in (RunStatus.CANCELED, RunStatus.FAILED):
             if status.value in statuses:
-                return status.value
+                return str(status.value)
         return RunStatus.SUCCEEDED.value
 
     def counts(self) -> dict[str, int]:
