@@ -29,12 +29,10 @@ def add_sweep_arguments(run: argparse.ArgumentParser) -> None:
 
 def parse_sweep_arguments(args: argparse.Namespace) -> Any:
     """The SweepSpec the arguments ask for, or None for an ordinary run."""
-    from mlpipe_jupyter.model.sweep import SweepSyntaxError, parse_sweep
+    from mlpipe_jupyter.model.sweep import SweepSyntaxError, requested_sweep
 
-    if not args.sweep and args.samples is None and args.seed is None:
-        return None
     try:
-        return parse_sweep(args.sweep, args.samples, args.seed)
+        return requested_sweep(args.sweep, args.samples, args.seed)
     except SweepSyntaxError as exc:
         raise ParameterError.of(exc.issues) from None
 

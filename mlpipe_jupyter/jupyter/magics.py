@@ -74,6 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="succeeded,failed,canceled or all (default: failed,canceled)")
     run.add_argument("--registered", action="store_true",
                      help="run the cells registered in this kernel, even if the file is known")
+    run.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2,...",
+                     help="a sweep: one run per value (repeatable: the grid); "
+                          "NAME=uniform(LOW,HIGH)/loguniform/randint with --samples")
+    run.add_argument("--samples", type=int, metavar="N", help="random search: N members")
+    run.add_argument("--seed", type=int, metavar="S", help="with --samples (default 0)")
+    run.add_argument("--yes", action="store_true", help="run a sweep of over 500 members")
+    sweep = sub.add_parser("sweep", help="a sweep's table and chart (default: the latest)")
+    sweep.add_argument("sweep", nargs="?", default="latest")
+    sweep.add_argument("--sort", metavar="METRIC", help="rank members by METRIC")
+    sweep.add_argument("--ascending", action="store_true", help="lowest first")
     runs = sub.add_parser("runs", help="recent runs of this notebook")
     runs.add_argument("--all", action="store_true", help="runs of every notebook")
     runs.add_argument("-n", "--limit", type=int, default=10)
@@ -173,6 +183,7 @@ class MlpipeMagics(Magics):
         return list(arg_split(line, posix=True))
 
     def _cmd_run(self, args: argparse.Namespace) -> None:
+        from mlpipe_jupyter.jupyter.sweep_widget import SweepWidget
         from mlpipe_jupyter.jupyter.widget import DagWidget, watch_run
         from mlpipe_jupyter.model.parameters import parse_assignments
         from mlpipe_jupyter.runner.background import BackgroundRun
@@ -200,9 +211,14 @@ class MlpipeMagics(Magics):
             notify=tuple(args.notify),
             notify_on=tuple(args.notify_on),
         )
-        run = BackgroundRun(request)
-        widget = DagWidget()
-        watch_run(widget, run.events)
+        spec = _sweep_spec(args)
+        run = BackgroundRun(request, sweep=spec, yes=args.yes)
+        if spec is not None:
+            widget = SweepWidget(run.sweep_id or "")
+            widget.follow(run.events)
+        else:
+            widget = DagWidget()
+            watch_run(widget, run.events)
         run.start()
         if run.error is not None:
             if isinstance(run.error, MlpipeError):
@@ -212,6 +228,9 @@ class MlpipeMagics(Magics):
         display(widget)
         if args.wait:
             self._wait(run)
+        elif spec is not None:
+            print(f"sweep {run.sweep_id} ({spec.size()} members) goes on in the background: "
+                  "`%mlpipe sweep`, `%mlpipe cancel`")
         else:
             print(f"run {run.run_id} goes on in the background: `%mlpipe status`, "
                   "`%mlpipe cancel`")
@@ -226,8 +245,15 @@ class MlpipeMagics(Magics):
             run.wait()
         if run.error is not None:
             raise run.error
-        result = run.result
         took = time.time() - run.started_at
+        if run.sweep_result is not None:
+            sweep = run.sweep_result
+            print(f"sweep {sweep.sweep_id} {sweep.status.value} in {took:.1f}s "
+                  f"({len(sweep.members)} members)")
+            for failure in sweep.failures:
+                print(failure, file=sys.stderr)
+            return
+        result = run.result
         print(f"run {result.run_id} {result.status.value} in {took:.1f}s")
         for failure in result.failures:
             print(failure, file=sys.stderr)
@@ -272,7 +298,14 @@ class MlpipeMagics(Magics):
             print("no run started from this kernel is running")
             return
         self.current.cancel()
-        print(f"canceling run {self.current.run_id}: its kernels are being stopped")
+        what = (f"sweep {self.current.sweep_id}" if self.current.sweep_id
+                else f"run {self.current.run_id}")
+        print(f"canceling {what}: its kernels are being stopped")
+
+    def _cmd_sweep(self, args: argparse.Namespace) -> None:
+        from mlpipe_jupyter.jupyter.sweep_widget import show_sweep
+
+        display(show_sweep(Store.open(), args.sweep, args.sort, args.ascending))
 
     def _cmd_show(self, args: argparse.Namespace) -> None:
         from mlpipe_jupyter.jupyter.widget import show_run
@@ -296,6 +329,16 @@ class MlpipeMagics(Magics):
         for saved in loaded:
             self.ip.user_ns[saved.name] = saved.value
             print(f"loaded {saved.describe()}")
+
+
+def _sweep_spec(args: argparse.Namespace) -> Any:
+    """The sweep that ``%mlpipe run`` asks for, or None."""
+    from mlpipe_jupyter.model.sweep import SweepSyntaxError, requested_sweep
+
+    try:
+        return requested_sweep(args.sweep, args.samples, args.seed)
+    except SweepSyntaxError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def load_ipython_extension(ipython: Any) -> None:

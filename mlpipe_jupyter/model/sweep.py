@@ -145,6 +145,15 @@ def parse_sweep(items: Iterable[str], samples: int | None = None, seed: int | No
     return SweepSpec(tuple(axes), samples, seed if seed is not None else 0, texts)
 
 
+def requested_sweep(items: Sequence[str], samples: int | None, seed: int | None
+                    ) -> SweepSpec | None:
+    """The sweep that command-line options ask for (``--sweep``, ``--samples``, ``--seed``),
+    or None when they ask for none."""
+    if not items and samples is None and seed is None:
+        return None
+    return parse_sweep(items, samples, seed)
+
+
 def parse_axis(text: str) -> Axis:
     name, sep, values = text.partition("=")
     name = name.strip()
@@ -268,4 +277,4 @@ def sweep_issues(spec: SweepSpec, declared: Mapping[str, Any], fixed: Iterable[s
 
 
 __all__ = ["CONFIRM_ABOVE", "Axis", "SweepSpec", "SweepSyntaxError", "parse_sweep",
-           "split_values", "sweep_issues"]
+           "requested_sweep", "split_values", "sweep_issues"]

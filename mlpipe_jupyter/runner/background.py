@@ -1,5 +1,6 @@
-"""A pipeline run in a background thread, so that its caller stays usable while it runs:
-the kernel that ran ``%mlpipe run``, or the Jupyter server that answered a REST request."""
+"""A pipeline run (or a sweep) in a background thread, so that its caller stays usable
+while it runs: the kernel that ran ``%mlpipe run``, or the Jupyter server that answered a
+REST request."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import threading
 import time
 
 from mlpipe_jupyter.events import RUN_FINISHED, RUN_STARTED, EventBus, RunEvent
+from mlpipe_jupyter.model.sweep import SweepSpec
 from mlpipe_jupyter.runner.runner import Runner, RunRequest, RunResult
+from mlpipe_jupyter.runner.sweep import SweepRequest, SweepResult, run_sweep
 from mlpipe_jupyter.store import Store
+from mlpipe_jupyter.store.sweeps import new_sweep_id
 
 # How long ``start`` waits for the run to pass validation and planning, so that definition
 # errors show in the cell that asked for the run rather than vanish in the thread.
@@ -16,15 +20,22 @@ START_TIMEOUT_SECONDS = 30.0
 
 
 class BackgroundRun:
-    """One ``Runner.run`` in a daemon thread, with its events, outcome and cancel."""
+    """One ``Runner.run`` (or, given ``sweep``, one sweep) in a daemon thread, with its
+    events, outcome and cancel. A sweep's id is known before it starts (``sweep_id``);
+    ``run_id`` is the run that started or ended last."""
 
     def __init__(self, request: RunRequest, store: Store | None = None,
-                 events: EventBus | None = None) -> None:
+                 events: EventBus | None = None, sweep: SweepSpec | None = None,
+                 yes: bool = False) -> None:
         self.request = request
         self.runner = Runner(store, events or EventBus())
         self.events = self.runner.events
         self.run_id: str | None = None
+        self.sweep = sweep
+        self.sweep_id = new_sweep_id() if sweep is not None else None
+        self._yes = yes
         self.result: RunResult | None = None
+        self.sweep_result: SweepResult | None = None
         self.error: BaseException | None = None
         self.started_at = time.time()
         self._started = threading.Event()
@@ -41,7 +52,12 @@ class BackgroundRun:
 
     def _work(self) -> None:
         try:
-            self.result = self.runner.run(self.request)
+            if self.sweep is not None:
+                self.sweep_result = run_sweep(
+                    SweepRequest(self.request, self.sweep, self._yes, self.sweep_id),
+                    self.runner)
+            else:
+                self.result = self.runner.run(self.request)
         except BaseException as exc:  # reported by the front-end that started the run
             self.error = exc
         finally:

@@ -170,3 +170,34 @@ def test_run_a_saved_kale_notebook_then_load_its_variable(
     assert shell.run_cell("%mlpipe load finish.frame").success
     assert "loaded frame: pandas.DataFrame, shape (3, 3)" in capsys.readouterr().out
     assert shell.user_ns["frame"]["z"].tolist() == [11, 21, 31]
+
+
+def test_a_sweep_from_the_notebook_shows_its_table_and_chart(
+    shell: Any, magics: Any, store: Store, tmp_path: Path, write_notebook: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from mlpipe_jupyter.jupyter.sweep_widget import VEGA_LITE, SweepWidget
+
+    write_notebook(tmp_path / "sweep.ipynb", CELLS)
+    shell.user_ns["__session__"] = "sweep.ipynb"
+    result = shell.run_cell("%mlpipe run --sweep frac=0.5,1.0 --max-parallel 2 --wait")
+    assert result.success, result.error_in_exec
+    out = capsys.readouterr().out
+    sweep = magics.current.sweep_result
+    assert sweep.ok and f"sweep {sweep.sweep_id} succeeded" in out
+    widget = magics.widget
+    assert isinstance(widget, SweepWidget) and widget.view is not None
+    assert [row.status for row in widget.view.rows] == ["succeeded", "succeeded"]
+    assert "★" in widget.table.value and "train.total" in widget.table.value
+    assert widget.metric.value == "train.total" and widget.parameter.value == "frac"
+    (chart,) = widget.chart.outputs
+    assert chart["data"][VEGA_LITE]["encoding"]["x"]["field"] == "frac"
+
+    # a bad sweep is the cell's error, and nothing runs
+    runs_before = len(store.runs.list_runs(limit=100))
+    bad = shell.run_cell("%mlpipe run --sweep nope=1,2")
+    assert not bad.success and "nope: not a parameter" in str(bad.error_in_exec)
+    assert len(store.runs.list_runs(limit=100)) == runs_before
+
+    shown = shell.run_cell("%mlpipe sweep --sort total")
+    assert shown.success, shown.error_in_exec
