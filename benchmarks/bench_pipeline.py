@@ -47,6 +47,12 @@ Workloads and targets (``ratio`` = mlpipe time / baseline, PASS when ratio <= ta
     protocol 5) in one process (median of 3). Target <= 1.5.
 11. **one copy for three consumers**: a 256 MiB DataFrame used by three steps; ``du`` of the
     saved variables after the run against the frame's size. Target <= 1.2 (stored once).
+12. **4 x 2 sweep**: a prepare -> train -> evaluate notebook (each step sleeps 0.5 s;
+    prepare uses ``frac``, train ``C``) run as one ``mlpipe run --sweep C=... --sweep
+    frac=...`` (8 members; prepare runs twice, train and evaluate 8 times), against the 8
+    combinations run as 8 separate ``mlpipe run -p C=... -p frac=...`` one after the other
+    in one workspace (what a shell loop does; they reuse prepare too). Both cold, each in
+    its own workspace. Target <= 0.6.
 
 Usage::
 
@@ -111,6 +117,10 @@ OBJSTORE_STEPS = 8
 OBJSTORE_FILES = 500  # an image-folder-like dataset: many files of OBJSTORE_FILE_KIB each
 OBJSTORE_FILE_KIB = 128
 OBJSTORE_CACHE_TARGET = 0.8  # with the workers' input cache / without it
+SWEEP_C = ("0.01", "0.1", "1", "10")
+SWEEP_FRAC = ("0.5", "0.8")
+SWEEP_STEP_SECONDS = 0.5
+SWEEP_TARGET = 0.6  # one sweep / the same combinations as separate runs
 FRAME_COLUMNS = 16  # float64 columns of FRAME_ROWS rows: 1 GiB
 FRAME_ROWS = 8 << 20
 HANDOVER_TARGET = 1.5  # hand-over cost / save + load in one process
@@ -240,6 +250,19 @@ def fan_out_pipeline(steps: int, seconds: float) -> list[str]:
         f"%%mlstep f{index} --output out\nimport time\ntime.sleep({seconds})\n"
         "(outputs.out / 'done.txt').write_text('done')\n"
         for index in range(steps)
+    ]
+
+
+def sweep_pipeline(seconds: float) -> list[str]:
+    """prepare (uses frac) -> train (uses C) -> evaluate, each sleeping ``seconds``."""
+    return [
+        f"%%mlstep prepare --output clean --param frac=0.8\nimport time\ntime.sleep({seconds})\n"
+        "(outputs.clean / 'rows.txt').write_text(str(int(100 * frac)))",
+        f"%%mlstep train --input data=prepare.clean --output model --param C=1.0\n"
+        f"import time\ntime.sleep({seconds})\n"
+        "(outputs.model / 'w.txt').write_text(str(C * int((inputs.data / 'rows.txt').read_text())))",
+        f"%%mlstep evaluate --input model=train.model\nimport time\ntime.sleep({seconds})\n"
+        "context.log('score', float((inputs.model / 'w.txt').read_text()))",
     ]
 
 
@@ -707,6 +730,25 @@ class Bench:
         return self.mlpipe_run(notebook, env, "--compute", "cl",
                                "--max-parallel", str(DASK_WORKERS))
 
+    def sweep(self) -> list[Row]:
+        """Workload 12: a 4 x 2 sweep in one command against its 8 runs one by one."""
+        sweep_folder, sweep_env = self.workload_dir("sweep")
+        notebook = write_notebook(sweep_folder / "sweep.ipynb",
+                                  sweep_pipeline(SWEEP_STEP_SECONDS))
+        swept = self.mlpipe_run(notebook, sweep_env, "--sweep", f"C={','.join(SWEEP_C)}",
+                                "--sweep", f"frac={','.join(SWEEP_FRAC)}")
+        self.log(f"mlpipe 4 x 2 sweep: {swept:.2f} s")
+        loop_folder, loop_env = self.workload_dir("sweep-loop")
+        notebook = write_notebook(loop_folder / "sweep.ipynb", sweep_pipeline(SWEEP_STEP_SECONDS))
+        separate = sum(self.mlpipe_run(notebook, loop_env, "-p", f"C={c}", "-p", f"frac={f}")
+                       for c in SWEEP_C for f in SWEEP_FRAC)
+        self.log(f"mlpipe, the 8 combinations as separate runs: {separate:.2f} s")
+        members = len(SWEEP_C) * len(SWEEP_FRAC)
+        return [Row(
+            f"{len(SWEEP_C)} x {len(SWEEP_FRAC)} sweep of a 3-step notebook (steps sleep "
+            f"{SWEEP_STEP_SECONDS:g} s; prepare shared per frac)", swept,
+            f"the {members} combinations as {members} `mlpipe run`s", separate, SWEEP_TARGET)]
+
     def run(self) -> list[Row]:
         self.measure_t()
         chain = self.chain()
@@ -716,9 +758,11 @@ class Bench:
         docker = self.docker_overhead() if self.with_docker else []
         dask = self.dask_fan_out() if self.with_dask else []
         objstore = self.objstore_inputs() if self.with_dask and _installed("s3fs", "moto") else []
+        sweep = self.sweep()
         # report order: chain, fan-out, no-op, edit, 1 GiB, du, docker, dask, object store,
-        # frame hand-over, frame stored once
-        return [chain[0], *fan, chain[1], chain[2], *big, *docker, *dask, *objstore, *frames]
+        # frame hand-over, frame stored once, sweep
+        return [chain[0], *fan, chain[1], chain[2], *big, *docker, *dask, *objstore, *frames,
+                *sweep]
 
 
 def header(bench: Bench, load_before: float) -> str:
@@ -751,6 +795,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="measure T and the dask rows (8 and 9) only")
     parser.add_argument("--only-frames", action="store_true",
                         help="measure T and the DataFrame hand-over rows (10 and 11) only")
+    parser.add_argument("--only-sweep", action="store_true",
+                        help="measure T and the sweep row (12) only")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where to make the temporary folder (default: the system's)")
     return parser.parse_args(argv)
@@ -780,6 +826,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.only_frames:
             bench.measure_t()
             rows = bench.frame_handover()
+        elif args.only_sweep:
+            bench.measure_t()
+            rows = bench.sweep()
         elif args.only_dask:
             bench.measure_t()
             rows = bench.dask_fan_out() if bench.with_dask else []
