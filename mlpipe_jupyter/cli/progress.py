@@ -86,17 +86,21 @@ class SweepProgressPrinter(ProgressPrinter):
     """A sweep's progress: each step a member executes, and each member as it ends, with
     the count of members done. Steps reused from another member are not listed."""
 
-    def __init__(self, members: int, stream: TextIO | None = None, verbose: bool = False
-                 ) -> None:
+    def __init__(self, members: int, title: str, stream: TextIO | None = None,
+                 verbose: bool = False) -> None:
         super().__init__(stream, verbose)
         self.members = members
+        self.title = title  # printed when the first member starts: the sweep is valid
         self.finished = 0
         self.executed: dict[str, int] = {}  # run id -> steps it executed
         self.reused: dict[str, int] = {}  # run id -> steps it reused
 
     def __call__(self, event: RunEvent) -> None:
         member = event.run_id.rsplit("-", 1)[-1]  # "m003"
-        if event.kind == STEP_STATUS and event.step:
+        if event.kind == RUN_STARTED and self.title:
+            self._print(self.title)
+            self.title = ""
+        elif event.kind == STEP_STATUS and event.step:
             if event.status == "reused":
                 self.reused[event.run_id] = self.reused.get(event.run_id, 0) + 1
             if event.status in ("running", "succeeded", "failed") or (

@@ -50,9 +50,11 @@ def run_sweep_command(args: argparse.Namespace, request: Any, spec: Any) -> int:
 
     runner = Runner()
     if not args.quiet:
-        print(f"sweep of {request.notebook}: {spec.size()} members ({spec.describe()})",
-              flush=True)
-        runner.events.subscribe(SweepProgressPrinter(spec.size(), verbose=args.verbose))
+        described = spec.describe()
+        if len(described) > 100:
+            described = described[:97] + "..."
+        title = f"sweep of {request.notebook}: {spec.size()} members ({described})"
+        runner.events.subscribe(SweepProgressPrinter(spec.size(), title, verbose=args.verbose))
     signal.signal(signal.SIGTERM, lambda *_: runner.cancel())
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, lambda *_: runner.cancel())
