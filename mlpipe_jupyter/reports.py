@@ -65,7 +65,7 @@ def status_text(store: Store, run_ref: str) -> str:
 
 
 def value_text(value: object) -> str:
-    """A parameter or metric value in a table cell: short floats, literals otherwise."""
+    """A metric value in a table cell: floats to 4 significant digits, literals otherwise."""
     if isinstance(value, float):
         return f"{value:.4g}"
     return parameter_text(value)
@@ -83,7 +83,7 @@ def sweep_text(view: SweepView) -> str:
     header = ["", "#", "RUN", "STATUS", *view.parameters, *view.metrics]
     rows = [
         ["*" if row.best else "", str(row.position), row.run_id, row.status,
-         *(value_text(row.params.get(p)) for p in view.parameters),
+         *(parameter_text(row.params.get(p)) for p in view.parameters),
          *(value_text(row.metrics[m]) if m in row.metrics else "-" for m in view.metrics)]
         for row in view.rows
     ]

@@ -16,6 +16,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from mlpipe_jupyter.events import RUN_FINISHED, RUN_STARTED, EventBus, RunEvent
+from mlpipe_jupyter.model.values import parameter_text
 from mlpipe_jupyter.reports import value_text
 from mlpipe_jupyter.runner.sweep_view import SweepView, chart_spec, read_sweep
 from mlpipe_jupyter.store import Store
@@ -41,7 +42,7 @@ def table_html(view: SweepView) -> str:
     rows = []
     for row in view.rows:
         cells = ["★" if row.best else "", str(row.position), row.run_id, row.status,
-                 *(value_text(row.params.get(p)) for p in view.parameters),
+                 *(parameter_text(row.params.get(p)) for p in view.parameters),
                  *(value_text(row.metrics[m]) if m in row.metrics else "–" for m in view.metrics)]
         tds = "".join(
             f'<td class="mlpipe-status-{html.escape(row.status)}">{html.escape(c)}</td>'
@@ -111,7 +112,9 @@ class SweepWidget(widgets.VBox):  # type: ignore[misc]
         spec = chart_spec(view, metric, parameter)
         # set from any thread (the runner's): ``with output:`` only works in the kernel's
         self.chart.outputs = ({
-            "output_type": "display_data", "metadata": {},
+            "output_type": "display_data",
+            # vega-embed options: SVG (sharp, and its marks can be inspected)
+            "metadata": {VEGA_LITE: {"embed_options": {"renderer": "svg"}}},
             "data": {VEGA_LITE: spec, "text/plain": f"<chart: {spec['title']}>"},
         },)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from mlpipe_jupyter.errors import NotFoundError
 from mlpipe_jupyter.model.status import StepStatus
+from mlpipe_jupyter.model.values import parameter_text
 from mlpipe_jupyter.runner.view import read_run
 from mlpipe_jupyter.store import Store, SweepRecord
 
@@ -131,28 +132,37 @@ def _restore_order(rows: list[SweepRow], ranked: list[SweepRow]) -> list[SweepRo
 
 def chart_spec(view: SweepView, metric: str, parameter: str) -> dict[str, Any]:
     """A Vega-Lite chart of ``metric`` against ``parameter``, one line per value of the
-    other swept parameter (JupyterLab renders ``application/vnd.vegalite.v5+json``)."""
+    other swept parameter (JupyterLab renders ``application/vnd.vegalite.v5+json``).
+
+    Data fields have fixed names (``x``, ``y``, ``series``): Vega-Lite reads a dot in a
+    field name as a nested field, and metrics are named ``step.metric``."""
     others = [p for p in view.parameters if p != parameter]
     values = []
     for row in view.rows:
         y = _number(row.metrics.get(metric))
         if y is None:
             continue
-        point = {parameter: row.params.get(parameter), metric: y, "run": row.run_id,
-                 "member": row.position}
-        for other in others:
-            point[other] = repr(row.params.get(other))
+        point: dict[str, Any] = {"x": row.params.get(parameter), "y": y, "run": row.run_id,
+                                 "member": row.position}
+        if others:
+            point["series"] = ", ".join(f"{o}={parameter_text(row.params.get(o))}"
+                                        for o in others)
         values.append(point)
-    numeric = all(_number(v.get(parameter)) is not None for v in values) and values
-    x: dict[str, Any] = {"field": parameter, "type": "quantitative" if numeric else "nominal"}
-    if numeric and _spans_decades([v[parameter] for v in values]):
+    numeric = bool(values) and all(_number(v["x"]) is not None for v in values)
+    x: dict[str, Any] = {"field": "x", "title": parameter,
+                         "type": "quantitative" if numeric else "nominal"}
+    if numeric and _spans_decades([v["x"] for v in values]):
         x["scale"] = {"type": "log"}
+    tooltip = [{"field": "member"}, {"field": "run"}, {"field": "x", "title": parameter},
+               {"field": "y", "title": metric}]
     encoding: dict[str, Any] = {
-        "x": x, "y": {"field": metric, "type": "quantitative", "scale": {"zero": False}},
-        "tooltip": [{"field": f} for f in ("member", "run", parameter, *others, metric)],
+        "x": x, "y": {"field": "y", "title": metric, "type": "quantitative",
+                      "scale": {"zero": False}},
+        "tooltip": tooltip,
     }
     if others:
-        encoding["color"] = {"field": others[0], "type": "nominal"}
+        encoding["color"] = {"field": "series", "type": "nominal", "title": ", ".join(others)}
+        tooltip.append({"field": "series", "title": ", ".join(others)})
     return {
         "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
         "title": f"{metric} by {parameter} (sweep {view.record.id})",

@@ -129,3 +129,63 @@ def test_the_widget_names_the_variables_along_its_edges() -> None:
             page.screenshot(path=str(artifacts / "widget-variables-dag.png"))
         finally:
             browser.close()
+
+
+def test_a_sweep_draws_its_table_and_vega_chart(store: Store, tmp_path: Path,
+                                                write_notebook: Any) -> None:
+    """``%mlpipe run --sweep`` in real JupyterLab: the members' table with the best row
+    marked, and the chart drawn by JupyterLab's own Vega renderer. The screenshot is the
+    one docs/workflows.md shows."""
+    from playwright import sync_api as playwright
+
+    write_notebook(tmp_path / "sweep.ipynb", [
+        "%load_ext mlpipe_jupyter",
+        "%%mlstep prepare --output clean --param frac=0.5\n"
+        "(outputs.clean / 'rows.txt').write_text(str(int(100 * frac)))\n",
+        "%%mlstep fit --input data=prepare.clean --param k=1\n"
+        "rows = int((inputs.data / 'rows.txt').read_text())\n"
+        "context.log('score', round(1 - 1 / (k * rows), 4))\n",
+        "%mlpipe run --sweep frac=0.5,1.0 --sweep k=1,2,4 --wait",
+    ])
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with running_lab(tmp_path, env, stop_seconds=20) as running, \
+            playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(f"{running.base}/lab/tree/sweep.ipynb?token={running.token}")
+            page.locator("text=/\\bIdle\\b/ >> visible=true").first.wait_for(timeout=90_000)
+            select = page.locator(".jp-Dialog button:has-text('Select')")
+            if select.count():
+                select.first.click()
+            page.click(".jp-Notebook")
+            page.locator("li.lm-MenuBar-item:has-text('Run')").click()
+            page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+            page.locator(".jp-OutputArea :text('succeeded, 6 members')").first.wait_for(
+                timeout=180_000)
+            table = page.locator(".jp-OutputArea .mlpipe-sweep table").first
+            assert table.locator("tr").count() == 7  # the header and 6 members
+            best = table.locator("tr.mlpipe-best")
+            assert best.count() == 1 and "★" in best.inner_text()
+            assert "4" in best.inner_text() and "1.0" in best.inner_text()  # k=4, frac=1.0
+            chart = page.locator(".jp-OutputArea .vega-embed svg, "
+                                 ".jp-OutputArea .vega-embed canvas").first
+            chart.wait_for(timeout=30_000)
+            box = chart.bounding_box()
+            assert box is not None and box["width"] > 200 and box["height"] > 100
+            marks = page.locator(".jp-OutputArea .vega-embed .mark-line path, "
+                                 ".jp-OutputArea .vega-embed .mark-symbol path")
+            assert marks.count() >= 3 + 6  # a line per k, a point per member
+            news = page.locator(".jp-toast-button:has-text('No')")
+            if news.count():  # "get notified about Jupyter news?" must not cover the widget
+                news.first.click()
+                page.locator(".Toastify__toast").first.wait_for(state="detached", timeout=5_000)
+            images = REPO / "docs" / "images"
+            images.mkdir(exist_ok=True)
+            widget = page.locator(".jp-OutputArea .mlpipe-sweep-widget").first
+            widget.scroll_into_view_if_needed()
+            widget.screenshot(path=str(images / "sweep-widget.png"))
+        finally:
+            browser.close()
+    sweep = store.sweeps.get("latest")
+    assert sweep.status == "succeeded" and len(sweep.members) == 6

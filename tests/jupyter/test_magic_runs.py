@@ -191,7 +191,7 @@ def test_a_sweep_from_the_notebook_shows_its_table_and_chart(
     assert "★" in widget.table.value and "train.total" in widget.table.value
     assert widget.metric.value == "train.total" and widget.parameter.value == "frac"
     (chart,) = widget.chart.outputs
-    assert chart["data"][VEGA_LITE]["encoding"]["x"]["field"] == "frac"
+    assert chart["data"][VEGA_LITE]["encoding"]["x"]["title"] == "frac"
 
     # a bad sweep is the cell's error, and nothing runs
     runs_before = len(store.runs.list_runs(limit=100))

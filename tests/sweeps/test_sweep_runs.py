@@ -76,8 +76,9 @@ def test_example_sweep_shares_prepare_ranks_members_and_reruns_for_free(
             for step in store.runs.step_runs(m.run_id)} == {StepStatus.REUSED}
 
     chart = chart_spec(read_sweep(store, second), "evaluate.accuracy", "C")
-    assert chart["encoding"]["x"]["field"] == "C"
-    assert chart["encoding"]["color"]["field"] == "frac" and len(chart["data"]["values"]) == 8
+    assert chart["encoding"]["x"]["title"] == "C" and chart["encoding"]["color"]["title"] == "frac"
+    assert len(chart["data"]["values"]) == 8
+    assert {v["series"] for v in chart["data"]["values"]} == {"frac=0.5", "frac=0.8"}
     assert chart["encoding"]["x"]["scale"] == {"type": "log"}  # 0.01 .. 10 spans decades
 
 
