@@ -48,11 +48,14 @@ DOCS = {
     "docs/jupyterlab.md",
     "docs/kale.md",
     "docs/magics.md",
+    "docs/workflows.md",
     "docs/notifications.md",
     "docs/scheduling.md",
     "docs/secrets.md",
     "docs/variables.md",
 }
+# screenshots the docs show (made by the browser tests)
+DOC_IMAGES = re.compile(r"docs/images/[\w.-]+\.png")
 # README links to files that document the repository, not the package: not in the sdist.
 REPOSITORY_ONLY_LINKS = {"benchmarks/README.md"}
 SERVER_CONFIG = "jupyter-config/server-config/mlpipe_jupyter.json"
@@ -174,6 +177,7 @@ def test_sdist_holds_only_the_package_extension_config_and_docs(dists):
     unexpected = {
         name for name in files
         if name not in allowed and not _is_package_file(name)
+        and not DOC_IMAGES.fullmatch(name)
         and not (name.startswith(extension_prefix)
                  and LABEXTENSION_FILES.fullmatch(name[len(extension_prefix):]))
     }
@@ -229,6 +233,7 @@ def test_wheel_holds_only_the_package_extension_and_config(dists, which):
     unexpected = {
         name for name in files
         if name not in allowed and not _is_package_file(name)
+        and not DOC_IMAGES.fullmatch(name)
         and not (name.startswith(data + WHEEL_LABEXTENSION)
                  and LABEXTENSION_FILES.fullmatch(name[len(data + WHEEL_LABEXTENSION):]))
     }
