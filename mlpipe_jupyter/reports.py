@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from mlpipe_jupyter.model.values import parameter_text
+from mlpipe_jupyter.runner.compare import Comparison
 from mlpipe_jupyter.runner.sweep_view import SweepView
 from mlpipe_jupyter.runner.view import step_counts
 from mlpipe_jupyter.store import Store
@@ -97,4 +98,37 @@ def sweep_text(view: SweepView) -> str:
     if view.executed:
         lines.append(f"steps executed by this sweep: {executed or 'none'} (for "
                      f"{len(record.members)} members; every other step was reused)")
+    return "\n".join(lines)
+
+
+def compare_text(comparison: Comparison) -> str:
+    """``mlpipe compare``: parameters and metrics side by side (``*`` marks a difference),
+    then each step's status per run and what differs from the first run."""
+    runs = [view.run_id for view in comparison.runs]
+    header = ["", "", *runs]
+    lines = [f"comparing {len(runs)} runs; the first, {runs[0]}, is the baseline"]
+    differing = set(comparison.differing_parameters())
+    rows = [["*" if name in differing else "", name,
+             *("-" if v is None else parameter_text(v) for v in values)]
+            for name, values in comparison.parameters.items()]
+    if rows:
+        lines += ["", "PARAMETERS", table(rows, header)]
+    rows = [["*" if len({repr(v) for v in values}) > 1 else "", name,
+             *("-" if v is None else value_text(v) for v in values)]
+            for name, values in comparison.metrics.items()]
+    if rows:
+        lines += ["", "METRICS", table(rows, header)]
+    rows = []
+    for step in comparison.steps:
+        cells = []
+        for index, status in enumerate(step.statuses):
+            changed = step.changed[index]
+            cells.append("-" if status is None else
+                         status + (f" ({', '.join(changed)} changed)" if changed else ""))
+        rows.append(["*" if step.differs else "", step.step, *cells])
+    lines += ["", "STEPS (what differs from the baseline's fingerprint)", table(rows, header)]
+    for step in comparison.steps:
+        for index, changes in enumerate(step.changes):
+            for change in changes:
+                lines.append(f"  {step.step} in {runs[index]}: {change}")
     return "\n".join(lines)

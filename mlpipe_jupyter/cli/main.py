@@ -210,6 +210,16 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from mlpipe_jupyter.reports import compare_text
+    from mlpipe_jupyter.runner.compare import compare_runs
+
+    comparison = compare_runs(_store(), args.runs)
+    print(json.dumps(comparison.to_dict(), default=repr) if args.json
+          else compare_text(comparison))
+    return 0
+
+
 def cmd_why(args: argparse.Namespace) -> int:
     from mlpipe_jupyter.runner.explain import explain_step
 
@@ -408,6 +418,13 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="show a run and its steps")
     show.add_argument("run", nargs="?", default="latest", help="run id, prefix, or 'latest'")
     show.set_defaults(func=cmd_show)
+
+    compare = sub.add_parser("compare", help="runs side by side: parameters, metrics, and "
+                                             "what changed in each step's fingerprint")
+    compare.add_argument("runs", nargs="+", metavar="RUN",
+                         help="two or more run ids or prefixes; the first is the baseline")
+    compare.add_argument("--json", action="store_true", help="the comparison as JSON")
+    compare.set_defaults(func=cmd_compare)
 
     why = sub.add_parser("why", help="why a step was reused or re-ran")
     why.add_argument("run", help="run id, prefix, or 'latest'")

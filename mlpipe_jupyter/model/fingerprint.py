@@ -117,6 +117,23 @@ def describe_changes(old: FingerprintComponents, new: FingerprintComponents) -> 
     return changes
 
 
+# The components a user can tell apart, in the order ``changed_components`` reports them.
+COMPONENTS = ("code", "setup", "files", "params", "inputs", "environment", "settings")
+
+
+def changed_components(old: FingerprintComponents, new: FingerprintComponents) -> list[str]:
+    """The names (``COMPONENTS``) of the components that differ: which of code,
+    parameters, inputs, environment ... made two fingerprints differ."""
+    if old.scheme != new.scheme:
+        return ["scheme"]
+    changed = [name for name in COMPONENTS if name != "settings"
+               and getattr(old, name) != getattr(new, name)]
+    if _shown_settings(old.settings) != _shown_settings(new.settings) or \
+            old.settings.get("variables") != new.settings.get("variables"):
+        changed.append("settings")
+    return changed
+
+
 def _shown_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     """The settings as a user declared them: the folder of handed-over variables is not one
     of the step's outputs to them (the ``variables`` setting says what changed there)."""
