@@ -105,7 +105,10 @@ def compare_runs(store: Store, refs: Sequence[str]) -> Comparison:
         base = records[0].get(name)
         base_components = (FingerprintComponents.from_dict(base.components)
                            if base is not None and base.components else None)
-        statuses, prints, changed, changes = [], [], [], []
+        statuses: list[str | None] = []
+        prints: list[str | None] = []
+        changed: list[list[str]] = []
+        changes: list[list[str]] = []
         for index, by_step in enumerate(records):
             record = by_step.get(name)
             statuses.append(record.status.value if record else None)
