@@ -50,4 +50,5 @@ def test_a_run_reads_and_writes_versions_with_their_producer(store: Store,
                                    "version": 1}]
     (version,) = dataset_history(store, "copied")
     assert version["produced_by"] == {"run_id": result.run_id, "step": "copy", "output": "out"}
-    assert preview(store, "copied")["table"] is None  # a folder of files, not a table
+    # a step's output of CSV files is tabular too: its first rows show
+    assert preview(store, "copied")["table"]["rows"] == [["1", "2"]]
