@@ -14,6 +14,7 @@ pure and stay in the model; this module adds what needs the workspace or the fil
 
 from __future__ import annotations
 
+import ast
 import os
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
@@ -65,6 +66,52 @@ def known_environments(store: Store | None) -> dict[str, list[int]]:
 
 
 # -- one function per concern ----------------------------------------------------------------
+def local_modules(code: str, folder: Path) -> list[Path]:
+    """Python files next to the notebook that ``code`` imports (``import helpers``): part
+    of the step's fingerprint (runner.planning), and code whose logged metrics count as the
+    step's (``module_code``)."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return []  # cell magics and shell escapes: nothing we can see
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    found: list[Path] = []
+    for name in sorted(names):
+        module = folder / f"{name}.py"
+        package = folder / name
+        if module.is_file():
+            found.append(module)
+        elif (package / "__init__.py").is_file():
+            found.extend(sorted(package.rglob("*.py")))
+    return found
+
+
+
+def module_code(pipeline: Pipeline, folder: Path) -> dict[str, list[str]]:
+    """Step -> the text of the local modules it imports, for the steps whose metrics a
+    ``--if`` condition reads (the metrics a helper module logs count as the step's)."""
+    read = {other for s in pipeline.steps if s.header.condition
+            for other in s.header.condition.steps if pipeline.has_step(other)}
+    found: dict[str, list[str]] = {}
+    for name in sorted(read):
+        codes = [pipeline.step(name).code, *(s.code for s in pipeline.setup)]
+        paths = {path for code in codes for path in local_modules(code, folder)}
+        texts = []
+        for path in sorted(paths):
+            try:
+                texts.append(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError):
+                texts.append("(unreadable)")  # not Python: counted as logging anything
+        if texts:
+            found[name] = texts
+    return found
+
+
 def name_issues(name: str, what: str = "published pipeline",
                 field: str = "--name") -> list[DefinitionIssue]:
     """A published pipeline's or a schedule's name: letters, digits, '_', '-', '.'."""
@@ -280,7 +327,7 @@ def validate_run(
     run's parameter values. ``store`` is None when there is no workspace yet. ``extra``:
     problems the caller found (a sweep's), reported with the others."""
     datasets = known_datasets(store)
-    issues = pipeline.definition_issues(datasets)
+    issues = pipeline.definition_issues(datasets, module_code(pipeline, folder))
     issues += selection_issues(pipeline, steps, until, downstream)
     issues += dataset_pin_issues(pipeline, dataset_versions or {}, datasets)
     issues += compute_issues(store, pipeline, compute)
@@ -321,7 +368,7 @@ def validate_publish(store: Store, pipeline: Pipeline, folder: Path, name: str,
     """Every problem of publishing ``pipeline`` as ``name`` at once, or the ``--hash-paths``
     files the snapshot copies."""
     issues = name_issues(name) + notify_issues(notify, notify_on)
-    issues += pipeline.definition_issues(known_datasets(store))
+    issues += pipeline.definition_issues(known_datasets(store), module_code(pipeline, folder))
     issues += environment_issues(store, pipeline)
     files, file_issues = hash_path_files(pipeline, folder)
     _raise_if_any(issues + file_issues, pipeline.source)

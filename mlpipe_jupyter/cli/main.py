@@ -94,13 +94,14 @@ def _dataset_pins(items: list[str]) -> dict[str, int]:
 def cmd_check(args: argparse.Namespace) -> int:
     from mlpipe_jupyter.notebook import load_pipeline
     from mlpipe_jupyter.store.workspace import find_workspace_dir
+    from mlpipe_jupyter.validation import module_code
 
     pipeline = load_pipeline(Path(args.notebook))
     datasets = None
     workspace = find_workspace_dir()
     if workspace is not None and workspace.is_dir():  # a check needs no workspace: no run
         datasets = _store().datasets.versions()
-    pipeline.validate(datasets)
+    pipeline.validate(datasets, module_code(pipeline, Path(args.notebook).resolve().parent))
     kind = " (Kale tags)" if pipeline.kind == "kale" else ""
     print(f"{args.notebook}{kind}: {len(pipeline.steps)} steps, {len(pipeline.setup)} setup "
           "cells, OK")
@@ -136,6 +137,7 @@ def _step_notes(step: Any, kale: bool) -> list[str]:
     """What a step's header says beyond its edges, for ``mlpipe check`` (a Kale step's
     parameters are those of the pipeline-parameters cell it uses)."""
     from mlpipe_jupyter.executors.base import resource_requests
+    from mlpipe_jupyter.model.conditions import ALL_SUCCEEDED
 
     header = step.header
     notes = []
@@ -152,6 +154,10 @@ def _step_notes(step: Any, kale: bool) -> list[str]:
         notes.append("annotations: " + ", ".join(f"{k}={v}" for k, v in header.annotations))
     if header.secrets:
         notes.append("secrets: " + ", ".join(use.describe() for use in header.secrets))
+    if header.run_if != ALL_SUCCEEDED:
+        notes.append(f"run-if: {header.run_if}")
+    if header.condition is not None:
+        notes.append(f"if: {header.condition.text}")
     if header.other_limits:
         notes.append("limits not applied: " + ", ".join(f"{k}={v}" for k, v in header.other_limits))
     return notes

@@ -36,6 +36,10 @@ values in a row, up to the next ``--option``)::
                                         than letters and digits as _); docs/secrets.md
     --label KEY=VALUE                   metadata kept with the step (Kale's label: tag)
     --annotation KEY=VALUE              metadata kept with the step (Kale's annotation: tag)
+    --run-if RULE                       which upstream outcomes let the step run:
+                                        all_succeeded (default), all_done, any_failed
+    --if "EXPRESSION"                   run only when EXPRESSION over upstream metrics
+                                        (STEP.METRIC) and parameters is true; quote it
     --no-run                            (magic only) register the step without running it
 
 Names of steps, inputs, outputs and parameters are Python identifiers (they become
@@ -57,6 +61,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlpipe_jupyter.errors import DefinitionIssue
+from mlpipe_jupyter.model.conditions import ALL_SUCCEEDED, parse_condition, parse_run_if
 from mlpipe_jupyter.model.step import (
     DatasetInput,
     OutputSpec,
@@ -321,6 +326,8 @@ OPTIONS: dict[str, _Option] = {
     "--cpus": _Option("cpus", _parse_positive_float),
     "--memory": _Option("memory_bytes", parse_size),
     "--gpus": _Option("gpus", _parse_count),
+    "--run-if": _Option("run_if", parse_run_if),
+    "--if": _Option("condition", parse_condition),
 }
 
 
@@ -387,6 +394,13 @@ def parse_step_header(line: str, cell: int | None = None) -> ParsedHeader:
         if not raw:
             issue("needs a value", name, option_name)
             continue
+        if option_name == "--if" and index < len(tokens) and not tokens[index].startswith("--"):
+            while index < len(tokens) and not tokens[index].startswith("--"):
+                raw[0] += " " + tokens[index]  # one mistake, one message
+                index += 1
+            issue(f"quote the whole condition as one word: --if \"{raw[0]}\"", name,
+                  option_name)
+            continue
         for item in raw:
             try:
                 parsed = option.parse(item)
@@ -431,6 +445,8 @@ def parse_step_header(line: str, cell: int | None = None) -> ParsedHeader:
         labels=tuple(values.get("labels", [])),
         annotations=tuple(values.get("annotations", [])),
         secrets=tuple(dict.fromkeys(values.get("secrets", []))),
+        run_if=values.get("run_if", ALL_SUCCEEDED),
+        condition=values.get("condition"),
     )
     return ParsedHeader(header, issues)
 

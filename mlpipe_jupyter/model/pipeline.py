@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlpipe_jupyter.errors import DefinitionError, DefinitionIssue, NotFoundError
+from mlpipe_jupyter.model.conditions import LoggedMetrics, logged_metrics, suggest
 from mlpipe_jupyter.model.step import (
     VARIABLES_OUTPUT,
     DatasetInput,
@@ -194,11 +195,14 @@ class Pipeline:
 
     # -- validation ---------------------------------------------------------------------
     def definition_issues(
-        self, datasets: Mapping[str, Iterable[int]] | None = None
+        self, datasets: Mapping[str, Iterable[int]] | None = None,
+        extra_code: Mapping[str, Sequence[str]] | None = None,
     ) -> list[DefinitionIssue]:
         """Every problem in the definition; ``datasets`` maps known dataset names to versions.
 
         With ``datasets=None`` dataset inputs are not checked (no workspace at hand).
+        ``extra_code`` maps a step to more code it runs (the local modules it imports): the
+        metrics logged there count as the step's for the ``--if`` checks.
         """
         issues: list[DefinitionIssue] = list(self.parse_issues)
         first_cell: dict[str, int | None] = {}
@@ -230,6 +234,7 @@ class Pipeline:
                     )
         for step in self.steps:
             issues.extend(self._input_issues(step, datasets))
+            issues.extend(self._condition_issues(step, extra_code or {}))
         cycle = self._a_cycle()
         if cycle:
             issues.append(
@@ -288,8 +293,64 @@ class Pipeline:
                 add(f"step {other!r} is not defined in this notebook", f"--after {other}")
         return issues
 
-    def validate(self, datasets: Mapping[str, Iterable[int]] | None = None) -> None:
+    def logged_metrics(self, name: str, extra_code: Sequence[str] = ()) -> LoggedMetrics:
+        """The metrics step ``name`` logs, as far as its code (with the setup cells and
+        ``extra_code``) shows them."""
+        found = LoggedMetrics()
+        for code in (self.step(name).code, *(s.code for s in self.setup), *extra_code):
+            found = found | logged_metrics(code)
+        return found
+
+    def _condition_issues(
+        self, step: Step, extra_code: Mapping[str, Sequence[str]]
+    ) -> list[DefinitionIssue]:
+        """The ``--if`` condition names parameters, and metrics of other steps that log them."""
+        condition = step.header.condition
+        if condition is None:
+            return []
+        issues: list[DefinitionIssue] = []
+        option = f"--if {condition.text}"
+
+        def add(message: str) -> None:
+            issues.append(DefinitionIssue(message, step=step.name, cell=step.cell, field=option))
+
+        parameters = self.parameters()
+        for name in condition.names:
+            if name in parameters:
+                continue
+            if self.has_step(name):
+                add(f"{name!r} is a step: a condition reads its metrics, {name}.METRIC")
+                continue
+            known = list(parameters) + self.step_names
+            add(f"{name!r} is neither a parameter nor a step{suggest(name, known)} "
+                f"(parameters: {', '.join(parameters) or 'none'})")
+        for other, metric in condition.metrics:
+            if other == step.name:
+                add(f"a step's condition cannot read its own metrics ({other}.{metric}): "
+                    "it is evaluated before the step runs")
+                continue
+            if not self.has_step(other):
+                hint = suggest(other, self.step_names)
+                if other in parameters:
+                    add(f"{other}.{metric}: {other!r} is a parameter; STEP.METRIC reads a "
+                        "step's metric")
+                else:
+                    add(f"step {other!r} is not defined in this notebook{hint} "
+                        f"(steps: {', '.join(self.step_names)})")
+                continue
+            if other in parameters and other in condition.names:
+                add(f"{other!r} is both a step and a parameter: rename one of them")
+            logged = self.logged_metrics(other, extra_code.get(other, ()))
+            if metric not in logged.names and not logged.dynamic:
+                known = ", ".join(sorted(logged.names)) or "none"
+                add(f"step {other!r} never logs metric {metric!r}"
+                    f"{suggest(metric, logged.names)} (it logs: {known}; log it with "
+                    f"context.log({metric!r}, value))")
+        return issues
+
+    def validate(self, datasets: Mapping[str, Iterable[int]] | None = None,
+                 extra_code: Mapping[str, Sequence[str]] | None = None) -> None:
         """Raise ``DefinitionError`` with every issue, if there is any."""
-        issues = self.definition_issues(datasets)
+        issues = self.definition_issues(datasets, extra_code)
         if issues:
             raise DefinitionError(issues, self.source)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlpipe_jupyter.model.conditions import ALL_SUCCEEDED, Condition
+
 
 @dataclass(frozen=True)
 class DatasetInput:
@@ -107,6 +109,9 @@ class StepHeader:
     # resource requests with no equivalent here (Kale limit:RESOURCE:VALUE): shown, not applied
     other_limits: tuple[tuple[str, str], ...] = ()
     secrets: tuple[SecretUse, ...] = ()  # secrets set in the kernel's environment (--secret)
+    # which upstream outcomes let it run (--run-if; model.conditions), and its --if
+    run_if: str = ALL_SUCCEEDED
+    condition: Condition | None = None
 
     @property
     def param_defaults(self) -> dict[str, Any]:
@@ -126,8 +131,10 @@ class Step:
         return self.header.name
 
     def upstream_names(self) -> set[str]:
-        """Names of the steps this one must wait for (data inputs, variables, ``--after``)."""
+        """Names of the steps this one must wait for (data inputs, variables, ``--after``,
+        the steps whose metrics its ``--if`` condition reads)."""
         names = {i.step for i in self.header.inputs if isinstance(i, StepOutputInput)}
+        names |= set(self.header.condition.steps) if self.header.condition else set()
         return names | set(self.header.after) | {use.step for use in self.header.uses}
 
 

@@ -26,7 +26,7 @@ from mlpipe_jupyter.model.values import canonical_literal
 from mlpipe_jupyter.store import Store
 from mlpipe_jupyter.store.datasets import hash_file
 from mlpipe_jupyter.store.runs import PlannedStep
-from mlpipe_jupyter.validation import selection_issues, step_hash_files
+from mlpipe_jupyter.validation import local_modules, selection_issues, step_hash_files
 
 EXECUTE = "execute"
 REUSE = "reuse"
@@ -90,29 +90,6 @@ class StepPlan:
             components=self.components.to_dict() if self.components else None,
             compute=self.compute,
         )
-
-
-def local_modules(code: str, folder: Path) -> list[Path]:
-    """Python files next to the notebook that ``code`` imports (``import helpers``)."""
-    try:
-        tree = ast.parse(code)
-    except SyntaxError:
-        return []  # cell magics and shell escapes: nothing we can see
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
-    found: list[Path] = []
-    for name in sorted(names):
-        module = folder / f"{name}.py"
-        package = folder / name
-        if module.is_file():
-            found.append(module)
-        elif (package / "__init__.py").is_file():
-            found.extend(sorted(package.rglob("*.py")))
-    return found
 
 
 def referenced_files(code: str, folder: Path) -> list[Path]:

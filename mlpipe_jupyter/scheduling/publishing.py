@@ -24,7 +24,6 @@ from mlpipe_jupyter.model.notify import parse_on
 from mlpipe_jupyter.model.pipeline import KALE, Pipeline
 from mlpipe_jupyter.model.step import VARIABLES_INPUT_PREFIX, VARIABLES_OUTPUT
 from mlpipe_jupyter.notebook import load_pipeline, read_notebook
-from mlpipe_jupyter.runner.planning import local_modules
 from mlpipe_jupyter.store import Store
 from mlpipe_jupyter.store.datasets import hash_file
 from mlpipe_jupyter.store.environments import parse_env_ref
@@ -32,6 +31,7 @@ from mlpipe_jupyter.store.notify import PUBLISHED
 from mlpipe_jupyter.store.published import SNAPSHOT_NOTEBOOK, PublishedPipeline
 from mlpipe_jupyter.store.snapshot import git_info
 from mlpipe_jupyter.validation import (
+    local_modules,
     name_issues,
     published_pipeline,
     runnable_version,

@@ -41,6 +41,7 @@ from mlpipe_jupyter.server.scheduling import SchedulingService
 from mlpipe_jupyter.store import RunRecord, Store
 from mlpipe_jupyter.store.results import process_alive
 from mlpipe_jupyter.store.workspace import WORKSPACE_DIRNAME, Workspace, find_workspace_dir
+from mlpipe_jupyter.validation import module_code
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +162,7 @@ class PipelineService:
         ]
         item["parameters"] = json_safe(pipeline.parameters())
         item["parameter_texts"] = parameter_texts(pipeline.parameters())
-        issues = pipeline.definition_issues(None)
+        issues = pipeline.definition_issues(None, module_code(pipeline, path.parent))
         item["error"] = "\n".join(str(i) for i in issues) or None
         return item
 
