@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlpipe_jupyter.model.conditions import ALL_SUCCEEDED
 from mlpipe_jupyter.model.pipeline import Pipeline
 from mlpipe_jupyter.model.step import VARIABLES_INPUT_PREFIX, VARIABLES_OUTPUT, Step
 from mlpipe_jupyter.model.values import python_literal
@@ -116,10 +117,14 @@ def _receive_code(pipeline: Pipeline, step: Step) -> str:
                           for producer, names in by_producer.items())
     lines = [f"# Variables from earlier steps, as they left them: {described}",
              "from mlpipe_jupyter.handover import load_variables as _mlpipe_load"]
+    # a --run-if all_done/any_failed step may run without a producer's result: its folder
+    # is None then, and the variables it would have handed over are not defined
+    guard = step.header.run_if != ALL_SUCCEEDED
     for producer, names in by_producer.items():
         folder = f"inputs[{python_literal(VARIABLES_INPUT_PREFIX + producer)}]"
-        lines.append(f"globals().update(_mlpipe_load({folder}, {python_literal(names)}, "
-                     f"{python_literal(producer)}, {python_literal(step.name)}))")
+        load = (f"globals().update(_mlpipe_load({folder}, {python_literal(names)}, "
+                f"{python_literal(producer)}, {python_literal(step.name)}))")
+        lines.append(f"if {folder} is not None:\n    {load}" if guard else load)
     lines.append("del _mlpipe_load")
     return "\n".join(lines)
 

@@ -28,11 +28,12 @@ class InputPath(_PathBase):  # type: ignore[valid-type,misc]
 
 
 class Folders(Mapping[str, Path]):
-    """Named folders, by attribute (``inputs.raw``) or by key (``inputs["raw"]``)."""
+    """Named folders, by attribute (``inputs.raw``) or by key (``inputs["raw"]``). An input
+    whose upstream step did not succeed is None (only a --run-if step runs without one)."""
 
-    def __init__(self, kind: str, paths: Mapping[str, Path]) -> None:
+    def __init__(self, kind: str, paths: Mapping[str, Path | None]) -> None:
         self._kind = kind
-        self._paths = dict(paths)
+        self._paths: dict[str, Any] = dict(paths)
 
     def __getattr__(self, name: str) -> Path:
         if name.startswith("_"):
@@ -72,9 +73,15 @@ class StepContext:
         self.notebook: str = spec.get("notebook", "")
         self.parameters: dict[str, Any] = dict(spec.get("parameters", {}))
         self.interactive: bool = bool(spec.get("interactive", False))
+        # an input whose upstream step did not succeed (a --run-if all_done or any_failed
+        # step runs without it) is None: ``if inputs.model is None: ...``
         self.inputs = Folders(
-            "input", {k: InputPath(v["path"]) for k, v in spec.get("inputs", {}).items()}
+            "input", {k: InputPath(v["path"]) if v.get("path") is not None else None
+                      for k, v in spec.get("inputs", {}).items()}
         )
+        self.missing_inputs: dict[str, str] = {
+            k: v["missing"] for k, v in spec.get("inputs", {}).items() if v.get("missing")
+        }
         self.outputs = Folders("output", {k: Path(v) for k, v in spec.get("outputs", {}).items()})
         self.input_sources: dict[str, str] = {
             k: v.get("source", "") for k, v in spec.get("inputs", {}).items()

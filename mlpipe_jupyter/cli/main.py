@@ -195,7 +195,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"  published:  {run.published}")
     rows = []
     for step in view.steps:
-        note = step.error.splitlines()[0] if step.error else unapplied_note(step.decision) or ""
+        note = (step.error.splitlines()[0] if step.error
+                else unapplied_note(step.decision) or step.condition_result or "")
         if step.reused:
             note = f"from run {step.reused_from}"
         # a reused step's metrics are its source run's (the view resolves them)

@@ -4,7 +4,8 @@ Plain dictionaries, JSON-ready: the DAG widget syncs them to the browser as they
 step's state::
 
     {"name", "status", "duration", "reused", "reused_from", "upstream", "layer", "error",
-     "decision", "log_tail", "metrics", "output_notebook"}
+     "decision", "run_if", "condition", "condition_result", "log_tail", "metrics",
+     "output_notebook"}
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ def step_state(step: StepView) -> dict[str, Any]:
         "layer": step.layer,
         "error": step.error,
         "decision": step.decision,
+        "run_if": step.run_if,
+        "condition": step.condition,
+        "condition_result": step.condition_result,
         "log_tail": log_tail(log) if log is not None else "",
         "metrics": dict(step.metrics),
         "output_notebook": str(step.output_notebook) if step.has_output else None,

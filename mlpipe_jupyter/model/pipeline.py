@@ -321,8 +321,8 @@ class Pipeline:
             if self.has_step(name):
                 add(f"{name!r} is a step: a condition reads its metrics, {name}.METRIC")
                 continue
-            known = list(parameters) + self.step_names
-            add(f"{name!r} is neither a parameter nor a step{suggest(name, known)} "
+            add(f"{name!r} is neither a parameter nor a step"
+                f"{suggest(name, [*parameters, *self.step_names])} "
                 f"(parameters: {', '.join(parameters) or 'none'})")
         for other, metric in condition.metrics:
             if other == step.name:
@@ -342,9 +342,9 @@ class Pipeline:
                 add(f"{other!r} is both a step and a parameter: rename one of them")
             logged = self.logged_metrics(other, extra_code.get(other, ()))
             if metric not in logged.names and not logged.dynamic:
-                known = ", ".join(sorted(logged.names)) or "none"
                 add(f"step {other!r} never logs metric {metric!r}"
-                    f"{suggest(metric, logged.names)} (it logs: {known}; log it with "
+                    f"{suggest(metric, logged.names)} (it logs: "
+                    f"{', '.join(sorted(logged.names)) or 'none'}; log it with "
                     f"context.log({metric!r}, value))")
         return issues
 

@@ -14,14 +14,21 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from mlpipe_jupyter.events import RUN_FINISHED, STEP_STATUS, EventBus, RunEvent
 from mlpipe_jupyter.executors.base import Executor, StepOutcome, StepTask
+from mlpipe_jupyter.model.conditions import (
+    ALL_SUCCEEDED,
+    ANY_FAILED,
+    ConditionFailure,
+    evaluate_condition,
+)
 from mlpipe_jupyter.model.pipeline import Pipeline
 from mlpipe_jupyter.model.status import RunStatus, StepStatus
+from mlpipe_jupyter.model.step import StepOutputInput
 from mlpipe_jupyter.render import notebook_error, render_step, write_step_notebook
 from mlpipe_jupyter.runner.planning import EXECUTE, REUSE, StepPlan
 from mlpipe_jupyter.store import Store
@@ -43,8 +50,10 @@ class RunResult:
 
 
 
-# An upstream step in one of these states means the step cannot run in this run.
+# An upstream step in one of these states means the step cannot run in this run (unless
+# its --run-if rule says otherwise).
 _BLOCKING = (StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELED)
+_DONE_OK = (StepStatus.SUCCEEDED, StepStatus.REUSED)
 
 
 def _times(outcome: StepOutcome) -> dict[str, float]:
@@ -98,6 +107,13 @@ class Execution:
         self.failures: list[str] = []
         self.last_error: dict[str, str] = {}  # step -> the report of its failure
         self.canceled = False
+        # steps that failed or were canceled, and those skipped because of one of them
+        # (what a --run-if any_failed step reacts to; a step skipped by a false condition
+        # is not among them)
+        self.failed_above: set[str] = set()
+        # step -> input -> why its folder is not there (an upstream step did not succeed)
+        self.missing_inputs: dict[str, dict[str, str]] = {}
+        self.decided: dict[str, str] = {}  # step -> the decision recorded with its condition
 
     # -- driven by ``drive`` -----------------------------------------------------------------
     def go(self) -> RunResult:
@@ -108,6 +124,7 @@ class Execution:
         for name, plan in self.plans.items():
             if plan.action == REUSE:
                 self._register_outputs(name)
+                self._note_reused_condition(name)
 
     def running(self) -> int:
         return sum(1 for s in self.status.values() if s is StepStatus.RUNNING)
@@ -125,16 +142,9 @@ class Execution:
                 break
             if self.status[name] is not StepStatus.QUEUED:
                 continue
-            upstream = {u: self.status[u] for u in self.pipeline.upstream(name)}
-            blocked = sorted(u for u, s in upstream.items() if s in _BLOCKING)
-            if blocked:
-                self._set(name, StepStatus.SKIPPED, ended_at=time.time(),
-                          error=f"upstream step {', '.join(blocked)} did not succeed")
-                continue
-            if all(s in (StepStatus.SUCCEEDED, StepStatus.REUSED) for s in upstream.values()):
-                if self._take_shared(name):
-                    self._start(name)
-                    started += 1
+            if self._may_start(name) and self._take_shared(name):
+                self._start(name)
+                started += 1
         return started
 
     def _take_shared(self, name: str) -> bool:
@@ -159,8 +169,142 @@ class Execution:
             report = (f"step '{name}' failed in run {run_id} of this sweep (the same code, "
                       f"parameters, inputs and environment), so it was not run again: {first}")
             self.failures.append(report)
+            self.failed_above.add(name)
             self._set(name, StepStatus.FAILED, ended_at=time.time(), error=report)
         return False  # waiting (queued or running elsewhere), reused or failed
+
+    def _may_start(self, name: str) -> bool:
+        """Whether ``name`` starts now. Waits (False) while its run-if rule needs upstream
+        steps to end; skips or fails it (False) when its rule or ``--if`` condition says
+        so; otherwise records the condition's result and starts it (True)."""
+        plan = self.plans[name]
+        rule = plan.step.header.run_if
+        upstream = {u: self.status[u] for u in self.pipeline.upstream(name)}
+        blocked = sorted(u for u, s in upstream.items() if s in _BLOCKING)
+        failed = sorted(u for u in blocked if u in self.failed_above)
+        if rule == ALL_SUCCEEDED:
+            if blocked:
+                if failed:
+                    error = f"upstream step {', '.join(blocked)} did not succeed"
+                else:  # skipped by a condition (or a run-if rule) above: not a failure
+                    first = self.store.runs.step_run(self.run_id, blocked[0]).error or ""
+                    error = (f"upstream step {', '.join(blocked)} was skipped"
+                             + (f": {first.splitlines()[0]}" if first else ""))
+                self._skip(name, error, because_of_failure=bool(failed))
+                return False
+            if not all(s in _DONE_OK for s in upstream.values()):
+                return False
+        else:
+            if not all(s.is_final for s in upstream.values()):
+                return False  # all_done and any_failed wait for every upstream step
+            if rule == ANY_FAILED and not failed:
+                self._skip(name, f"no upstream step failed (run-if {ANY_FAILED})",
+                           because_of_failure=False)
+                return False
+        notes: list[str] = []
+        condition = plan.step.header.condition
+        if condition is not None:
+            try:
+                result = evaluate_condition(condition, self._upstream_metrics(condition.steps),
+                                            plan.condition_parameters)
+            except ConditionFailure as exc:
+                report = (f"step '{name}' failed: its condition could not be evaluated: {exc}")
+                self.failures.append(report)
+                self.failed_above.add(name)
+                self._set(name, StepStatus.FAILED, ended_at=time.time(), error=report)
+                return False
+            sentence = result.sentence(condition)
+            if not result.value:
+                self._skip(name, sentence, because_of_failure=False,
+                           decision=f"skipped because its condition is false\n{sentence}")
+                return False
+            notes.append(sentence)
+        not_ok = sorted(u for u, s in upstream.items() if s not in _DONE_OK)
+        if not_ok:  # all_done / any_failed with an upstream step that did not succeed
+            notes.append(self._without(name, not_ok))
+        decision = "\n".join([plan.decision, *notes])
+        if notes and self.decided.get(name) != decision:  # once (a shared step may wait)
+            self.decided[name] = decision
+            self._set(name, StepStatus.QUEUED, decision=decision)
+        return True
+
+    def _skip(self, name: str, error: str, because_of_failure: bool,
+              decision: str | None = None) -> None:
+        if because_of_failure:
+            self.failed_above.add(name)
+        fields: dict[str, Any] = {"ended_at": time.time(), "error": error}
+        if decision is not None or self.plans[name].step.header.run_if != ALL_SUCCEEDED \
+                or self.plans[name].step.header.condition is not None:
+            fields["decision"] = decision or f"skipped: {error}"
+        self._set(name, StepStatus.SKIPPED, **fields)
+
+    def _upstream_metrics(self, steps: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Each step's metrics, the last value of each: a reused step's are those of the run
+        that produced its result (as ``runner.view.step_view`` shows them)."""
+        found: dict[str, dict[str, Any]] = {}
+        for step in steps:
+            reused = self.status.get(step) is StepStatus.REUSED
+            source = (self.plans[step].reused_from if reused else None) or self.run_id
+            found[step] = {m["name"]: m["value"] for m in self.store.runs.metrics(source, step)}
+        return found
+
+    def _note_reused_condition(self, name: str) -> None:
+        """A reused gated step: its condition was true when its result was made, and reads
+        the same metrics now; its result is recorded with the decision all the same."""
+        plan = self.plans[name]
+        condition = plan.step.header.condition
+        if condition is None or not all(self.status.get(s) is StepStatus.REUSED
+                                        for s in condition.steps):
+            return
+        try:
+            sentence = evaluate_condition(condition, self._upstream_metrics(condition.steps),
+                                          plan.condition_parameters).sentence(condition)
+        except ConditionFailure as exc:
+            sentence = f"condition {condition.text}: {exc}"
+        self.store.runs.update_step(self.run_id, name, decision=f"{plan.decision}\n{sentence}")
+
+    def _without(self, name: str, not_ok: list[str]) -> str:
+        """A run-if step that runs although upstream steps did not succeed: their outputs
+        are not mounted (the step sees those inputs as None), and its result is committed
+        under fingerprint + run id, so that no later run reuses it."""
+        plan = self.plans[name]
+        missing: dict[str, str] = {}
+        for ref in plan.step.header.inputs:
+            if isinstance(ref, StepOutputInput) and ref.step in not_ok:
+                plan.input_paths.pop(ref.name, None)
+                missing[ref.name] = f"upstream step {ref.step} {self.status[ref.step].value}"
+        self.missing_inputs[name] = missing
+        if plan.result_id == plan.fingerprint:
+            self._rekey(name, f"{plan.fingerprint}-{self.run_id}")
+        outcomes = ", ".join(f"{u} {self.status[u].value}" for u in not_ok)
+        return (f"run-if {plan.step.header.run_if}: runs although upstream step {outcomes}; "
+                "its result is kept for this run only (never reused)")
+
+    def _rekey(self, name: str, result_id: str) -> None:
+        """Commit ``name`` under ``result_id``, and re-fingerprint the queued steps below it
+        that read it: their fingerprints named its planned result."""
+        plan = self.plans[name]
+        old = plan.result_id
+        plan.result_id = result_id
+        self.store.runs.update_step(self.run_id, name, result_id=result_id)
+        for down in sorted(self.pipeline.downstream(name)):
+            below = self.plans[down]
+            if below.action != EXECUTE or self.status[down] is not StepStatus.QUEUED \
+                    or below.components is None or old is None:
+                continue
+            inputs = {k: v[: -len(old)] + result_id if v.endswith(f"#{old}") else v
+                      for k, v in below.components.inputs.items()}
+            for ref in below.step.header.inputs:
+                if isinstance(ref, StepOutputInput) and ref.step == name \
+                        and ref.name in below.input_paths:
+                    below.input_paths[ref.name] = self.store.results.path(result_id, ref.output)
+            forced = below.result_id != below.fingerprint
+            below.components = replace(below.components, inputs=inputs)
+            below.fingerprint = below.components.fingerprint()
+            self.store.runs.update_step(self.run_id, down, fingerprint=below.fingerprint,
+                                        components=below.components.to_dict())
+            self._rekey(down, f"{below.fingerprint}-{self.run_id}" if forced
+                        else below.fingerprint)
 
     def _start(self, name: str) -> None:
         plan = self.plans[name]
@@ -172,7 +316,7 @@ class Execution:
             self.run_id, name, [o.name for o in plan.step.header.outputs]
         )
         self.staging[name] = staging
-        context = {
+        context: dict[str, Any] = {
             "run_id": self.run_id,
             "step": name,
             "notebook": str(self.notebook),
@@ -184,6 +328,9 @@ class Execution:
             "outputs": {o.name: str(staging / o.name) for o in plan.step.header.outputs},
             "metrics_path": str(step_dir / "metrics.jsonl"),
         }
+        for key, why in self.missing_inputs.get(name, {}).items():  # None in the step
+            context["inputs"][key] = {"path": None, "source": plan.input_sources.get(key, ""),
+                                      "missing": why}
         step_notebook = write_step_notebook(
             render_step(self.pipeline, plan.step, context), step_dir / "step.ipynb"
         )
@@ -225,6 +372,7 @@ class Execution:
         if staging is not None:
             discard(staging)
         if outcome.canceled or self.canceled:
+            self.failed_above.add(name)
             self._set(name, StepStatus.CANCELED, ended_at=time.time(), error="canceled")
             return
         if self.attempts.get(name, 1) <= plan.step.header.retries:
@@ -233,6 +381,7 @@ class Execution:
         report = self._report(outcome)
         self.failures.append(report)
         self.last_error[name] = report
+        self.failed_above.add(name)
         self._set(name, StepStatus.FAILED, error=report, **_times(outcome))
 
     # -- helpers --------------------------------------------------------------------------

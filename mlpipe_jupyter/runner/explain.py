@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mlpipe_jupyter.model.fingerprint import FingerprintComponents, describe_changes
+from mlpipe_jupyter.runner.view import condition_result
 from mlpipe_jupyter.store import Store
 
 
@@ -12,7 +13,17 @@ def explain_step(store: Store, run_ref: str, step: str) -> list[str]:
     record = store.runs.step_run(run.id, step)
     lines = [f"step '{step}' in run {run.id}: {record.status.value}"]
     if record.decision:
-        lines.append(f"decision: {record.decision}")
+        first, *more = record.decision.splitlines()
+        lines.append(f"decision: {first}")
+        lines += [f"  {line}" for line in more]  # a condition's result, a run-if note
+    settings = (record.components or {}).get("settings", {})
+    if settings.get("run_if"):
+        lines.append(f"run-if: {settings['run_if']}")
+    if settings.get("condition") and not condition_result(record.decision, record.error):
+        lines.append(f"condition {settings['condition']}: not evaluated (the step did not "
+                     "get that far)" if record.status.value in ("skipped", "canceled",
+                                                              "failed")
+                     else f"condition: {settings['condition']}")
     if record.fingerprint:
         lines.append(f"fingerprint: {record.fingerprint}")
     if record.error:

@@ -17,6 +17,7 @@ from typing import Any
 
 from mlpipe_jupyter.errors import DefinitionError, DefinitionIssue, ExecutorError
 from mlpipe_jupyter.executors.base import Unapplied
+from mlpipe_jupyter.model.conditions import ALL_SUCCEEDED
 from mlpipe_jupyter.model.fingerprint import FingerprintComponents, describe_changes, hash_text
 from mlpipe_jupyter.model.parameters import step_parameters
 from mlpipe_jupyter.model.pipeline import KALE, Pipeline
@@ -40,7 +41,20 @@ def unapplied_note(decision: str | None) -> str | None:
     (1), image busybox"), or None."""
     if not decision or UNAPPLIED_MARK not in decision:
         return None
-    return UNAPPLIED_MARK[2:] + decision.split(UNAPPLIED_MARK, 1)[1]
+    # the note ends the decision's first line (a condition's result is a line of its own)
+    return UNAPPLIED_MARK[2:] + decision.split(UNAPPLIED_MARK, 1)[1].split("\n", 1)[0]
+
+
+def condition_parameters(pipeline: Pipeline, step: Step,
+                         overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's values of the parameters the step's ``--if`` condition reads: the run's
+    value, else the pipeline's default."""
+    condition = step.header.condition
+    if condition is None:
+        return {}
+    defaults = pipeline.parameters()
+    return {name: overrides[name] if name in overrides else defaults[name]
+            for name in condition.names if name in overrides or name in defaults}
 
 
 @dataclass(frozen=True)
@@ -72,6 +86,8 @@ class StepPlan:
     parameters: dict[str, Any] = field(default_factory=dict)
     input_paths: dict[str, Path] = field(default_factory=dict)
     input_sources: dict[str, str] = field(default_factory=dict)
+    # the run's values of the parameters its --if condition reads
+    condition_parameters: dict[str, Any] = field(default_factory=dict)
 
     @property
     def decision(self) -> str:
@@ -252,6 +268,9 @@ class Planner:
                 input_paths[ref.name] = self.store.results.path(upstream.result_id or "", ref.output)
         for other in step.header.after:  # ordering only, but a re-executed upstream counts
             inputs[f"after:{other}"] = f"step:{other}#{plans[other].result_id}"
+        condition = step.header.condition
+        for other in condition.steps if condition else ():  # their metrics decide
+            inputs[f"if:{other}"] = f"step:{other}#{plans[other].result_id}"
         params = step_parameters(self.pipeline, step.name, self.parameters)
         # a step's own image replaces the run's default environment
         image = step.header.image
@@ -276,6 +295,16 @@ class Planner:
         # (only when there are any: other steps' fingerprints stay as they were)
         if step.header.secrets:
             settings["secrets"] = sorted(use.describe() for use in step.header.secrets)
+        # conditional steps (only when set: other steps' fingerprints stay as they were); the
+        # values of the parameters a condition reads decide it as much as the metrics do
+        if step.header.run_if != ALL_SUCCEEDED:
+            settings["run_if"] = step.header.run_if
+        read = condition_parameters(self.pipeline, step, self.parameters)
+        if condition is not None:
+            settings["condition"] = condition.text
+            if read:
+                settings["condition_parameters"] = {name: canonical_literal(value)
+                                                    for name, value in read.items()}
         components = FingerprintComponents(
             code=hash_text(step.code),
             setup=setup_hash,
@@ -289,7 +318,9 @@ class Planner:
             step=step, action=EXECUTE, reason="", compute=compute, env=env, image=image,
             components=components,
             fingerprint=components.fingerprint(), parameters=params, input_paths=input_paths,
-            input_sources={k: v.split("#")[0] for k, v in inputs.items() if not k.startswith("after:")},
+            input_sources={k: v.split("#")[0] for k, v in inputs.items()
+                           if not k.startswith(("after:", "if:"))},
+            condition_parameters=read,
         )
 
     def _why_execute(self, step: Step, components: FingerprintComponents) -> str:

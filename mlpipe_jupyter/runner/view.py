@@ -53,6 +53,10 @@ class StepView:
     log_path: Path | None = None  # the source run's log; None until read from the store
     output_notebook: Path | None = None  # the source run's executed notebook (may not exist)
     has_output: bool = False  # the step executed in this run and its notebook exists
+    run_if: str | None = None  # its --run-if rule, when not the default (all_succeeded)
+    condition: str | None = None  # its --if condition
+    # "condition evaluate.accuracy >= 0.9 is true (evaluate.accuracy = 0.93)", once decided
+    condition_result: str | None = None
 
     @property
     def reused(self) -> bool:
@@ -104,19 +108,30 @@ def step_counts(store: Store, run_id: str) -> dict[str, int]:
     return count_statuses(r.status.value for r in store.runs.step_runs(run_id))
 
 
+def condition_result(decision: str | None, error: str | None = None) -> str | None:
+    """The sentence that says how a step's ``--if`` condition came out: a line of its own
+    in the recorded decision (or the error of a step that could not evaluate it)."""
+    for line in (decision or "").splitlines()[1:]:
+        if line.startswith("condition "):
+            return line
+    if error and "its condition could not be evaluated" in error:
+        return error.splitlines()[0]
+    return None
+
+
 def step_view(store: Store, record: StepRunRecord, layer: int) -> StepView:
     """A step as the store holds it, its metrics, log and notebook resolved to its source."""
     reused = record.status is StepStatus.REUSED
     source = (record.reused_from if reused and record.reused_from else None) or record.run_id
     own_notebook = store.runs.output_notebook(record.run_id, record.step)
+    settings = (record.components or {}).get("settings", {})
     return StepView(
         run_id=record.run_id,
         name=record.step,
         status=record.status.value,
         layer=layer,
         upstream=tuple(record.upstream),
-        variables=received_variables(
-            (record.components or {}).get("settings", {}).get("receives", [])),
+        variables=received_variables(settings.get("receives", [])),
         cell=record.cell,
         started_at=record.started_at,
         ended_at=record.ended_at,
@@ -131,6 +146,9 @@ def step_view(store: Store, record: StepRunRecord, layer: int) -> StepView:
         log_path=store.runs.log_path(source, record.step),
         output_notebook=store.runs.output_notebook(source, record.step),
         has_output=own_notebook.exists(),
+        run_if=settings.get("run_if"),
+        condition=settings.get("condition"),
+        condition_result=condition_result(record.decision, record.error),
     )
 
 

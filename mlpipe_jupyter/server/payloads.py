@@ -75,6 +75,9 @@ def step_payload(step: StepView) -> dict[str, Any]:
         "compute": step.compute,
         "metrics": {name: json_safe(value) for name, value in step.metrics.items()},
         "has_output": step.has_output,
+        "run_if": step.run_if,
+        "condition": step.condition,
+        "condition_result": step.condition_result,
     }
 
 
