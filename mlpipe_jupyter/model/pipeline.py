@@ -332,8 +332,7 @@ class Pipeline:
             if not self.has_step(other):
                 hint = suggest(other, self.step_names)
                 if other in parameters:
-                    add(f"{other}.{metric}: {other!r} is a parameter; STEP.METRIC reads a "
-                        "step's metric")
+                    add(f"{other!r} is a parameter; STEP.METRIC reads a step's metric")
                 else:
                     add(f"step {other!r} is not defined in this notebook{hint} "
                         f"(steps: {', '.join(self.step_names)})")
