@@ -359,8 +359,11 @@ class Execution:
         staging = self.staging.pop(name, None)
         if outcome.ok and staging is not None:
             try:
+                # a run-if step that ran without an upstream result is kept under its
+                # result id alone: no later run finds it by fingerprint (never reused)
+                kept_as = plan.result_id if name in self.missing_inputs else plan.fingerprint
                 self.store.results.commit(
-                    staging, plan.result_id or "", plan.fingerprint or "", self.run_id, name
+                    staging, plan.result_id or "", kept_as or "", self.run_id, name
                 )
             except OSError as exc:
                 outcome = StepOutcome(outcome.task, ok=False,
