@@ -40,6 +40,11 @@ export interface IStep {
   compute: string | null;
   metrics: Record<string, unknown>;
   has_output: boolean;
+  /** Its --run-if rule when not the default, its --if condition, and how that came out
+   * (older servers: none). */
+  run_if?: string | null;
+  condition?: string | null;
+  condition_result?: string | null;
 }
 
 export interface IRunDetail extends IRunSummary {

@@ -336,7 +336,10 @@ export class MlpipePanel extends Widget {
     const rows: [string, string][] = [
       ['time', step.reused ? '' : seconds(step.duration)],
       ['reused from run', step.reused ? step.reused_from || '?' : ''],
-      [step.reused ? 'why reused' : 'why run', step.decision || ''],
+      [step.reused ? 'why reused' : 'why run', (step.decision || '').split('\n')[0]],
+      ['run-if', step.run_if || ''],
+      ['condition', step.condition || ''],
+      ['condition result', step.condition_result || ''],
       ['receives', receivedText(step)],
       ['fingerprint', (step.fingerprint || '').slice(0, 16)],
       ['attempts', step.attempts > 1 ? String(step.attempts) : ''],

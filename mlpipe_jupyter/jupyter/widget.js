@@ -146,7 +146,10 @@ function drawDetails(step, parent) {
   const rows = [
     ["time", seconds(step.duration)],
     ["reused from run", step.reused ? step.reused_from || "?" : ""],
-    ["why", step.decision || ""],
+    ["why", (step.decision || "").split("\n")[0]],
+    ["run-if", step.run_if || ""],
+    ["condition", step.condition || ""],
+    ["condition result", step.condition_result || ""],
     ["upstream", (step.upstream || []).join(", ")],
     ["receives", receivedText(step)],
     ["output notebook", step.output_notebook || ""],

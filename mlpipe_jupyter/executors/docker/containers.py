@@ -69,10 +69,15 @@ class ContainerStep:
 
 
 def container_step(task: StepTask, image: str) -> ContainerStep:
-    """The container of a task: its inputs read-only, its run and staging folders writable."""
+    """The container of a task: its inputs read-only, its run and staging folders writable.
+
+    Only folders that exist are mounted: Docker would create a missing one, as root, where
+    it should be (in the results folder). A --run-if step that runs without an upstream
+    step's result has no folder for that input at all (the step sees it as None)."""
     writable = [task.step_notebook.parent] + ([task.staging] if task.staging else [])
     return ContainerStep(task, image,
-                         read_only=tuple(Path(p) for p in task.input_paths.values()),
+                         read_only=tuple(Path(p) for p in task.input_paths.values()
+                                         if Path(p).exists()),
                          writable=tuple(writable))
 
 
