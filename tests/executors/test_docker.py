@@ -269,3 +269,23 @@ def test_step_naming_a_missing_image_fails_before_running(
     local = run_cli("run", str(notebook))
     assert local.returncode == 0, local.stderr
     assert "note: needs: GPU request (1) not applied" in local.stdout
+
+
+def test_a_run_if_step_in_docker_runs_without_the_failed_steps_folder(
+    docker_engine: Any, store: Store, workspace_dir: Path
+) -> None:
+    notebook = write_notebook(workspace_dir / "alert.ipynb", [
+        "%%mlstep train --output model --compute local\nraise RuntimeError('diverged')",
+        "%%mlstep alert --input m=train.model --output report --run-if any_failed\n"
+        "(outputs.report / 'r.txt').write_text(f'model: {inputs.m}')",
+    ])
+    result = run_notebook(notebook, compute="docker", store=store)
+    assert result.status is RunStatus.FAILED
+    assert result.step_status == {"train": StepStatus.FAILED, "alert": StepStatus.SUCCEEDED}
+    assert (step_output(store, result.run_id, "alert", "report") / "r.txt").read_text() == \
+        "model: None"
+    # nothing was mounted for the failed step's output: Docker created no folder for it
+    planned = store.runs.step_run(result.run_id, "train").result_id or ""
+    assert not (store.workspace.results_dir / planned).exists()
+    assert sorted(p.name for p in store.workspace.results_dir.iterdir()) == [
+        store.runs.step_run(result.run_id, "alert").result_id]

@@ -155,3 +155,52 @@ def test_a_metric_missing_at_run_time_fails_the_gated_step(
                       "'accuracy' of step 'evaluate' was not logged (its metrics: acc)")
     assert store.runs.step_run(result.run_id, "after").error == \
         "upstream step deploy did not succeed"
+
+
+def test_docker_never_mounts_an_input_folder_that_is_not_there(tmp_path: Path) -> None:
+    from mlpipe_jupyter.executors.base import StepTask
+    from mlpipe_jupyter.executors.docker.containers import container_step
+
+    there = tmp_path / "results" / "abc" / "model"
+    there.mkdir(parents=True)
+    task = StepTask(
+        run_id="r", step="s", attempt=1, step_notebook=tmp_path / "run" / "step.ipynb",
+        output_notebook=tmp_path / "run" / "out.ipynb", log_path=tmp_path / "run" / "log",
+        cwd=tmp_path, input_paths={"a": there, "b": tmp_path / "results" / "gone" / "model"},
+    )
+    assert container_step(task, "image").read_only == (there,)
+    assert not (tmp_path / "results" / "gone").exists()
+
+
+def test_variables_from_a_failed_step_are_not_defined_and_the_cli_shows_conditions(
+    store: Store, workspace_dir: Path
+) -> None:
+    from tests.conftest import run_cli
+
+    notebook = write_notebook(workspace_dir / "use.ipynb", [
+        "%%mlstep train --param ok=True\nmodel = {'w': 1}\nif not ok:\n    raise ValueError('no')\n"
+        "context.log('score', 0.5)",
+        "%%mlstep report --use train.model --output r --run-if all_done\n"
+        "(outputs.r / 'r.txt').write_text(repr(model) if 'model' in globals() else 'no model')",
+        "%%mlstep ship --if \"train.score > 0.9\" --run-if all_succeeded\nprint('ship')",
+    ])
+    checked = run_cli("check", str(notebook), cwd=workspace_dir)
+    assert checked.returncode == 0, checked.stderr
+    assert "run-if: all_done" in checked.stdout and "if: train.score > 0.9" in checked.stdout
+    assert "2: ship (cell 3) after: train" not in checked.stdout  # ship is in layer 1
+    assert "1: ship (cell 3) after: train" in checked.stdout
+
+    good = run_notebook(notebook, store=store)
+    assert statuses(good) == {"train": S, "report": S, "ship": K}
+    assert (step_output(store, good.run_id, "report", "r") / "r.txt").read_text() == "{'w': 1}"
+    bad = run_notebook(notebook, {"ok": "False"}, store=store)
+    assert statuses(bad) == {"train": F, "report": S, "ship": K}
+    assert (step_output(store, bad.run_id, "report", "r") / "r.txt").read_text() == "no model"
+
+    why = run_cli("why", good.run_id, "ship", cwd=workspace_dir)
+    assert why.returncode == 0, why.stderr
+    assert "  condition train.score > 0.9 is false (train.score = 0.5)" in why.stdout
+    shown = run_cli("show", good.run_id, cwd=workspace_dir)
+    assert "condition train.score > 0.9 is false (train.score = 0.5)" in shown.stdout
+    why = run_cli("why", bad.run_id, "ship", cwd=workspace_dir)
+    assert "condition train.score > 0.9: not evaluated" in why.stdout
