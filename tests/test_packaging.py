@@ -53,7 +53,6 @@ DOCS = {
     "docs/scheduling.md",
     "docs/secrets.md",
     "docs/variables.md",
-    "docs/workflows.md",
 }
 # screenshots the docs show (made by the browser tests)
 DOC_IMAGES = re.compile(r"docs/images/[\w.-]+\.png")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import html
 import threading
 from collections.abc import Callable
-from typing import Any
 
 import ipywidgets as widgets
 

@@ -83,7 +83,7 @@ class SweepSpec:
         order the axes and their values were given, or the samples in draw order."""
         if self.samples is None:
             grid = itertools.product(*(axis.values for axis in self.axes))
-            return [dict(zip(self.names, combo)) for combo in grid]
+            return [dict(zip(self.names, combo, strict=True)) for combo in grid]
         rng = random.Random(self.seed)
         return [{axis.name: axis.sample(rng) for axis in self.axes} for _ in range(self.samples)]
 

@@ -79,13 +79,13 @@ def run_sweep(sweep: SweepRequest, runner: Runner | None = None) -> SweepResult:
     try:
         plans = [runner._plan(store, pipeline, notebook, run_id, values, request,
                               forced_id=sweep_id)
-                 for run_id, values in zip(run_ids, member_values)]
+                 for run_id, values in zip(run_ids, member_values, strict=True)]
         _note_shared(plans, run_ids)
         runner._prepare(notebook, _unique_executions(plans), request)
         experiment = request.experiment or pipeline.experiment or notebook.stem
         store.sweeps.create(
             sweep_id, str(notebook), experiment, sweep.spec.to_dict(), base,
-            list(zip(run_ids, sweep.spec.members())), published=request.published,
+            list(zip(run_ids, sweep.spec.members(), strict=True)), published=request.published,
             schedule=request.schedule,
         )
         outcomes: queue.Queue[StepOutcome] = queue.Queue()
@@ -93,7 +93,7 @@ def run_sweep(sweep: SweepRequest, runner: Runner | None = None) -> SweepResult:
         executions = [
             runner._record(store, pipeline, notebook, run_id, values, request, member_plans,
                            outcomes=outcomes, shared=shared, sweep=sweep_id)
-            for run_id, values, member_plans in zip(run_ids, member_values, plans)
+            for run_id, values, member_plans in zip(run_ids, member_values, plans, strict=True)
         ]
         max_parallel = request.max_parallel or _default_parallel()
         results = drive(executions, max_parallel, runner._cancel)
@@ -101,7 +101,7 @@ def run_sweep(sweep: SweepRequest, runner: Runner | None = None) -> SweepResult:
         for result in results:
             runner._notify(store, result.run_id, request)
         return SweepResult(sweep_id, [(values, result) for values, result
-                                      in zip(members, results)])
+                                      in zip(members, results, strict=True)])
     finally:
         runner.close()
 
@@ -109,7 +109,7 @@ def run_sweep(sweep: SweepRequest, runner: Runner | None = None) -> SweepResult:
 def _note_shared(plans: list[dict[str, StepPlan]], run_ids: list[str]) -> None:
     """Say in a member's plan that an earlier member executes the same step for it."""
     owners: dict[str, str] = {}
-    for run_id, member in zip(run_ids, plans):
+    for run_id, member in zip(run_ids, plans, strict=True):
         for plan in member.values():
             if plan.action != EXECUTE or not plan.result_id:
                 continue
