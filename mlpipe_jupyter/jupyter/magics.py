@@ -34,6 +34,7 @@ from mlpipe_jupyter.interactive import (
     saved_variable,
     scratch_dir,
 )
+from mlpipe_jupyter.model.conditions import ALL_SUCCEEDED
 from mlpipe_jupyter.model.grammar import SETUP_MAGIC, STEP_MAGIC
 from mlpipe_jupyter.store import Store
 
@@ -137,6 +138,11 @@ class MlpipeMagics(Magics):
         if header.no_run:
             print(f"registered step '{header.name}' (not run: --no-run)")
             return
+        gates = [f"--if {header.condition.text}" if header.condition else "",
+                 f"--run-if {header.run_if}" if header.run_if != ALL_SUCCEEDED else ""]
+        if any(gates):  # a cell the user runs by hand always runs: say so
+            print(f"note: {' and '.join(g for g in gates if g)} apply in pipeline runs; "
+                  "run by hand, the cell runs")
         notebook = self.notebook()
         store = Store.open(create=True)
         binding = bind_step(store, header, self.registry, notebook, self.ip.user_ns)

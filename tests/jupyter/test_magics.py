@@ -193,3 +193,14 @@ def test_find_notebook_from_kernel_hints(tmp_path: Path) -> None:
     assert find_notebook({"__session__": "missing.ipynb"}, {}, tmp_path) is None
     assert find_notebook({"__session__": "console-1-abc"}, {}, tmp_path) is None
     assert interactive_notebook_path(tmp_path).parent == tmp_path
+
+
+def test_a_gated_cell_run_by_hand_runs_and_says_so(shell: Any,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    result = shell.run_cell(
+        '%%mlstep deploy --after evaluate --if "evaluate.accuracy >= 0.9" --run-if all_done\n'
+        "deployed = True")
+    assert result.success, result.error_in_exec
+    assert shell.user_ns["deployed"] is True
+    out = capsys.readouterr().out
+    assert "note: --if evaluate.accuracy >= 0.9 and --run-if all_done apply in pipeline runs" in out
