@@ -40,7 +40,12 @@ from mlpipe_jupyter.model.notify import APPRISE, parse_on, parse_spec
 from mlpipe_jupyter.model.parameters import parameter_issues
 from mlpipe_jupyter.model.pipeline import Pipeline
 from mlpipe_jupyter.model.step import Step
-from mlpipe_jupyter.model.sweep import SweepSpec, sweep_issues
+from mlpipe_jupyter.model.sweep import (
+    SweepSpec,
+    SweepSyntaxError,
+    requested_sweep,
+    sweep_issues,
+)
 from mlpipe_jupyter.notebook import pipeline_from_notebook, read_notebook
 from mlpipe_jupyter.notifications import apprise_problem
 from mlpipe_jupyter.store import PublishedPipeline, Store
@@ -400,14 +405,21 @@ def validate_trigger(
     version: int | None = None,
     parameters: Mapping[str, str] | None = None,
     dataset_versions: Mapping[str, int] | None = None,
+    sweep: SweepSpec | None = None,
+    yes: bool = False,
 ) -> tuple[PublishedPipeline, dict[str, Any]]:
     """The version a trigger runs and its parameter values, or every problem at once:
-    what its ``mlpipe run`` would refuse, found before it starts. An unknown or disabled
-    version raises its not-found or conflict error first (nothing else can be checked)."""
+    what its ``mlpipe run`` (``--sweep``, with ``sweep``) would refuse, found before it
+    starts. An unknown or disabled version raises its not-found or conflict error first
+    (nothing else can be checked)."""
     published = runnable_version(store, name, version)
     pipeline = published_pipeline(published)
+    problems: list[DefinitionIssue] = []
+    if sweep is not None:
+        problems = sweep_values(pipeline, parameters or {}, sweep, yes)[1]
     values = validate_run(store, pipeline, published.notebook.parent,
-                          parameters=parameters, dataset_versions=dataset_versions)
+                          parameters=parameters, dataset_versions=dataset_versions,
+                          extra=problems)
     return published, values
 
 
@@ -479,21 +491,34 @@ def validate_schedule(
     on_dataset: str | None = None,
     notify: Sequence[str] = (),
     notify_on: Sequence[str] = (),
+    sweep: Sequence[str] = (),
+    samples: int | None = None,
+    seed: int | None = None,
+    yes: bool = False,
     **fields: Any,
 ) -> PublishedPipeline:
     """The published version a schedule fires, or every problem of the schedule at once:
     its own fields (``schedule_field_issues(**fields)``, with ``on_dataset``), its
-    parameters and the dataset it watches. An unknown or disabled version raises its
+    parameters, its sweep (``--sweep`` texts, ``--samples``, ``--seed``: each firing
+    starts it) and the dataset it watches. An unknown or disabled version raises its
     not-found or conflict error, unless the schedule's own fields have problems: those
     are reported first (the parameters cannot be checked without the version)."""
     issues = schedule_field_issues(on_dataset=on_dataset, **fields)
     issues += notify_issues(notify, notify_on, kind=SCHEDULE)
+    spec: SweepSpec | None = None
+    try:
+        spec = requested_sweep(sweep, samples, seed)
+    except SweepSyntaxError as exc:
+        issues += exc.issues
     try:
         published = runnable_version(store, pipeline, version)
     except MlpipeError:
         _raise_if_any(issues, None)
         raise
-    issues += parameter_issues(published_pipeline(published), parameters or {})[1]
+    target = published_pipeline(published)
+    issues += parameter_issues(target, parameters or {})[1]
+    if spec is not None:
+        issues += sweep_values(target, parameters or {}, spec, yes)[1]
     if on_dataset is not None and on_dataset not in published.datasets:
         issues.append(DefinitionIssue(
             f"--on-dataset {on_dataset}: {published.ref} reads no such dataset "
@@ -507,6 +532,6 @@ __all__ = [
     "hash_path_issues", "known_datasets", "known_environments", "name_issues", "notify_issues",
     "secret_issues",
     "parameter_issues", "published_pipeline", "runnable_version", "schedule_field_issues",
-    "selection_issues", "step_hash_files", "validate_publish", "validate_run",
+    "selection_issues", "step_hash_files", "sweep_values", "validate_publish", "validate_run",
     "validate_schedule", "validate_trigger",
 ]

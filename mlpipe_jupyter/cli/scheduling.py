@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mlpipe_jupyter.cli.notify import add_notify_arguments, print_targets
+from mlpipe_jupyter.cli.sweeps import add_sweep_options, parse_sweep_arguments
 from mlpipe_jupyter.model.values import parameter_text
 from mlpipe_jupyter.reports import table as _table
 from mlpipe_jupyter.reports import when as _when
@@ -120,8 +121,12 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     from mlpipe_jupyter.scheduling.triggering import prepare_run, start_run, wait_for_run
 
     store = _store()
-    prepared = prepare_run(store, args.name, _version(args.version), _params(args.param))
+    spec = parse_sweep_arguments(args)
+    prepared = prepare_run(store, args.name, _version(args.version), _params(args.param),
+                           sweep=spec, yes=args.yes)
     start_run(store, prepared)
+    if spec is not None:
+        return _trigger_sweep(args, store, prepared)
     if args.json and not args.wait:
         print(json.dumps({"run_id": prepared.run_id, "published": prepared.published.ref}))
         return 0
@@ -141,6 +146,35 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     return 0 if record.status.value == "succeeded" else 1
 
 
+def _trigger_sweep(args: argparse.Namespace, store: Any, prepared: Any) -> int:
+    """``mlpipe trigger NAME --sweep ...``: print the sweep's id (and wait for it)."""
+    from mlpipe_jupyter.scheduling.triggering import wait_for_sweep
+
+    sweep_id, ref = prepared.sweep_id, prepared.published.ref
+    if not args.wait:
+        if args.json:
+            print(json.dumps({"sweep_id": sweep_id, "published": ref,
+                              "members": prepared.sweep.size(),
+                              "run_ids": prepared.member_run_ids}))
+        else:
+            print(sweep_id)
+            print(f"started sweep {sweep_id} of {ref}: {prepared.sweep.size()} members "
+                  f"(mlpipe sweep show {sweep_id})", file=sys.stderr)
+        return 0
+    record = wait_for_sweep(store, sweep_id)
+    if args.json:
+        print(json.dumps({"sweep_id": record.id, "published": record.published,
+                          "status": record.status, "members": len(record.members),
+                          "counts": record.counts(),
+                          "run_ids": [m.run_id for m in record.members]}))
+    else:
+        from mlpipe_jupyter.reports import sweep_text
+        from mlpipe_jupyter.runner.sweep_view import read_sweep
+
+        print(sweep_text(read_sweep(store, record.id)))
+    return 0 if record.status == "succeeded" else 1
+
+
 # -- schedule ---------------------------------------------------------------------------------------
 def cmd_schedule(args: argparse.Namespace) -> int:
     from mlpipe_jupyter.scheduling import schedules
@@ -155,8 +189,11 @@ def cmd_schedule(args: argparse.Namespace) -> int:
             retry_backoff=_duration(args.retry_backoff, "--retry-backoff") or 0.0,
             timeout=_duration(args.timeout, "--timeout"),
             notify=args.notify, notify_on=args.notify_on,
+            sweep=args.sweep, samples=args.samples, seed=args.seed, yes=args.yes,
         )
         print(f"created schedule {schedule.name}: {schedule.target}, {schedule.describe_trigger()}")
+        if schedule.sweep:
+            print(f"  each firing starts a sweep: {schedule.describe_sweep()}")
         _print_next(schedule)
         return 0
     store = _store()
@@ -168,9 +205,11 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         rows = []
         for s in found:
             upcoming = s.next_fire_times(count=1)
-            rows.append([s.name, s.target, s.describe_trigger(), "paused" if s.paused else "active",
+            rows.append([s.name, s.target, s.describe_trigger(), s.describe_sweep() or "-",
+                         "paused" if s.paused else "active",
                          _when(upcoming[0]) if upcoming else "-", _last(store, s)])
-        print(_table(rows, ["NAME", "PIPELINE", "TRIGGER", "STATE", "NEXT", "LAST FIRING"]))
+        print(_table(rows, ["NAME", "PIPELINE", "TRIGGER", "SWEEP", "STATE", "NEXT",
+                            "LAST FIRING"]))
         return 0
     if action == "show":
         schedule = schedules.get_schedule(store, args.name)
@@ -213,6 +252,8 @@ def _show(store: Any, schedule: Any, limit: int) -> None:
     print(f"  trigger:    {schedule.describe_trigger()}")
     if schedule.params:
         print("  parameters: " + ", ".join(f"{k}={v}" for k, v in schedule.params.items()))
+    if schedule.sweep:
+        print(f"  sweep:      {schedule.describe_sweep()}, one per firing")
     timeout = format_duration(schedule.timeout) if schedule.timeout else "none"
     print(f"  policies:   missed {schedule.missed}, overlap {schedule.overlap}, "
           f"retries {schedule.max_retries} (back-off {format_duration(schedule.retry_backoff)} x4), "
@@ -227,7 +268,9 @@ def _show(store: Any, schedule: Any, limit: int) -> None:
             for f in firings(store, schedule, limit)]
     if rows:
         print()
-        print(_table(rows, ["FIRE", "STATUS", "ATTEMPT", "RUN", "NOTE"]))
+        # a schedule with a sweep starts a sweep per firing: the id is the sweep's
+        print(_table(rows, ["FIRE", "STATUS", "ATTEMPT", "SWEEP" if schedule.sweep else "RUN",
+                            "NOTE"]))
 
 
 # -- scheduler --------------------------------------------------------------------------------------
@@ -277,7 +320,9 @@ def add_parsers(sub: Any) -> None:
     trigger.add_argument("name")
     trigger.add_argument("--version", help="a version (default: the default version)")
     trigger.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE")
-    trigger.add_argument("--wait", action="store_true", help="wait for the run to end")
+    add_sweep_options(trigger, "start a run")
+    trigger.add_argument("--wait", action="store_true",
+                         help="wait for the run (or sweep) to end")
     trigger.add_argument("--json", action="store_true")
     trigger.set_defaults(func=cmd_trigger)
 
@@ -303,6 +348,7 @@ def add_parsers(sub: Any) -> None:
     create.add_argument("--retry-backoff", default="30s",
                         help="wait before the first retry, x4 for each next (default 30s)")
     create.add_argument("--timeout", help="stop a run after this long, e.g. 2h")
+    add_sweep_options(create, "each firing starts a sweep: a run")
     add_notify_arguments(create, "notify when a run this schedule starts ends")
     slist = ssub.add_parser("list", help="schedules with their next fire time")
     slist.add_argument("--pipeline")

@@ -13,17 +13,24 @@ from mlpipe_jupyter.reports import table as _table
 from mlpipe_jupyter.reports import when as _when
 
 
+def add_sweep_options(parser: argparse.ArgumentParser, what: str = "run") -> None:
+    """``--sweep``, ``--samples``, ``--seed`` and ``--yes`` (``mlpipe run``, ``mlpipe
+    trigger``, ``mlpipe schedule create``); ``what`` is what runs once per value."""
+    parser.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2,...",
+                        help=f"{what} once per value of parameter NAME (repeatable: the grid "
+                             "of combinations); NAME=uniform(LOW,HIGH), loguniform(LOW,HIGH) "
+                             "or randint(LOW,HIGH) samples a range (needs --samples)")
+    parser.add_argument("--samples", type=int, metavar="N",
+                        help="random search: N members, each value drawn from its --sweep")
+    parser.add_argument("--seed", type=int, metavar="S",
+                        help="with --samples: the draw (default 0)")
+    parser.add_argument("--yes", action="store_true",
+                        help="start a sweep of more than 500 members without asking")
+
+
 def add_sweep_arguments(run: argparse.ArgumentParser) -> None:
     """The sweep options of ``mlpipe run``."""
-    run.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2,...",
-                     help="run once per value of parameter NAME (repeatable: the grid of "
-                          "combinations); NAME=uniform(LOW,HIGH), loguniform(LOW,HIGH) or "
-                          "randint(LOW,HIGH) samples a range (needs --samples)")
-    run.add_argument("--samples", type=int, metavar="N",
-                     help="random search: N members, each value drawn from its --sweep")
-    run.add_argument("--seed", type=int, metavar="S", help="with --samples: the draw (default 0)")
-    run.add_argument("--yes", action="store_true",
-                     help="start a sweep of more than 500 members without asking")
+    add_sweep_options(run)
     run.add_argument("--sweep-id", help=argparse.SUPPRESS)  # set by triggers and schedules
 
 

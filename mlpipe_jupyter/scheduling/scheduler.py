@@ -15,7 +15,10 @@ gone, on this host) is taken over by another: its still-running run is watched t
 end, a run that died with it is started again (reusing its finished steps).
 
 Runs are ``mlpipe run`` subprocesses (see ``triggering``): a timeout is SIGTERM (the CLI
-cancels cleanly), then SIGKILL of the run's process group after a grace period.
+cancels cleanly), then SIGKILL of the run's process group after a grace period. A
+schedule with a sweep starts one ``mlpipe run --sweep`` process per firing, and the
+firing's ``run_id`` is the sweep's id: the process exits 0 when every member succeeded,
+1 when some failed, 130 when canceled, like a run's.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import Any, Protocol
 from mlpipe_jupyter.errors import MlpipeError, NotFoundError
 from mlpipe_jupyter.model.schedule_policies import RUN_ONCE, SKIP, plan_due, retry_delay
 from mlpipe_jupyter.model.status import RunStatus
+from mlpipe_jupyter.model.sweep import SweepSyntaxError
 from mlpipe_jupyter.scheduling.schedules import (
     CANCELED,
     DATASET,
@@ -47,10 +51,18 @@ from mlpipe_jupyter.scheduling.schedules import (
     Schedule,
     iso,
 )
-from mlpipe_jupyter.scheduling.triggering import LAUNCH_LOG, PreparedRun, prepare_run, start_run
+from mlpipe_jupyter.scheduling.triggering import (
+    PreparedRun,
+    describe_started,
+    launch_log,
+    prepare_run,
+    start_run,
+    started_status,
+)
 from mlpipe_jupyter.store import SchedulerLease, Store
 from mlpipe_jupyter.store.results import process_alive
 from mlpipe_jupyter.store.schedules import Advance, DueCheck, NewFiring
+from mlpipe_jupyter.store.sweeps import is_sweep_id
 
 log = logging.getLogger("mlpipe_jupyter.scheduler")
 
@@ -112,7 +124,8 @@ class _ProcessHandle:
 
 
 class _AdoptedHandle:
-    """A run that is not our child: alive while its pid is, outcome read from the store."""
+    """A run (or sweep) that is not our child: alive while its pid is, outcome read from
+    the store."""
 
     def __init__(self, store: Store, pid: int | None, run_id: str) -> None:
         self.store, self.pid, self.run_id = store, pid, run_id
@@ -122,10 +135,11 @@ class _AdoptedHandle:
             return None
         self.store.runs.mark_dead_runs()
         try:
-            status = self.store.runs.get_run(self.run_id).status
+            status = started_status(self.store, self.run_id)
         except NotFoundError:
             return LOST
         return {RunStatus.SUCCEEDED: EXIT_OK, RunStatus.FAILED: EXIT_FAILED}.get(status, LOST)
+
 
     def terminate(self) -> None:
         _signal(self.pid, signal.SIGTERM, group=False)
@@ -331,9 +345,10 @@ class Scheduler:
                 self.store, schedule.pipeline, schedule.version, schedule.params,
                 {schedule.dataset: firing.dataset_version}
                 if schedule.dataset and firing.dataset_version else None,
-                schedule=schedule.name,
+                schedule=schedule.name, sweep=schedule.sweep_spec(),
+                yes=True,  # a sweep's size was confirmed when the schedule was created
             )
-        except MlpipeError as error:
+        except (MlpipeError, SweepSyntaxError) as error:
             self._finish(firing, FAILED, f"could not start: {error}", now, expect=firing.status)
             log.error("schedule %s firing %s could not start: %s", schedule.name,
                       firing.fire_key, error)
@@ -347,8 +362,8 @@ class Scheduler:
         self.store.firings.set_pid(firing.schedule_id, firing.fire_key, handle.pid)
         started = self.store.firings.get(firing.schedule_id, firing.fire_key)
         self._watched[(firing.schedule_id, firing.fire_key)] = _Watched(started, handle)
-        log.info("schedule %s firing %s: attempt %d started run %s (%s)", schedule.name,
-                 firing.fire_key, attempt, prepared.run_id, prepared.published.ref)
+        log.info("schedule %s firing %s: attempt %d started %s (%s)", schedule.name,
+                 firing.fire_key, attempt, prepared.describe(), prepared.published.ref)
 
     # -- watching runs ----------------------------------------------------------------------
     def _watch(self, now: float) -> None:
@@ -357,8 +372,8 @@ class Scheduler:
             if code is None:
                 deadline = watched.firing.deadline
                 if deadline is not None and now > deadline and watched.terminated_at is None:
-                    log.warning("firing %s: run %s timed out; stopping it", watched.firing.fire_key,
-                                watched.firing.run_id)
+                    log.warning("firing %s: %s timed out; stopping it", watched.firing.fire_key,
+                                _started(watched.firing))
                     watched.timed_out = True
                     watched.terminated_at = time.time()
                     watched.handle.terminate()
@@ -374,22 +389,23 @@ class Scheduler:
         record = self.store.schedules.by_id(firing.schedule_id)
         schedule = Schedule.of(record) if record else None
         name = schedule.name if schedule else f"#{firing.schedule_id} (deleted)"
+        started = _started(firing)
         if code == EXIT_OK:
             self._finish(firing, SUCCEEDED, None, now)
-            log.info("schedule %s firing %s: run %s succeeded", name, firing.fire_key, firing.run_id)
+            log.info("schedule %s firing %s: %s succeeded", name, firing.fire_key, started)
             return
         if (self._stopping and not watched.timed_out) or code == LOST:
             # interrupted with its scheduler: start it again later, as the same attempt
             self._finish(firing, PENDING, "interrupted: the scheduler stopped", now,
                          attempt=firing.attempt - 1)
-            log.info("schedule %s firing %s: run %s interrupted; it starts again later",
-                     name, firing.fire_key, firing.run_id)
+            log.info("schedule %s firing %s: %s interrupted; it starts again later",
+                     name, firing.fire_key, started)
             return
         if code == EXIT_CANCELED and not watched.timed_out:
-            self._finish(firing, CANCELED, f"run {firing.run_id} was canceled", now)
+            self._finish(firing, CANCELED, f"{started} was canceled", now)
             return
         if watched.timed_out:
-            error = f"run {firing.run_id} timed out after {schedule.timeout if schedule else '?'} s"
+            error = f"{started} timed out after {schedule.timeout if schedule else '?'} s"
         else:
             error = self._run_error(firing)
         retries_left = schedule is not None and firing.attempt <= schedule.max_retries
@@ -403,15 +419,17 @@ class Scheduler:
         log.error("schedule %s firing %s failed: %s", name, firing.fire_key, error.splitlines()[0])
 
     def _run_error(self, firing: Firing) -> str:
-        if firing.run_id:
-            try:
-                record = self.store.runs.get_run(firing.run_id)
-            except NotFoundError:
-                launch_log = self.store.workspace.run_dir(firing.run_id) / LAUNCH_LOG
-                text = launch_log.read_text(errors="replace").strip() if launch_log.exists() else ""
-                return f"run {firing.run_id} did not start: {text[-500:] or 'no output'}"
-            return f"run {firing.run_id} {record.status.value}: {record.error or ''}".strip()
-        return "failed"
+        if not firing.run_id:
+            return "failed"
+        try:
+            if is_sweep_id(firing.run_id):
+                return _sweep_error(self.store, firing.run_id)
+            record = self.store.runs.get_run(firing.run_id)
+        except NotFoundError:
+            path = launch_log(self.store.workspace, firing.run_id)
+            text = path.read_text(errors="replace").strip() if path.exists() else ""
+            return f"{_started(firing)} did not start: {text[-500:] or 'no output'}"
+        return f"run {firing.run_id} {record.status.value}: {record.error or ''}".strip()
 
     def _finish(self, firing: Firing, status: str, error: str | None, now: float,
                 expect: str = RUNNING, attempt: int | None = None,
@@ -429,8 +447,8 @@ class Scheduler:
             adopted = self.store.firings.get(firing.schedule_id, firing.fire_key)
             handle = self.launcher.adopt(self.store, adopted.pid, adopted.run_id or "")
             self._watched[(firing.schedule_id, firing.fire_key)] = _Watched(adopted, handle, adopted=True)
-            log.warning("firing %s: its scheduler %s is gone; watching run %s (pid %s)",
-                        firing.fire_key, firing.owner, firing.run_id, firing.pid)
+            log.warning("firing %s: its scheduler %s is gone; watching %s (pid %s)",
+                        firing.fire_key, firing.owner, _started(firing), firing.pid)
 
     def _owner_alive(self, lease: SchedulerLease | None, now: float) -> bool:
         if lease is None or lease.stopped_at is not None:
@@ -439,6 +457,32 @@ class Scheduler:
             return False
         # a live process (or another host): alive while it heartbeats
         return bool(now - lease.heartbeat_at <= self.lease_seconds)
+
+
+def _started(firing: Firing) -> str:
+    """``run ID`` or ``sweep ID``: what the firing started, for messages."""
+    return describe_started(firing.run_id) if firing.run_id else "its run"
+
+
+def _sweep_error(store: Store, sweep_id: str) -> str:
+    """Why a sweep a firing started did not succeed: how many members failed or were
+    canceled, and the first failed member's error."""
+    store.runs.mark_dead_runs()
+    record = store.sweeps.get(sweep_id)
+    counts = record.counts()
+    bad = [f"{counts[s]} {s}" for s in (RunStatus.FAILED.value, RunStatus.CANCELED.value)
+           if counts.get(s)]
+    text = (f"sweep {sweep_id} {record.status}: {', '.join(bad) or 'no member failed'} "
+            f"of {len(record.members)} members")
+    failed = next((m for m in record.members if m.status == RunStatus.FAILED.value), None)
+    if failed is not None:
+        try:
+            error = store.runs.get_run(failed.run_id).error
+        except NotFoundError:
+            error = None
+        if error:
+            text += f"; run {failed.run_id}: {error}"
+    return text
 
 
 __all__ = ["Clock", "RunHandle", "RunLauncher", "Scheduler", "SubprocessLauncher", "SystemClock"]

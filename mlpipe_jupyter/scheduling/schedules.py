@@ -35,6 +35,7 @@ from mlpipe_jupyter.model.schedule_policies import (
     format_duration,
     upcoming,
 )
+from mlpipe_jupyter.model.sweep import SweepSpec, parse_sweep, requested_sweep
 from mlpipe_jupyter.model.values import parameter_texts
 from mlpipe_jupyter.scheduling.publishing import get_published
 from mlpipe_jupyter.store import Store
@@ -70,6 +71,23 @@ class Schedule(ScheduleRecord):
         if isinstance(record, cls):
             return record
         return cls(**{f.name: getattr(record, f.name) for f in fields(record)})
+
+    def sweep_spec(self) -> SweepSpec | None:
+        """The sweep each firing starts (validated when the schedule was created), or None:
+        each firing starts one run."""
+        if self.sweep is None:
+            return None
+        return parse_sweep(self.sweep["sweep"], self.sweep.get("samples"),
+                           self.sweep.get("seed"))
+
+    def describe_sweep(self) -> str:
+        """``C=0.1,1 x frac=0.5,0.8 (4 members)``, or "" for a schedule of single runs."""
+        spec = self.sweep_spec()
+        if spec is None:
+            return ""
+        axes = " x ".join(axis.describe() for axis in spec.axes)
+        sampled = f", {spec.samples} samples, seed {spec.seed}" if spec.samples is not None else ""
+        return f"{axes} ({spec.size()} members{sampled})"
 
     def fire_times(self) -> FireTimes | None:
         if self.kind == DATASET:
@@ -118,8 +136,16 @@ def create_schedule(
     now: float | None = None,
     notify: Sequence[str] = (),
     notify_on: Sequence[str] = (),
+    sweep: Sequence[str] = (),
+    samples: int | None = None,
+    seed: int | None = None,
+    yes: bool = False,
 ) -> Schedule:
     """Validate every field, then store the schedule. Nothing is stored on any error.
+
+    With ``sweep`` (``--sweep`` texts, and ``samples``/``seed`` for random search) each
+    firing starts that sweep of the published version instead of one run; ``yes``
+    confirms a sweep of more than ``model.sweep.CONFIRM_ABOVE`` members.
 
     Every problem is reported at once (``validation.validate_schedule``): ScheduleDefinitionError
     (trigger, cron, time zone, policies, name — with any parameter problems), ParameterError
@@ -132,8 +158,9 @@ def create_schedule(
         store, pipeline, version, texts, on_dataset, cron=cron, timezone_name=timezone_name,
         every_seconds=every_seconds, missed=missed, overlap=overlap, max_retries=max_retries,
         retry_backoff=retry_backoff, timeout=timeout, name=name, now=created,
-        notify=notify, notify_on=notify_on,
+        notify=notify, notify_on=notify_on, sweep=sweep, samples=samples, seed=seed, yes=yes,
     )
+    spec = requested_sweep(sweep, samples, seed)  # valid: checked with the rest
     dataset_seen = None
     if on_dataset is not None:
         latest = store.datasets.latest(on_dataset, missing_ok=True)
@@ -145,6 +172,7 @@ def create_schedule(
         timezone=timezone_name, every_seconds=every_seconds, dataset=on_dataset, params=texts,
         missed=missed, overlap=overlap, max_retries=max_retries, retry_backoff=retry_backoff,
         timeout=timeout, created_at=created, dataset_seen=dataset_seen,
+        sweep=spec.to_dict() if spec is not None else None,
     ))
     # runs it starts notify these (``--schedule NAME`` on their command line)
     store.notify.replace_targets(NOTIFY_SCHEDULE, schedule.name, notify, parse_on(notify_on)[0])

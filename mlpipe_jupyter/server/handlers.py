@@ -20,7 +20,8 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from mlpipe_jupyter.errors import MlpipeError
+from mlpipe_jupyter.errors import MlpipeError, ParameterError
+from mlpipe_jupyter.model.sweep import SweepSpec, SweepSyntaxError, parse_sweep
 from mlpipe_jupyter.runner.planning import Selection
 from mlpipe_jupyter.server.errors import BadRequestError, error_body, http_status
 from mlpipe_jupyter.server.service import PipelineService
@@ -91,6 +92,16 @@ class MlpipeHandler(APIHandler):
         except ValueError:
             raise BadRequestError(f"query argument {name!r} must be an integer, got {text!r}") from None
 
+    def bool_argument(self, name: str, default: bool = False) -> bool:
+        text = self.get_query_argument(name, None)
+        if text is None or text == "":
+            return default
+        if text.lower() in ("1", "true", "yes"):
+            return True
+        if text.lower() in ("0", "false", "no"):
+            return False
+        raise BadRequestError(f"query argument {name!r} must be true or false, got {text!r}")
+
     def reply(self, body: Any, status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
@@ -104,6 +115,39 @@ def _field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], defau
         names = " or ".join(k.__name__ for k in kinds)
         raise BadRequestError(f"field {name!r} must be {names}")
     return value
+
+
+_SWEEP_KEYS = ("sweep", "samples", "seed", "yes")
+
+
+def _sweep_field(body: dict[str, Any]) -> tuple[SweepSpec | None, bool]:
+    """The optional ``"sweep": {"sweep": ["C=0.1,1", ...], "samples": N, "seed": S,
+    "yes": bool}`` of a request, read as ``mlpipe run --sweep`` reads its options (a
+    malformed sweep is a ParameterError: 400 with the CLI's messages)."""
+    data = _field(body, "sweep", dict, None)
+    if data is None:
+        return None, False
+    unknown = sorted(set(data) - set(_SWEEP_KEYS))
+    if unknown:
+        raise BadRequestError(f"field 'sweep' has unknown keys {', '.join(unknown)} "
+                              f"(it takes {', '.join(_SWEEP_KEYS)})")
+    items = data.get("sweep", [])
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise BadRequestError("field 'sweep.sweep' must be a list of strings such as "
+                              "\"C=0.1,1,10\"")
+    numbers: dict[str, int | None] = {}
+    for key in ("samples", "seed"):
+        value = data.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise BadRequestError(f"field 'sweep.{key}' must be an integer")
+        numbers[key] = value
+    yes = data.get("yes", False)
+    if not isinstance(yes, bool):
+        raise BadRequestError("field 'sweep.yes' must be a boolean")
+    try:
+        return parse_sweep(items, numbers["samples"], numbers["seed"]), yes
+    except SweepSyntaxError as exc:
+        raise ParameterError.of(exc.issues) from None
 
 
 class NotebooksHandler(MlpipeHandler):
@@ -149,10 +193,12 @@ class RunsHandler(MlpipeHandler):
         notify_on = _field(body, "notify_on", list, [])
         if not all(isinstance(s, str) for s in (*notify, *notify_on)):
             raise BadRequestError("fields 'notify' and 'notify_on' must be lists of strings")
+        sweep, yes = _sweep_field(body)
         loop = asyncio.get_running_loop()
         started = await loop.run_in_executor(None, lambda: self.service.start_run(
             notebook, parameters, _field(body, "compute", str, None), selection,
             _field(body, "experiment", str, None), notify=notify, notify_on=notify_on,
+            sweep=sweep, yes=yes,
         ))
         self.reply(started, status=202)
 
@@ -226,6 +272,30 @@ def _render_html(path: str) -> str:
     return str(body)
 
 
+class SweepsHandler(MlpipeHandler):
+    @web.authenticated
+    def get(self) -> None:
+        self.reply(self.service.list_sweeps(
+            notebook=self.get_query_argument("notebook", None) or None,
+            limit=self.int_argument("limit", 20) or 0,
+        ))
+
+
+class SweepHandler(MlpipeHandler):
+    @web.authenticated
+    def get(self, sweep: str) -> None:
+        self.reply(self.service.sweep(sweep, self.get_query_argument("sort", None) or None,
+                                      self.bool_argument("ascending")))
+
+
+class SweepChartHandler(MlpipeHandler):
+    @web.authenticated
+    def get(self, sweep: str) -> None:
+        self.reply(self.service.sweep_chart(
+            sweep, self.get_query_argument("metric", None) or None,
+            self.get_query_argument("parameter", None) or None))
+
+
 class PublishedListHandler(MlpipeHandler):
     @web.authenticated
     def get(self) -> None:
@@ -246,9 +316,10 @@ class TriggerHandler(MlpipeHandler):
         if isinstance(version, bool):
             raise BadRequestError("field 'version' must be int")
         parameters = _field(body, "parameters", dict, {})
+        sweep, yes = _sweep_field(body)
         loop = asyncio.get_running_loop()
         started = await loop.run_in_executor(
-            None, lambda: self.service.scheduling.trigger(name, version, parameters))
+            None, lambda: self.service.scheduling.trigger(name, version, parameters, sweep, yes))
         self.reply(started, status=202)
 
 
@@ -382,6 +453,7 @@ _RUN = r"(?P<run>[^/]+)"
 _STEP = r"(?P<step>[^/]+)"
 _NAME = r"(?P<name>[^/]+)"
 _SCHEDULE = r"(?P<schedule>[^/]+)"
+_SWEEP = r"(?P<sweep>[^/]+)"
 
 ROUTES: list[tuple[str, type[MlpipeHandler]]] = [
     ("notebooks", NotebooksHandler),
@@ -395,6 +467,9 @@ ROUTES: list[tuple[str, type[MlpipeHandler]]] = [
     (f"runs/{_RUN}/steps/{_STEP}/log/stream", LogStreamHandler),
     (f"runs/{_RUN}/steps/{_STEP}/output", OutputHandler),
     (f"runs/{_RUN}/steps/{_STEP}/output\\.html", OutputHtmlHandler),
+    ("sweeps", SweepsHandler),
+    (f"sweeps/{_SWEEP}", SweepHandler),
+    (f"sweeps/{_SWEEP}/chart", SweepChartHandler),
     ("published", PublishedListHandler),
     (f"published/{_NAME}", PublishedHandler),
     (f"published/{_NAME}/trigger", TriggerHandler),

@@ -1,7 +1,7 @@
 """The REST API's JSON bodies, made from the run read model and the store's records.
 
 Their shapes are the schemas of ``openapi.yaml`` (``RunSummary``, ``RunDetail``, ``Step``,
-``Published``); the panel's ``api.ts`` mirrors them.
+``Published``, ``SweepSummary``); the panel's ``api.ts`` mirrors them.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 from mlpipe_jupyter.model.values import parameter_texts
 from mlpipe_jupyter.runner.view import StepView
 from mlpipe_jupyter.scheduling.publishing import PublishedPipeline
-from mlpipe_jupyter.store import RunRecord
+from mlpipe_jupyter.store import RunRecord, SweepRecord
 from mlpipe_jupyter.store.notify import NotificationRecord
 
 
@@ -32,6 +32,28 @@ def run_summary(run: RunRecord, step_counts: Mapping[str, int], notebook: str,
         "params": json_safe(run.params),
         "param_texts": parameter_texts(run.params),
         "error": run.error,
+        "live": live,
+        # the sweep the run is a member of: a panel showing that sweep redraws on its events
+        "sweep": run.options.get("sweep"),
+    }
+
+
+def sweep_summary(record: SweepRecord, notebook: str, live: bool) -> dict[str, Any]:
+    """A sweep as the sweep list shows it (``GET sweeps/{id}`` has its members' table)."""
+    return {
+        "id": record.id,
+        "status": record.status,
+        "notebook": notebook,
+        "experiment": record.experiment,
+        "created_at": record.created_at,
+        "ended_at": record.ended_at,
+        "spec": json_safe(record.spec),
+        "params": json_safe(record.params),
+        "param_texts": parameter_texts(record.params),
+        "members": len(record.members),
+        "counts": record.counts(),
+        "published": record.published,
+        "schedule": record.schedule,
         "live": live,
     }
 

@@ -6,11 +6,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mlpipe_jupyter.errors import NotFoundError, PublishedPipelineNotFoundError
+from mlpipe_jupyter.model.status import RunStatus
+from mlpipe_jupyter.model.sweep import SweepSpec
 from mlpipe_jupyter.scheduling import publishing, schedules
 from mlpipe_jupyter.scheduling.publishing import PublishedPipeline
-from mlpipe_jupyter.scheduling.triggering import prepare_run, start_run
+from mlpipe_jupyter.scheduling.triggering import prepare_run, start_run, started_status
 from mlpipe_jupyter.server.payloads import json_safe, published_entry
 from mlpipe_jupyter.store import Store
+from mlpipe_jupyter.store.sweeps import is_sweep_id
 
 
 class SchedulingService:
@@ -46,19 +49,25 @@ class SchedulingService:
                                                  "(this server's folder has no mlpipe workspace)")
         return published_entry(name, publishing.list_published(store, name))
 
-    def trigger(self, name: str, version: int | None,
-                parameters: Mapping[str, Any] | None) -> dict[str, Any]:
-        """Start a run of a published pipeline (a detached ``mlpipe run`` process); returns
-        its id and the version it runs, without waiting for the run to be recorded."""
+    def trigger(self, name: str, version: int | None, parameters: Mapping[str, Any] | None,
+                sweep: SweepSpec | None = None, yes: bool = False) -> dict[str, Any]:
+        """Start a run of a published pipeline (a detached ``mlpipe run`` process), or a
+        sweep of it; returns the run's (or the sweep's) id and the version it runs,
+        without waiting for the run to be recorded."""
         store = self._store()
         if store is None:
             raise PublishedPipelineNotFoundError(f"no published pipeline named {name!r} "
                                                  "(this server's folder has no mlpipe workspace)")
         # trigger_published, keeping the version it resolved (the default may change)
-        prepared = prepare_run(store, name, version, parameters)
+        prepared = prepare_run(store, name, version, parameters, sweep=sweep, yes=yes)
         start_run(store, prepared)
-        return {"run_id": prepared.run_id, "published": prepared.published.ref,
-                "version": prepared.published.version}
+        started: dict[str, Any] = {"published": prepared.published.ref,
+                                   "version": prepared.published.version}
+        if prepared.sweep is None:
+            return {"run_id": prepared.run_id, **started}
+        return {"sweep_id": prepared.run_id, "status": RunStatus.RUNNING.value,
+                "members": prepared.sweep.size(), "run_ids": prepared.member_run_ids,
+                **started}
 
     def list_schedules(self) -> dict[str, Any]:
         """Schedules with their next fire times and the status of their last firing."""
@@ -104,11 +113,14 @@ class SchedulingService:
             run_status = None
             if firing.run_id:
                 try:
-                    run_status = store.runs.get_run(firing.run_id).status.value
+                    run_status = started_status(store, firing.run_id).value
                 except NotFoundError:
                     run_status = None
+            # a schedule with a sweep starts a sweep per firing: its id is the firing's
+            sweep_id = firing.run_id if firing.run_id and is_sweep_id(firing.run_id) else None
             data["last_firing"] = {
                 "fire_time": schedules.iso(firing.fire_time), "status": firing.status,
-                "run_id": firing.run_id, "run_status": run_status, "error": firing.error,
+                "run_id": None if sweep_id else firing.run_id, "sweep_id": sweep_id,
+                "run_status": run_status, "error": firing.error,
             }
         return data

@@ -22,12 +22,15 @@ from typing import Any
 
 from mlpipe_jupyter.errors import ConflictError, MlpipeError, NotFoundError, WorkspaceError
 from mlpipe_jupyter.model.status import RunStatus
+from mlpipe_jupyter.model.sweep import SweepSpec
 from mlpipe_jupyter.model.values import literal_mapping, parameter_texts
 from mlpipe_jupyter.notebook import load_pipeline, may_define_pipeline
 from mlpipe_jupyter.runner.background import BackgroundRun
 from mlpipe_jupyter.runner.explain import explain_step
 from mlpipe_jupyter.runner.planning import Selection
 from mlpipe_jupyter.runner.runner import RunRequest
+from mlpipe_jupyter.runner.sweep import member_run_id
+from mlpipe_jupyter.runner.sweep_view import chart_spec, read_sweep, resolve_metric
 from mlpipe_jupyter.runner.view import read_run, read_step, received_variables, step_counts
 from mlpipe_jupyter.server.errors import BadRequestError, ForbiddenPathError
 from mlpipe_jupyter.server.payloads import (
@@ -36,9 +39,10 @@ from mlpipe_jupyter.server.payloads import (
     run_details,
     run_summary,
     step_payload,
+    sweep_summary,
 )
 from mlpipe_jupyter.server.scheduling import SchedulingService
-from mlpipe_jupyter.store import RunRecord, Store
+from mlpipe_jupyter.store import RunRecord, Store, SweepRecord
 from mlpipe_jupyter.store.results import process_alive
 from mlpipe_jupyter.store.workspace import WORKSPACE_DIRNAME, Workspace, find_workspace_dir
 from mlpipe_jupyter.validation import module_code
@@ -295,9 +299,12 @@ class PipelineService:
         experiment: str | None = None,
         notify: Sequence[str] = (),
         notify_on: Sequence[str] = (),
+        sweep: SweepSpec | None = None,
+        yes: bool = False,
     ) -> dict[str, Any]:
-        """Start a run in a background thread; returns once it is recorded. Blocks for the
-        validation and planning, so call it off the event loop."""
+        """Start a run (or, given ``sweep``, a sweep: ``yes`` confirms one of more than
+        ``CONFIRM_ABOVE`` members) in a background thread; returns once it is recorded.
+        Blocks for the validation and planning, so call it off the event loop."""
         path = self.notebook_file(notebook)
         request = RunRequest(
             notebook=path,
@@ -309,23 +316,34 @@ class PipelineService:
             notify_on=tuple(notify_on),
         )
         store = self.store(create=True)
-        background = BackgroundRun(request, store)
+        background = BackgroundRun(request, store, sweep=sweep, yes=yes)
         background.start()
         if background.error is not None:
             raise background.error
         if background.run_id is None:
             raise WorkspaceError("the run did not start within its start timeout")
+        # a sweep is live under its id and its members' (canceling one cancels the sweep)
+        keys = [background.run_id]
+        if sweep is not None and background.sweep_id is not None:
+            keys = [background.sweep_id] + _member_ids(background.sweep_id, sweep)
         with self._lock:
-            self._live[background.run_id] = background
-        threading.Thread(target=self._forget_when_done, args=(background,), daemon=True).start()
+            for key in keys:
+                self._live[key] = background
+        threading.Thread(target=self._forget_when_done, args=(background, keys),
+                         daemon=True).start()
+        if sweep is not None:
+            return {"sweep_id": background.sweep_id, "status": RunStatus.RUNNING.value,
+                    "members": sweep.size(), "run_ids": keys[1:]}
         return {"run_id": background.run_id, "status": RunStatus.RUNNING.value}
 
-    def _forget_when_done(self, background: BackgroundRun) -> None:
+    def _forget_when_done(self, background: BackgroundRun, keys: list[str]) -> None:
         background.wait()
         if background.error is not None:
-            log.error("mlpipe run %s failed", background.run_id, exc_info=background.error)
+            log.error("mlpipe %s %s failed", "sweep" if background.sweep_id else "run",
+                      background.sweep_id or background.run_id, exc_info=background.error)
         with self._lock:
-            self._live.pop(background.run_id or "", None)
+            for key in keys:
+                self._live.pop(key, None)
 
     def rerun_step(self, run_ref: str, step: str) -> dict[str, Any]:
         """A new run of the run's notebook: ``step`` (forced) and its downstream steps, with
@@ -371,10 +389,57 @@ class PipelineService:
             raise ConflictError(f"run {run.id} has already ended") from None
         return {"run_id": run.id, "status": "canceling"}
 
+    # -- sweeps ---------------------------------------------------------------------------
+    def list_sweeps(self, notebook: str | None = None, limit: int = 20) -> dict[str, Any]:
+        """Sweeps, newest first (of one notebook, given relative to the root)."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise BadRequestError(f"limit must be between 1 and {MAX_PAGE}")
+        notebook_path = str(self.resolve(notebook)) if notebook else None
+        store = self.store()
+        if store is None or not store.workspace.db_path.exists():
+            return {"sweeps": [], "limit": limit}
+        store.runs.mark_dead_runs()
+        records = store.sweeps.list(limit, notebook_path)
+        return {"sweeps": [self._sweep_summary(r) for r in records], "limit": limit}
+
+    def _sweep_summary(self, record: SweepRecord) -> dict[str, Any]:
+        with self._lock:
+            live = record.id in self._live
+        return sweep_summary(record, self.relative(record.notebook) or record.notebook, live)
+
+    def sweep(self, ref: str, sort: str | None = None, ascending: bool = False
+              ) -> dict[str, Any]:
+        """A sweep's table: each member's swept values, metrics and status, ranked by
+        ``sort`` (a metric; 404 naming the metrics when it is not one of them)."""
+        view = read_sweep(self._existing_store(), ref, sort, ascending)
+        detail = json_safe(view.to_dict())
+        detail["notebook"] = self.relative(view.record.notebook) or view.record.notebook
+        with self._lock:
+            detail["live"] = view.record.id in self._live
+        return dict(detail)
+
+    def sweep_chart(self, ref: str, metric: str | None = None,
+                    parameter: str | None = None) -> dict[str, Any]:
+        """The Vega-Lite chart of ``metric`` (default: the first one) against ``parameter``
+        (default: the first swept one); 404 naming the choices for an unknown one."""
+        view = read_sweep(self._existing_store(), ref)
+        if metric is None and view.sort is None:
+            raise NotFoundError(f"sweep {view.record.id} has no metric to chart yet: no "
+                                "member logged one")
+        chosen = resolve_metric(metric, view.metrics) if metric else view.sort
+        assert chosen is not None
+        if parameter is None:
+            parameter = view.parameters[0]
+        elif parameter not in view.parameters:
+            raise NotFoundError(f"{parameter!r} is not a swept parameter of sweep "
+                                f"{view.record.id} (its swept parameters: "
+                                f"{', '.join(view.parameters)})")
+        return dict(json_safe(chart_spec(view, chosen, parameter)))
+
     def shutdown(self) -> None:
         """Cancel the runs this server started (the server is stopping)."""
         with self._lock:
-            live = list(self._live.values())
+            live = list({id(b): b for b in self._live.values()}.values())
         for background in live:
             background.cancel()
         for background in live:
@@ -404,6 +469,10 @@ class PipelineService:
     def summary_of(self, run_id: str) -> dict[str, Any]:
         store = self._existing_store()
         return self.run_summary(store, store.runs.get_run(run_id))
+
+
+def _member_ids(sweep_id: str, spec: SweepSpec) -> list[str]:
+    return [member_run_id(sweep_id, n) for n in range(1, spec.size() + 1)]
 
 
 def _is_cli_runner(pid: int) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +49,8 @@ class ScheduleRecord:
     cursor: float  # every fire time up to here has been decided
     dataset_seen: int | None  # the dataset version last acted on
     missed_total: int  # fire times that got no run of their own
+    # each firing starts this sweep (model.sweep.SweepSpec.to_dict()) instead of one run
+    sweep: dict[str, Any] | None = None
 
     @property
     def target(self) -> str:
@@ -65,7 +67,14 @@ def schedule_from_row(row: Any) -> ScheduleRecord:
         timeout=row["timeout"], paused=bool(row["paused"]), created_at=row["created_at"],
         anchor=row["anchor"], cursor=row["cursor"], dataset_seen=row["dataset_seen"],
         missed_total=row["missed_total"],
+        sweep=json.loads(row["sweep_spec"]) if row["sweep_spec"] else None,
     )
+
+
+# A schedule's row with its sweep (schedule_sweeps, a table of its own: schema upgrades
+# only add tables).
+_SELECT = ("SELECT s.*, w.spec AS sweep_spec FROM schedules s "
+           "LEFT JOIN schedule_sweeps w ON w.schedule_id = s.id")
 
 
 @dataclass(frozen=True)
@@ -118,11 +127,11 @@ class ScheduleStore:
 
     # -- reading ----------------------------------------------------------------------------
     def find(self, name: str) -> ScheduleRecord | None:
-        rows = self.workspace.query("SELECT * FROM schedules WHERE name=?", (name,))
+        rows = self.workspace.query(f"{_SELECT} WHERE s.name=?", (name,))
         return schedule_from_row(rows[0]) if rows else None
 
     def by_id(self, schedule_id: int) -> ScheduleRecord | None:
-        rows = self.workspace.query("SELECT * FROM schedules WHERE id=?", (schedule_id,))
+        rows = self.workspace.query(f"{_SELECT} WHERE s.id=?", (schedule_id,))
         return schedule_from_row(rows[0]) if rows else None
 
     def all(self, pipeline: str | None = None) -> list[ScheduleRecord]:
@@ -132,14 +141,14 @@ class ScheduleStore:
             return []
         if pipeline is not None:
             rows = self.workspace.query(
-                "SELECT * FROM schedules WHERE pipeline=? ORDER BY name", (pipeline,))
+                f"{_SELECT} WHERE s.pipeline=? ORDER BY s.name", (pipeline,))
         else:
-            rows = self.workspace.query("SELECT * FROM schedules ORDER BY name")
+            rows = self.workspace.query(f"{_SELECT} ORDER BY s.name")
         return [schedule_from_row(r) for r in rows]
 
     def unpaused(self) -> list[ScheduleRecord]:
         """The schedules that are not paused, by id."""
-        rows = self.workspace.query("SELECT * FROM schedules WHERE paused=0 ORDER BY id")
+        rows = self.workspace.query(f"{_SELECT} WHERE s.paused=0 ORDER BY s.id")
         return [schedule_from_row(r) for r in rows]
 
     def names_starting(self, prefix: str) -> set[str]:
@@ -167,8 +176,10 @@ class ScheduleStore:
         timeout: float | None,
         created_at: float,
         dataset_seen: int | None,
+        sweep: Mapping[str, Any] | None = None,
     ) -> ScheduleRecord:
-        """Store a new schedule whose fire times start at ``created_at``.
+        """Store a new schedule whose fire times start at ``created_at`` (and whose firings
+        each start ``sweep``, when given).
 
         ConflictError when the name is taken (checked in the same transaction).
         """
@@ -186,6 +197,10 @@ class ScheduleStore:
                  json.dumps(params), missed, overlap, max_retries, retry_backoff, timeout,
                  created_at, created_at, created_at, dataset_seen),
             )
+            if sweep is not None:
+                db.execute(
+                    "INSERT INTO schedule_sweeps (schedule_id, spec) SELECT id, ? FROM schedules "
+                    "WHERE name=?", (json.dumps(dict(sweep)), name))
         found = self.find(name)
         assert found is not None
         return found
@@ -209,6 +224,7 @@ class ScheduleStore:
         transaction; running firings and the history stay."""
         with self.workspace.transaction() as db:
             db.execute("DELETE FROM schedules WHERE id=?", (schedule_id,))
+            db.execute("DELETE FROM schedule_sweeps WHERE schedule_id=?", (schedule_id,))
             cancel_unstarted(db, schedule_id, "schedule deleted", now)
 
     def fire_due(
@@ -223,7 +239,7 @@ class ScheduleStore:
         exists). Returns the decision when a firing was inserted, else None.
         """
         with self.workspace.transaction() as db:
-            row = db.execute("SELECT * FROM schedules WHERE id=? AND paused=0",
+            row = db.execute(f"{_SELECT} WHERE s.id=? AND s.paused=0",
                              (schedule_id,)).fetchone()
             if row is None:
                 return None

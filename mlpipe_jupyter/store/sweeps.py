@@ -32,6 +32,11 @@ def new_sweep_id() -> str:
     return f"sw-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
+def is_sweep_id(text: str) -> bool:
+    """Whether an id that may name a run or a sweep (a firing's ``run_id``) is a sweep's."""
+    return text.startswith("sw-")
+
+
 @dataclass(frozen=True)
 class SweepMember:
     position: int  # 1-based, in the order the sweep expands

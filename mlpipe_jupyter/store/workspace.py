@@ -103,6 +103,9 @@ CREATE TABLE IF NOT EXISTS sweep_members (
     sweep_id TEXT NOT NULL, position INTEGER NOT NULL, run_id TEXT NOT NULL,
     params TEXT NOT NULL, PRIMARY KEY (sweep_id, position));
 CREATE INDEX IF NOT EXISTS sweep_members_by_run ON sweep_members (run_id);
+-- a schedule whose firings each start a sweep: its SweepSpec.to_dict() as JSON
+CREATE TABLE IF NOT EXISTS schedule_sweeps (
+    schedule_id INTEGER PRIMARY KEY, spec TEXT NOT NULL);
 """
 
 
@@ -178,6 +181,14 @@ class Workspace:
 
     def run_dir(self, run_id: str) -> Path:
         return self.runs_dir / run_id
+
+    @property
+    def sweeps_dir(self) -> Path:
+        return self.root / "sweeps"
+
+    def sweep_dir(self, sweep_id: str) -> Path:
+        """Files of a sweep that no member run owns (a triggered sweep's launcher log)."""
+        return self.sweeps_dir / sweep_id
 
     def step_dir(self, run_id: str, step: str) -> Path:
         return self.runs_dir / run_id / "steps" / step
