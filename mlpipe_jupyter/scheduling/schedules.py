@@ -86,8 +86,9 @@ class Schedule(ScheduleRecord):
         if spec is None:
             return ""
         axes = " x ".join(axis.describe() for axis in spec.axes)
-        sampled = f", {spec.samples} samples, seed {spec.seed}" if spec.samples is not None else ""
-        return f"{axes} ({spec.size()} members{sampled})"
+        if spec.samples is not None:
+            return f"{axes} ({spec.samples} samples, seed {spec.seed})"
+        return f"{axes} ({spec.size()} members)"
 
     def fire_times(self) -> FireTimes | None:
         if self.kind == DATASET:
