@@ -159,8 +159,8 @@ async def test_a_sweep_from_rest_its_table_chart_and_events(
         status, chart = await api("GET", "sweeps", "latest", "chart")
         assert status == 200, chart
         check(chart, response_schema("/sweeps/{sweep}/chart", "GET", 200))
-        assert chart["encoding"]["x"]["field"] == "n" and chart["encoding"]["y"]["field"] == "count.n"
-        assert sorted(v["n"] for v in chart["data"]["values"]) == [1, 2, 3]
+        assert chart["encoding"]["x"]["title"] == "n" and chart["encoding"]["y"]["title"] == "count.n"
+        assert sorted((v["x"], v["y"]) for v in chart["data"]["values"]) == [(1, 1), (2, 2), (3, 3)]
         status, same = await api("GET", "sweeps", sweep_id, "chart",
                                  params={"metric": "n", "parameter": "n"})
         assert status == 200 and same == chart
