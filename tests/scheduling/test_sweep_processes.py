@@ -68,7 +68,7 @@ def test_trigger_a_sweep_from_the_command_line(store: Store, workspace_dir: Path
     assert result["counts"] == {"succeeded": 3} and len(result["run_ids"]) == 3
     record = store.sweeps.get(sweep_id)
     assert record.published == "grid@v1" and record.params["base"] == 5
-    for member, k in zip(record.members, (1, 2, 3)):
+    for member, k in zip(record.members, (1, 2, 3), strict=True):
         run = store.runs.get_run(member.run_id)
         assert run.status.value == "succeeded" and run.published == "grid@v1"
         assert run.experiment == "grid" and run.params == {"base": 5, "k": k}

@@ -103,7 +103,7 @@ def _recorded_sweep(store: Store, sweep_id: str, outcomes: list[tuple[RunStatus,
     store.sweeps.create(sweep_id, "nb.ipynb", "pipe", {"sweep": ["n=1,2"]}, {},
                         [(run_id, {"n": str(n)}) for n, run_id in enumerate(run_ids, start=1)],
                         published="pipe@v1", schedule="grid")
-    for run_id, (status, error) in zip(run_ids, outcomes):
+    for run_id, (status, error) in zip(run_ids, outcomes, strict=True):
         store.runs.create_run(run_id, "pipe", "nb.ipynb", {}, {"sweep": sweep_id}, {}, [])
         store.runs.finish_run(run_id, status, error)
     store.sweeps.finish(sweep_id)
