@@ -17,7 +17,7 @@ from mlpipe_jupyter.errors import WorkspaceError
 
 WORKSPACE_DIRNAME = ".mlpipe"
 HOME_VARIABLE = "MLPIPE_HOME"
-_SCHEMA_VERSION = 5
+_SCHEMA_VERSION = 6
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -103,7 +103,7 @@ CREATE TABLE IF NOT EXISTS sweep_members (
     sweep_id TEXT NOT NULL, position INTEGER NOT NULL, run_id TEXT NOT NULL,
     params TEXT NOT NULL, PRIMARY KEY (sweep_id, position));
 CREATE INDEX IF NOT EXISTS sweep_members_by_run ON sweep_members (run_id);
--- a schedule whose firings each start a sweep: its SweepSpec.to_dict() as JSON
+-- schema 6: a schedule whose firings each start a sweep: its SweepSpec.to_dict() as JSON
 CREATE TABLE IF NOT EXISTS schedule_sweeps (
     schedule_id INTEGER PRIMARY KEY, spec TEXT NOT NULL);
 """
