@@ -30,6 +30,8 @@ export interface IStep {
   /** The variables it receives, by the upstream step that saved them (older servers: none). */
   variables?: Record<string, string[]>;
   cell: number | null;
+  started_at?: number | null;
+  ended_at?: number | null;
   duration: number | null;
   attempts: number;
   fingerprint: string | null;
@@ -50,9 +52,31 @@ export interface IStep {
 export interface IRunDetail extends IRunSummary {
   options: Record<string, unknown>;
   git: Record<string, unknown>;
+  host?: string;
+  /** "NAME@vN" for a run of a published pipeline. */
+  published?: string | null;
+  /** The run's lineage: dataset versions its steps read and wrote (servers before issue 17:
+   * absent). */
+  datasets?: IDatasetUse[];
   /** What the run's notifications did when it ended; absent from servers before issue 15. */
   notifications?: INotification[];
   steps: IStep[];
+}
+
+/** A dataset version a step of a run read or wrote. */
+export interface IDatasetUse {
+  direction: 'read' | 'written';
+  step: string;
+  /** The input's or output's name in the step header. */
+  slot: string;
+  name: string;
+  version: number;
+  ref: string;
+  kind: string | null;
+  files: number | null;
+  bytes: number | null;
+  created_at: number | null;
+  source: string | null;
 }
 
 /** One notification of a run (webhook, e-mail, apprise): the channel without credentials. */

@@ -1,5 +1,6 @@
-// JupyterLab plugin: the mlpipe sidebar panel, "Run as pipeline" for notebooks, and a
-// cell command that turns the active cell into a pipeline step.
+// JupyterLab plugin: the mlpipe sidebar (runs, published pipelines), a main-area view per
+// run, "Run as pipeline" for notebooks, and a cell command that turns the active cell into
+// a pipeline step.
 import {
   ILayoutRestorer,
   JupyterFrontEnd,
@@ -13,14 +14,17 @@ import {
   MainAreaWidget,
   showDialog,
   showErrorMessage,
-  ToolbarButton
+  ToolbarButton,
+  WidgetTracker
 } from '@jupyterlab/apputils';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { LabIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
 import { ApiError, enc, INotebook, parameterText, post, request } from './api';
+import { RunEvents } from './events';
 import { MlpipePanel } from './panel';
+import { RunView } from './runview';
 
 const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16" viewBox="0 0 24 24">
 <g class="jp-icon3" fill="#616161">
@@ -32,7 +36,8 @@ export const mlpipeIcon = new LabIcon({ name: 'mlpipe:pipeline', svgstr: ICON_SV
 const COMMANDS = {
   runNotebook: 'mlpipe:run-notebook',
   makeStep: 'mlpipe:make-step',
-  showPanel: 'mlpipe:show-panel'
+  showPanel: 'mlpipe:show-panel',
+  openRun: 'mlpipe:open-run'
 };
 
 /**
@@ -100,7 +105,11 @@ class ParametersForm extends Widget {
   }
 }
 
-async function runAsPipeline(path: string, panel: MlpipePanel, app: JupyterFrontEnd): Promise<void> {
+async function runAsPipeline(
+  path: string,
+  panel: MlpipePanel,
+  app: JupyterFrontEnd
+): Promise<void> {
   let notebook: INotebook;
   try {
     notebook = await request<INotebook>(`notebooks/${path.split('/').map(enc).join('/')}`);
@@ -125,7 +134,7 @@ async function runAsPipeline(path: string, panel: MlpipePanel, app: JupyterFront
     const started = await post<{ run_id: string }>('runs', { notebook: path, ...result.value });
     app.shell.activateById(panel.id);
     await panel.refreshList();
-    await panel.showRun(started.run_id);
+    await app.commands.execute(COMMANDS.openRun, { run: started.run_id });
   } catch (error) {
     const message = error instanceof ApiError ? error.message : String(error);
     void showErrorMessage('mlpipe: the run did not start', message);
@@ -144,28 +153,87 @@ const plugin: JupyterFrontEndPlugin<void> = {
     restorer: ILayoutRestorer | null,
     palette: ICommandPalette | null
   ) => {
-    const panel = new MlpipePanel({
-      openNotebook: path => void app.commands.execute('docmanager:open', { path }),
-      openHtml: (url, title) => {
-        const frame = new IFrame({ sandbox: ['allow-same-origin'] });
-        // an absolute path on this server (it includes the base URL); the login cookie applies
-        frame.url = url;
-        const widget = new MainAreaWidget({ content: frame });
-        widget.title.label = title;
-        widget.title.icon = mlpipeIcon;
-        widget.id = `mlpipe-output-${Date.now()}`;
-        app.shell.add(widget, 'main');
+    const events = new RunEvents();
+    const openHtml = (url: string, title: string) => {
+      const frame = new IFrame({ sandbox: ['allow-same-origin'] });
+      // an absolute path on this server (it includes the base URL); the login cookie applies
+      frame.url = url;
+      const widget = new MainAreaWidget({ content: frame });
+      widget.title.label = title;
+      widget.title.icon = mlpipeIcon;
+      widget.id = `mlpipe-output-${Date.now()}`;
+      app.shell.add(widget, 'main');
+    };
+    // one main-area tab per run: opening an open run activates its tab
+    const runViews = new WidgetTracker<MainAreaWidget<RunView>>({ namespace: 'mlpipe-run' });
+    const openRun = async (ref: string): Promise<MainAreaWidget<RunView>> => {
+      const open = runViews.find(w => w.content.runId === ref || w.id === `mlpipe-run-${ref}`);
+      if (open) {
+        app.shell.activateById(open.id);
+        return open;
+      }
+      const content = new RunView(ref, events, {
+        openNotebook: path => void app.commands.execute('docmanager:open', { path }),
+        openHtml,
+        openRun: runId => void app.commands.execute(COMMANDS.openRun, { run: runId })
+      });
+      await content.refresh();
+      // "latest" or a prefix resolved to a run that is open already
+      const same = runViews.find(w => w.content.runId === content.runId);
+      if (same) {
+        content.dispose();
+        app.shell.activateById(same.id);
+        return same;
+      }
+      const widget = new MainAreaWidget({ content });
+      widget.id = `mlpipe-run-${content.runId}`;
+      widget.title.icon = mlpipeIcon;
+      widget.title.closable = true;
+      content.title.changed.connect(() => {
+        widget.title.label = content.title.label;
+        widget.title.caption = content.title.caption;
+      });
+      widget.title.label = content.title.label || `run ${content.runId}`;
+      widget.title.caption = content.title.caption;
+      app.shell.add(widget, 'main');
+      await runViews.add(widget);
+      app.shell.activateById(widget.id);
+      return widget;
+    };
+    app.commands.addCommand(COMMANDS.openRun, {
+      label: args => (args.run ? `Open mlpipe Run ${args.run}` : 'Open mlpipe Run'),
+      execute: async args => {
+        const run = String(args.run ?? 'latest');
+        await openRun(run);
       }
     });
+
+    const panel = new MlpipePanel(
+      { openRun: runId => void app.commands.execute(COMMANDS.openRun, { run: runId }) },
+      events
+    );
     panel.title.icon = mlpipeIcon;
     app.shell.add(panel, 'left', { rank: 600 });
     restorer?.add(panel, 'mlpipe-panel');
-    // a notification's link, /lab?mlpipe-run=RUN_ID, opens the panel on that run
+    if (restorer) {
+      void restorer.restore(runViews, {
+        command: COMMANDS.openRun,
+        args: widget => ({ run: widget.content.runId }),
+        name: widget => widget.content.runId
+      });
+    }
+    runViews.currentChanged.connect((_, widget) => {
+      panel.setActiveRun(widget?.content.runId ?? null);
+    });
+    events.start();
+    void panel.refreshList();
+    void panel.refreshPublished();
+    // a notification's link, /lab?mlpipe-run=RUN_ID, opens that run
     const linked = new URLSearchParams(window.location.search).get('mlpipe-run');
     if (linked) {
       void app.restored.then(() => {
         app.shell.activateById(panel.id);
-        void panel.showRun(linked);
+        void app.commands.execute(COMMANDS.openRun, { run: linked });
       });
     }
 

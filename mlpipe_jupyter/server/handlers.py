@@ -257,18 +257,22 @@ class OutputHtmlHandler(MlpipeHandler):
 
     @web.authenticated
     async def get(self, run: str, step: str) -> None:
+        theme = self.get_argument("theme", "light")  # the run view asks for JupyterLab's
+        if theme not in ("light", "dark"):
+            raise BadRequestError(f"theme must be light or dark, not {theme!r}")
         path = self.service.output_notebook_file(run, step)
         loop = asyncio.get_running_loop()
-        html = await loop.run_in_executor(None, _render_html, str(path))
+        html = await loop.run_in_executor(None, _render_html, str(path), theme)
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.finish(html)
 
 
-def _render_html(path: str) -> str:
+def _render_html(path: str, theme: str = "light") -> str:
     import nbformat
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nbformat.read(path, 4))
+    exporter = HTMLExporter(template_name="lab", theme=theme)
+    body, _ = exporter.from_notebook_node(nbformat.read(path, 4))
     return str(body)
 
 

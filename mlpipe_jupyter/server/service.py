@@ -31,7 +31,13 @@ from mlpipe_jupyter.runner.planning import Selection
 from mlpipe_jupyter.runner.runner import RunRequest
 from mlpipe_jupyter.runner.sweep import member_run_id
 from mlpipe_jupyter.runner.sweep_view import chart_spec, read_sweep, resolve_metric
-from mlpipe_jupyter.runner.view import read_run, read_step, received_variables, step_counts
+from mlpipe_jupyter.runner.view import (
+    read_run,
+    read_step,
+    received_variables,
+    run_lineage,
+    step_counts,
+)
 from mlpipe_jupyter.server.errors import BadRequestError, ForbiddenPathError
 from mlpipe_jupyter.server.payloads import (
     json_safe,
@@ -218,6 +224,7 @@ class PipelineService:
                              view.run_id in self._live)
         detail.update(run_details(view.record))
         detail["notifications"] = notifications_payload(store.notify.of_run(view.record.id))
+        detail["datasets"] = [use.to_dict() for use in run_lineage(store, view.run_id)]
         detail["steps"] = [step_payload(step) for step in view.steps]
         return detail
 

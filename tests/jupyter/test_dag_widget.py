@@ -28,7 +28,7 @@ def test_widget_state_and_text_summary() -> None:
     assert widget.summary() == "run r1: running\n  prepare: succeeded 1.2s\n  train: running"
     synced = widget.get_state()
     assert synced["run_id"] == "r1" and len(synced["steps"]) == 2
-    assert "export default" in synced["_esm"]
+    assert "export{" in synced["_esm"] and " as default}" in synced["_esm"]  # esbuild's form
 
 
 def test_widget_follows_events_before_steps_finish() -> None:
@@ -52,3 +52,19 @@ def test_es_module_parses() -> None:
         capture_output=True, check=False,
     )
     assert checked.returncode == 0, checked.stderr
+
+
+def test_es_module_exports_render_and_is_built_from_the_shared_renderer() -> None:
+    """widget.js is the esbuild bundle of labextension/src/widget.ts (with dag.ts, the run
+    view's renderer, and dagre): its default export has anywidget's ``render``."""
+    node = shutil.which("node")
+    assert node, "node is needed to check the widget's ES module"
+    text = ESM.read_text()
+    assert text.startswith("// mlpipe's notebook DAG widget") and "GENERATED" in text
+    assert "Chris Pettitt" in text  # dagre's licence travels with the bundle
+    loaded = subprocess.run(
+        [node, "--input-type=module", "-e",
+         f"const m = await import({ESM.as_uri()!r}); console.log(typeof m.default.render)"],
+        text=True, capture_output=True, check=False,
+    )
+    assert loaded.stdout.strip() == "function", loaded.stderr

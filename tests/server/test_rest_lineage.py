@@ -1,0 +1,51 @@
+"""A run's lineage in its REST detail: the dataset versions its steps read and wrote."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlpipe_jupyter.store import Store
+from tests.conftest import write_notebook
+from tests.server.conftest import wait_for_run
+from tests.server.test_rest_runs import check, response_schema
+
+pytestmark = pytest.mark.slow
+
+LINEAGE = [
+    "%%mlstep copy --input raw=dataset:numbers --output rows=dataset:number_rows\n"
+    "import shutil\nshutil.copy(inputs.raw / 'numbers.csv', outputs.rows / 'rows.csv')\n",
+    "%%mlstep count --input rows=copy.rows --output report\n"
+    "(outputs.report / 'n.txt').write_text('3')\n",
+]
+
+
+async def test_run_detail_lists_datasets_read_and_written(api: Any, project: Path) -> None:
+    source = project / "source"
+    source.mkdir()
+    (source / "numbers.csv").write_text("x,y\n1,2\n3,4\n")
+    store = Store.open(project, create=True)
+    store.datasets.register("numbers", source, tabular=True)
+    write_notebook(project / "lineage.ipynb", LINEAGE)
+
+    status, started = await api("POST", "runs", body={"notebook": "lineage.ipynb"})
+    assert status == 202, started
+    run = await wait_for_run(api, started["run_id"])
+    check(run, response_schema("/runs/{run}", "GET", 200))
+    assert run["status"] == "succeeded", run["error"]
+    uses = [(u["direction"], u["step"], u["slot"], u["ref"]) for u in run["datasets"]]
+    assert uses == [("read", "copy", "raw", "numbers@v1"),
+                    ("written", "copy", "rows", "number_rows@v1")]
+    read, written = run["datasets"]
+    assert read["kind"] == "tabular" and read["files"] == 1 and read["bytes"] > 0
+    assert written["source"] == f"run {run['id']} step copy output rows"
+
+    # a second run reuses copy: it read the same version, and its result is number_rows@v1
+    status, again = await api("POST", "runs", body={"notebook": "lineage.ipynb"})
+    second = await wait_for_run(api, again["run_id"])
+    assert [s["status"] for s in second["steps"]] == ["reused", "reused"]
+    assert [(u["direction"], u["ref"]) for u in second["datasets"]] == [
+        ("read", "numbers@v1"), ("written", "number_rows@v1")]
+    store.close()
