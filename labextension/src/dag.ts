@@ -374,7 +374,9 @@ export class DagView {
         graph.setEdge(up, step.name, {
           width: text ? text.length * CHAR_W + 8 : 0,
           height: text ? 14 : 0,
-          labelpos: 'c',
+          // beside the edge (above it, left to right), not on it
+          labelpos: 'l',
+          labeloffset: 2,
           text,
           names: carried
         });

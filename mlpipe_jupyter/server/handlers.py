@@ -263,8 +263,9 @@ class OutputHtmlHandler(MlpipeHandler):
         path = self.service.output_notebook_file(run, step)
         loop = asyncio.get_running_loop()
         html = await loop.run_in_executor(None, _render_html, str(path), theme)
-        self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.finish(html)
+        # APIHandler.finish sets the content type (JSON unless told): a browser (the run
+        # view's frame) then shows the page's source instead of the page
+        self.finish(html, set_content_type="text/html; charset=utf-8")
 
 
 def _render_html(path: str, theme: str = "light") -> str:

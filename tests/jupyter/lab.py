@@ -3,6 +3,8 @@ waited for, and stopped. Shared by the widget and panel browser tests."""
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
 import subprocess
 import sys
@@ -16,6 +18,9 @@ from pathlib import Path
 from tests.conftest import free_port
 
 CHROMIUM = "/usr/bin/chromium"
+REPO = Path(__file__).resolve().parents[2]
+# this checkout's build (jlpm build in labextension/), whatever is installed
+BUILT = REPO / "mlpipe_jupyter" / "labextension"
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,8 @@ def running_lab(root: Path, env: dict[str, str], extra_args: Sequence[str] = (),
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
          f"--port={port}", "--ip=127.0.0.1", f"--IdentityProvider.token={token}",
          "--LabApp.news_url=None", f"--LabApp.workspaces_dir={root / 'lab-workspaces'}",
+         # settings a test changes (the theme) stay in its folder, not in ~/.jupyter
+         f"--LabApp.user_settings_dir={root / 'lab-user-settings'}",
          f"--ServerApp.root_dir={root}", *extra_args],
         cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"),
     )
@@ -55,3 +62,29 @@ def running_lab(root: Path, env: dict[str, str], extra_args: Sequence[str] = (),
             server.wait(stop_seconds)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+@contextmanager
+def mlpipe_lab(root: Path) -> Iterator[str]:
+    """JupyterLab serving ``root`` with this checkout's server extension and labextension
+    (first on the search path, whatever is installed), the app exposed as
+    ``window.jupyterapp`` for commands; yields the lab URL with its token."""
+    assert (BUILT / "package.json").exists(), "build the extension: cd labextension && jlpm build"
+    jupyter_path = root / "jupyter-data"
+    (jupyter_path / "labextensions").mkdir(parents=True)
+    (jupyter_path / "labextensions" / "mlpipe-jupyter").symlink_to(BUILT)
+    config = root / "server-config.json"
+    config.write_text(json.dumps(
+        {"ServerApp": {"jpserver_extensions": {"mlpipe_jupyter.server": True}}}))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "JUPYTER_PATH": str(jupyter_path)}
+    with running_lab(root, env, [f"--config={config}", "--LabApp.expose_app_in_browser=True"],
+                     ready_path="/mlpipe/api/runs") as running:
+        yield f"{running.base}/lab?token={running.token}"
+
+
+def dismiss_news(page: object) -> None:
+    """Close JupyterLab's "get notified about news?" toast if it shows (it covers the lower
+    right corner of screenshots)."""
+    no = page.locator(".jp-toast-button", has_text="No")  # type: ignore[attr-defined]
+    if no.count():
+        no.first.click()

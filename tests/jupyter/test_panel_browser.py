@@ -1,13 +1,13 @@
-"""The mlpipe sidebar panel in a real JupyterLab, driven by headless Chromium.
+"""The mlpipe sidebar and run view in a real JupyterLab, driven by headless Chromium.
 
 Needs Debian's chromium and Python playwright (see test_browser.py), and the built
-labextension (``pip install -e .`` builds it into mlpipe_jupyter/labextension). Screenshots
-are kept in test-artifacts/.
+labextension (``pip install -e .`` or ``jlpm build`` builds it into
+mlpipe_jupyter/labextension). Screenshots are kept in test-artifacts/. The run view's
+layout (fit, clipping, dark theme, a 200-step run) is checked in test_runview_browser.py.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -20,13 +20,12 @@ import pytest
 from mlpipe_jupyter.model.values import python_literal
 from mlpipe_jupyter.store import Store
 from tests.conftest import write_notebook as write_notebook_file
-from tests.jupyter.lab import CHROMIUM, running_lab
+from tests.jupyter.lab import BUILT, CHROMIUM, mlpipe_lab
 from tests.value_probe import PROBE_STEP, assert_arrived, probe_notebook
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-BUILT = REPO / "mlpipe_jupyter" / "labextension"
 ARTIFACTS = REPO / "test-artifacts"
 
 PIPE = [
@@ -41,19 +40,10 @@ SLOW = ["%%mlstep wait --output out\nimport time\nprint('waiting', flush=True)\n
 @pytest.fixture
 def lab(store: Store, tmp_path: Path, write_notebook: Any) -> Iterator[str]:
     """JupyterLab with this checkout's server extension and panel; yields the lab URL."""
-    assert (BUILT / "package.json").exists(), "build the panel: pip install -e . (or jlpm build)"
     write_notebook(tmp_path / "pipe.ipynb", PIPE)
     write_notebook(tmp_path / "slow.ipynb", SLOW)
-    # this checkout's labextension first on the search path, whatever is installed
-    jupyter_path = tmp_path / "jupyter-data"
-    (jupyter_path / "labextensions").mkdir(parents=True)
-    (jupyter_path / "labextensions" / "mlpipe-jupyter").symlink_to(BUILT)
-    config = tmp_path / "server-config.json"
-    config.write_text(json.dumps(
-        {"ServerApp": {"jpserver_extensions": {"mlpipe_jupyter.server": True}}}))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "JUPYTER_PATH": str(jupyter_path)}
-    with running_lab(tmp_path, env, [f"--config={config}"], ready_path="/mlpipe/api/runs") as running:
-        yield f"{running.base}/lab?token={running.token}"
+    with mlpipe_lab(tmp_path) as url:
+        yield url
 
 
 def _cli_run(folder: Path, notebook: str) -> subprocess.Popen[bytes]:
@@ -88,33 +78,39 @@ def test_panel_follows_cli_runs_opens_logs_and_cancels(
             item = panel.locator(".mlpipe-run-item").first
             item.wait_for(timeout=60_000)
             panel.locator(".mlpipe-run-item[data-status='running']").wait_for(timeout=60_000)
-            item.click()
-            panel.locator(".mlpipe-step[data-step='make']").wait_for(timeout=30_000)
+            first = item.get_attribute("data-run-id")
+            item.click()  # opens the run in the main area
+            view = page.locator(f".mlpipe-runview[data-run-id='{first}']")
+            view.locator(".mlpipe-step[data-step='make']").wait_for(timeout=30_000)
             panel.locator(".mlpipe-run-item[data-status='succeeded']").wait_for(timeout=120_000)
             assert runs[0].wait(60) == 0
-            panel.locator(".mlpipe-step[data-step='count'][data-status='succeeded']").wait_for(
+            view.locator(".mlpipe-step[data-step='count'][data-status='succeeded']").wait_for(
                 timeout=30_000)
+            assert view.get_attribute("data-status") == "succeeded"
 
             # a step's details and log
-            panel.locator(".mlpipe-step[data-step='make']").click()
-            detail = panel.locator(".mlpipe-step-detail[data-step='make']")
+            view.locator(".mlpipe-step[data-step='make']").click()
+            detail = view.locator(".mlpipe-rv-step[data-step='make']")
             detail.wait_for(timeout=10_000)
-            assert "make: succeeded" in detail.inner_text()
-            panel.locator(".mlpipe-log", has_text="made 3").wait_for(timeout=30_000)
+            assert "Step make" in detail.inner_text() and "succeeded" in detail.inner_text()
+            view.locator(".mlpipe-log", has_text="made 3").wait_for(timeout=30_000)
             page.screenshot(path=str(ARTIFACTS / "panel-succeeded.png"))
 
             # a long run, canceled from the panel
             runs.append(_cli_run(tmp_path, "slow.ipynb"))
             running = panel.locator(".mlpipe-run-item[data-status='running']")
             running.wait_for(timeout=60_000)
+            second = running.get_attribute("data-run-id")
             running.click()
-            panel.locator(".mlpipe-step[data-step='wait'][data-status='running']").wait_for(
+            view = page.locator(f".mlpipe-runview[data-run-id='{second}']")
+            view.locator(".mlpipe-step[data-step='wait'][data-status='running']").wait_for(
                 timeout=90_000)
-            panel.locator(".mlpipe-step[data-step='wait']").click()
-            panel.locator(".mlpipe-log", has_text="waiting").wait_for(timeout=60_000)
+            view.locator(".mlpipe-step[data-step='wait']").click()
+            view.locator(".mlpipe-log", has_text="waiting").wait_for(timeout=60_000)
             page.screenshot(path=str(ARTIFACTS / "panel-running.png"))
-            panel.locator(".mlpipe-cancel").click()
+            view.locator(".mlpipe-cancel").click()
             panel.locator(".mlpipe-run-item[data-status='canceled']").wait_for(timeout=60_000)
+            view.locator(".mlpipe-run-state", has_text="canceled").wait_for(timeout=30_000)
             assert runs[1].wait(60) == 130
             page.screenshot(path=str(ARTIFACTS / "panel-canceled.png"))
         finally:
@@ -144,8 +140,9 @@ def test_run_as_pipeline_from_the_notebook_toolbar(lab: str, store: Store) -> No
             dialog.locator("button:has-text('Run')").click()
             panel = page.locator("#mlpipe-panel")
             panel.locator(".mlpipe-run-item[data-status='succeeded']").wait_for(timeout=120_000)
-            panel.locator(".mlpipe-step[data-step='count'][data-status='succeeded']").wait_for(
-                timeout=30_000)
+            # the run opened in the main area by itself
+            page.locator(".mlpipe-runview .mlpipe-step[data-step='count'][data-status='succeeded']"
+                         ).wait_for(timeout=30_000)
             page.screenshot(path=str(ARTIFACTS / "panel-run-from-toolbar.png"))
         finally:
             browser.close()
@@ -186,13 +183,16 @@ def test_run_dialog_shows_and_sends_python_values(
             page.locator(".jp-Dialog button:has-text('Run')").click()
             panel = page.locator("#mlpipe-panel")
             panel.locator(".mlpipe-run-item[data-status='succeeded']").wait_for(timeout=120_000)
-            facts = panel.locator(".mlpipe-run-detail .mlpipe-facts tr", has_text="parameters")
-            facts.wait_for(timeout=30_000)
-            assert facts.locator("td").inner_text() == "flag=False"  # only what was changed
-            panel.locator(f".mlpipe-step[data-step='{PROBE_STEP}'][data-status='succeeded']"
-                          ).click()
-            panel.locator(f".mlpipe-step-detail[data-step='{PROBE_STEP}']").wait_for(
-                timeout=10_000)
+            view = page.locator(".mlpipe-runview[data-status='succeeded']")
+            view.wait_for(timeout=30_000)
+            params = view.locator(".mlpipe-params tr")
+            params.first.wait_for(timeout=30_000)
+            # only what was changed, as the -p text
+            assert [params.nth(i).inner_text().split() for i in range(params.count())] == [
+                ["flag", "False"]]
+            view.locator(f".mlpipe-step[data-step='{PROBE_STEP}'][data-status='succeeded']"
+                         ).click()
+            view.locator(f".mlpipe-rv-step[data-step='{PROBE_STEP}']").wait_for(timeout=10_000)
             page.screenshot(path=str(ARTIFACTS / "panel-run-detail-values.png"))
         finally:
             browser.close()
@@ -290,22 +290,15 @@ def test_the_dag_names_the_variables_along_its_edges(lab: str, store: Store,
             tab.click()
             panel = page.locator("#mlpipe-panel")
             panel.locator("text=No runs yet").wait_for(timeout=30_000)
-            # a wider sidebar, as a user looking at a DAG would make it
-            handle = page.locator("#jp-main-split-panel > .lm-SplitPanel-handle").first
-            box = handle.bounding_box()
-            assert box is not None
-            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-            page.mouse.down()
-            page.mouse.move(720, box["y"] + box["height"] / 2, steps=5)
-            page.mouse.up()
 
             assert _cli_run(tmp_path, "flow.ipynb").wait(180) == 0
             panel.locator(".mlpipe-run-item[data-status='succeeded']").first.click()
-            panel.locator(".mlpipe-step[data-step='report'][data-status='succeeded']").wait_for(
+            view = page.locator(".mlpipe-runview")
+            view.locator(".mlpipe-step[data-step='report'][data-status='succeeded']").wait_for(
                 timeout=30_000)
-            panel.locator(".mlpipe-graph-box").screenshot(
+            view.locator(".mlpipe-dag-view").screenshot(
                 path=str(ARTIFACTS / "panel-variables-dag-closeup.png"))
-            labels = panel.locator(".mlpipe-edge-label")
+            labels = view.locator(".mlpipe-edge-label")
             texts = {(labels.nth(i).get_attribute("data-from"),
                       labels.nth(i).get_attribute("data-to")): labels.nth(i)
                      for i in range(labels.count())}
@@ -323,7 +316,7 @@ def test_the_dag_names_the_variables_along_its_edges(lab: str, store: Store,
             # no label touches a step; labels side by side are a line apart (the boxes are
             # the font's whole line boxes, taller than its glyphs)
             boxes = [label.locator("text").bounding_box() for label in texts.values()]
-            steps = [panel.locator(f".mlpipe-step[data-step='{name}']").bounding_box()
+            steps = [view.locator(f".mlpipe-step[data-step='{name}']").bounding_box()
                      for name in ("load", "clean", "report")]
             font = float(texts["load", "clean"].locator("text").evaluate(
                 "node => parseFloat(getComputedStyle(node).fontSize)"))
@@ -333,12 +326,14 @@ def test_the_dag_names_the_variables_along_its_edges(lab: str, store: Store,
                 for other in boxes[i + 1:]:
                     assert abs(one["y"] - other["y"]) >= font or not _overlap(one, other)
 
-            panel.locator(".mlpipe-step[data-step='report']").click()
-            detail = panel.locator(".mlpipe-step-detail[data-step='report']")
+            view.locator(".mlpipe-step[data-step='report']").click()
+            detail = view.locator(".mlpipe-rv-step[data-step='report']")
             detail.wait_for(timeout=10_000)
+            detail.locator(".mlpipe-tab-details").click()
             receives = detail.locator("tr", has_text="receives").locator("td").inner_text()
             assert receives == ("df (from clean), arr (from clean), feature_matrix (from "
                                 "clean), settings (from load)")
+            assert "mlpipe_variables" not in view.inner_text()
             assert "mlpipe_variables" not in panel.inner_text()
             page.screenshot(path=str(ARTIFACTS / "panel-variables-dag.png"))
         finally:
@@ -379,7 +374,7 @@ def test_the_run_detail_lists_its_notifications(lab: str, store: Store, tmp_path
                 timeout=180)
             assert done.returncode == 0, done.stderr
             panel.locator(".mlpipe-run-item[data-status='succeeded']").first.click()
-            failed = panel.locator(".mlpipe-notification-failed")
+            failed = page.locator(".mlpipe-runview .mlpipe-notification-failed")
             failed.wait_for(timeout=30_000)
             text = failed.inner_text()
             assert "webhook:http://127.0.0.1:" in text, text

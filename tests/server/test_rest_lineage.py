@@ -22,7 +22,8 @@ LINEAGE = [
 ]
 
 
-async def test_run_detail_lists_datasets_read_and_written(api: Any, project: Path) -> None:
+async def test_run_detail_lists_datasets_read_and_written(api: Any, jp_fetch: Any,
+                                                          project: Path) -> None:
     source = project / "source"
     source.mkdir()
     (source / "numbers.csv").write_text("x,y\n1,2\n3,4\n")
@@ -41,6 +42,15 @@ async def test_run_detail_lists_datasets_read_and_written(api: Any, project: Pat
     read, written = run["datasets"]
     assert read["kind"] == "tabular" and read["files"] == 1 and read["bytes"] > 0
     assert written["source"] == f"run {run['id']} step copy output rows"
+
+    # the output notebook as a page (HTML, not JSON), in the dark theme when asked
+    page = await jp_fetch("mlpipe", "api", "runs", run["id"], "steps", "copy", "output.html",
+                          params={"theme": "dark"})
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert "<html" in page.body.decode().lower()
+    status, body = await api("GET", "runs", run["id"], "steps", "copy", "output.html",
+                             params={"theme": "sepia"})
+    assert status == 400 and "theme" in body["message"]
 
     # a second run reuses copy: it read the same version, and its result is number_rows@v1
     status, again = await api("POST", "runs", body={"notebook": "lineage.ipynb"})
