@@ -15,7 +15,7 @@ import time
 from importlib import resources
 from typing import Any
 
-from jupyter_server.base.handlers import APIHandler
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
 from tornado.iostream import StreamClosedError
@@ -254,6 +254,14 @@ class OutputHandler(MlpipeHandler):
 class OutputHtmlHandler(MlpipeHandler):
     """The executed notebook rendered as HTML: viewable even where the contents API
     cannot open it (the workspace is a hidden folder)."""
+
+    @property
+    def content_security_policy(self) -> str:
+        """The page's own inline styles and embedded (data:) images, nothing else: no
+        scripts, no requests (APIHandler's "default-src 'none'" would leave it unstyled)."""
+        return "; ".join([JupyterHandler.content_security_policy.fget(self),  # type: ignore[attr-defined]
+                          "default-src 'none'", "style-src 'unsafe-inline'",
+                          "img-src data:", "font-src data:"])
 
     @web.authenticated
     async def get(self, run: str, step: str) -> None:

@@ -47,6 +47,9 @@ async def test_run_detail_lists_datasets_read_and_written(api: Any, jp_fetch: An
     page = await jp_fetch("mlpipe", "api", "runs", run["id"], "steps", "copy", "output.html",
                           params={"theme": "dark"})
     assert page.headers["Content-Type"].startswith("text/html")
+    policy = page.headers["Content-Security-Policy"]  # its own styles apply; no script runs
+    assert "style-src 'unsafe-inline'" in policy and "script-src" not in policy
+    assert "default-src 'none'" in policy
     assert "<html" in page.body.decode().lower()
     status, body = await api("GET", "runs", run["id"], "steps", "copy", "output.html",
                              params={"theme": "sepia"})
