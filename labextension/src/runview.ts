@@ -132,7 +132,7 @@ export class RunView extends Widget {
     this.selected = this.selected === name ? null : name;
     if (this.current) {
       this.dag.select(this.selected);
-      this.table.update(this.current.steps, this.selected);
+      this.table.select(this.selected);
       this.drawStep();
     }
   }

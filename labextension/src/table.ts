@@ -45,6 +45,15 @@ export class StepTable {
 
   private body: HTMLTableSectionElement;
 
+  /** Mark `selected` (or none) without drawing the rows again. */
+  select(selected: string | null): void {
+    for (const tr of Array.from(this.body.rows)) {
+      const on = tr.dataset.step === selected;
+      tr.classList.toggle('mlpipe-selected', on);
+      tr.setAttribute('aria-selected', String(on));
+    }
+  }
+
   /** Show `steps`, `selected` marked. */
   update(steps: IStep[], selected: string | null): void {
     this.body.replaceChildren();

@@ -323,7 +323,14 @@ def test_big_dags_fit_stay_responsive_and_dark_theme(lab: str, store: Store,
             _fully_visible(view, 200)
             layout_ms = float(view.get_attribute("data-layout-ms") or "nan")
             timings = view.evaluate("""(v) => {
-                const time = (act) => { const t = performance.now(); act(); return performance.now() - t; };
+                // each action with the layout it causes (flushed before and after)
+                const time = (act) => {
+                  v.offsetHeight;
+                  const t = performance.now();
+                  act();
+                  v.offsetHeight;
+                  return performance.now() - t;
+                };
                 const node = v.querySelector(".mlpipe-step[data-step='s5_10']");
                 const click = (el) => el.dispatchEvent(new MouseEvent('click', {bubbles: true}));
                 return {
@@ -345,6 +352,8 @@ def test_big_dags_fit_stay_responsive_and_dark_theme(lab: str, store: Store,
                **{k: round(v, 1) for k, v in timings.items()}}
     (ARTIFACTS / "runview-timing.json").write_text(json.dumps(figures, indent=1))
     print(f"\n200-step run view: {figures}")
-    assert open_and_fit < 10, figures  # measured ~1 s here; generous for a busy CI machine
-    assert all(v < 500 for k, v in figures.items() if k.endswith("_ms") and k != "layout_ms"), \
+    # measured here: open and fit 2-4 s (dagre's layout most of it), each action 15-150 ms;
+    # the bounds are generous for a busy 2-core CI machine
+    assert open_and_fit < 15, figures
+    assert all(v < 1000 for k, v in figures.items() if k.endswith("_ms") and k != "layout_ms"), \
         figures
