@@ -55,28 +55,18 @@ export interface IRunDetail extends IRunSummary {
   host?: string;
   /** "NAME@vN" for a run of a published pipeline. */
   published?: string | null;
-  /** The run's lineage: dataset versions its steps read and wrote (servers before issue 17:
-   * absent). */
-  datasets?: IDatasetUse[];
+  /** The run's lineage (servers before issue 17: absent). */
+  datasets?: ILineage;
   /** What the run's notifications did when it ended; absent from servers before issue 15. */
   notifications?: INotification[];
   steps: IStep[];
 }
 
-/** A dataset version a step of a run read or wrote. */
-export interface IDatasetUse {
-  direction: 'read' | 'written';
-  step: string;
-  /** The input's or output's name in the step header. */
-  slot: string;
-  name: string;
-  version: number;
-  ref: string;
-  kind: string | null;
-  files: number | null;
-  bytes: number | null;
-  created_at: number | null;
-  source: string | null;
+/** A run's lineage: the dataset versions its steps read, and the ones its outputs became
+ * (versions registered by this run; a reused step registers none). */
+export interface ILineage {
+  read: { step: string; input: string; dataset: string; version: number }[];
+  written: { step: string; output: string; dataset: string; version: number }[];
 }
 
 /** One notification of a run (webhook, e-mail, apprise): the channel without credentials. */

@@ -52,20 +52,6 @@ export function when(timestamp: number): string {
   return new Date(timestamp * 1000).toLocaleString();
 }
 
-export function bytes(size: number | null): string {
-  if (size === null) {
-    return '';
-  }
-  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
-  let value = size;
-  let unit = 0;
-  while (value >= 1000 && unit < units.length - 1) {
-    value /= 1000;
-    unit++;
-  }
-  return `${unit ? value.toFixed(1) : value} ${units[unit]}`;
-}
-
 export function metricText(value: unknown): string {
   if (typeof value !== 'number') {
     return typeof value === 'string' ? value : JSON.stringify(value);

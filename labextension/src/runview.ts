@@ -9,7 +9,7 @@ import {
   ApiError,
   enc,
   follow,
-  IDatasetUse,
+  ILineage,
   IOutputLink,
   IRunDetail,
   IRunSummary,
@@ -19,7 +19,7 @@ import {
   request
 } from './api';
 import { DagView, ensureDagStyle, receivedText, seconds, statusColor } from './dag';
-import { activatable, button, bytes, el, metricText, when } from './dom';
+import { activatable, button, el, metricText, when } from './dom';
 import { RunEvents } from './events';
 import { StepTable, whyText } from './table';
 
@@ -238,7 +238,7 @@ export class RunView extends Widget {
       el('div', box, 'not in a git repository', 'mlpipe-empty');
     }
     el('h3', box, 'Datasets', 'mlpipe-rv-title');
-    this.drawLineage(box, run.datasets ?? []);
+    this.drawLineage(box, run.datasets ?? { read: [], written: [] });
     const sent = run.notifications ?? [];
     if (sent.length) {
       el('h3', box, 'Notifications', 'mlpipe-rv-title');
@@ -261,7 +261,11 @@ export class RunView extends Widget {
     }
   }
 
-  private drawLineage(box: HTMLElement, uses: IDatasetUse[]): void {
+  private drawLineage(box: HTMLElement, lineage: ILineage): void {
+    const uses = [
+      ...lineage.read.map(u => ({ direction: 'read', step: u.step, slot: u.input, ref: `${u.dataset}@v${u.version}` })),
+      ...lineage.written.map(u => ({ direction: 'written', step: u.step, slot: u.output, ref: `${u.dataset}@v${u.version}` }))
+    ];
     if (!uses.length) {
       el('div', box, 'no dataset read or written', 'mlpipe-empty');
       return;
@@ -271,15 +275,14 @@ export class RunView extends Widget {
       const tr = el('tr', table, undefined, `mlpipe-dataset mlpipe-dataset-${use.direction}`);
       tr.dataset.dataset = use.ref;
       tr.dataset.direction = use.direction;
-      el('th', tr, use.direction === 'read' ? 'read' : 'wrote').scope = 'row';
+      const read = use.direction === 'read';
+      el('th', tr, read ? 'read' : 'wrote').scope = 'row';
       const ref = el('td', tr, undefined, 'mlpipe-wrap');
       el('code', ref, use.ref);
-      el('span', ref, ` ${use.direction === 'read' ? '→' : '←'} ${use.step}.${use.slot}`, 'mlpipe-dataset-step');
-      const size = [use.kind, use.files === null ? '' : `${use.files} file(s)`, bytes(use.bytes)]
-        .filter(Boolean)
-        .join(', ');
-      tr.title = `${use.ref}: ${size}${use.source ? `\nfrom ${use.source}` : ''}` +
-        (use.created_at ? `\nregistered ${when(use.created_at)}` : '');
+      el('span', ref, ` ${read ? '→' : '←'} ${use.step}.${use.slot}`, 'mlpipe-dataset-step');
+      tr.title = read
+        ? `step ${use.step} read ${use.ref} as its input ${use.slot}`
+        : `output ${use.slot} of step ${use.step} became ${use.ref}`;
     }
   }
 

@@ -14,7 +14,6 @@ turn views into their own formats; none of them reads step records directly.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -187,60 +186,6 @@ def read_step(store: Store, run_ref: str, step: str) -> StepView:
     record = store.runs.step_run(run.id, step)
     layers = _layers(store.runs.step_runs(run.id))
     return step_view(store, record, layers.get(step, 0))
-
-
-@dataclass(frozen=True)
-class DatasetUse:
-    """A dataset version a step of a run read (a ``dataset:NAME`` input) or wrote (an
-    ``=dataset:NAME`` output; a reused step's is the version its producer registered)."""
-
-    direction: str  # "read" or "written"
-    step: str
-    slot: str  # the input's or output's name in the step header
-    name: str
-    version: int
-    kind: str | None = None  # None when the version is no longer registered
-    files: int | None = None
-    bytes: int | None = None
-    created_at: float | None = None
-    source: str | None = None  # where the version came from (a path, or run/step/output)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "direction": self.direction, "step": self.step, "slot": self.slot,
-            "name": self.name, "version": self.version, "ref": f"{self.name}@v{self.version}",
-            "kind": self.kind, "files": self.files, "bytes": self.bytes,
-            "created_at": self.created_at, "source": self.source,
-        }
-
-
-_DATASET_IDENTITY = re.compile(r"dataset:(?P<name>.+)@v(?P<version>\d+)#")
-
-
-def run_lineage(store: Store, run_id: str) -> list[DatasetUse]:
-    """The datasets the run's steps read and wrote, in step order (reads first per step)."""
-    uses: list[DatasetUse] = []
-    for record in store.runs.step_runs(run_id):
-        inputs: Mapping[str, Any] = (record.components or {}).get("inputs", {})
-        for slot, identity in inputs.items():
-            match = _DATASET_IDENTITY.match(str(identity))
-            if not match:
-                continue
-            name, number = match["name"], int(match["version"])
-            try:
-                found = store.datasets.get(name, number)
-            except NotFoundError:
-                uses.append(DatasetUse("read", record.step, slot, name, number))
-                continue
-            uses.append(DatasetUse("read", record.step, slot, name, number, found.kind,
-                                   found.files, found.bytes, found.created_at, found.source))
-        if record.result_id:
-            for version in store.datasets.of_result(record.result_id):
-                slot = version.fingerprint.rsplit(":", 1)[-1]
-                uses.append(DatasetUse("written", record.step, slot, version.name,
-                                       version.version, version.kind, version.files,
-                                       version.bytes, version.created_at, version.source))
-    return uses
 
 
 class RunFollower:

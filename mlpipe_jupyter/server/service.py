@@ -27,17 +27,12 @@ from mlpipe_jupyter.model.values import literal_mapping, parameter_texts
 from mlpipe_jupyter.notebook import load_pipeline, may_define_pipeline
 from mlpipe_jupyter.runner.background import BackgroundRun
 from mlpipe_jupyter.runner.explain import explain_step
+from mlpipe_jupyter.runner.lineage import run_lineage
 from mlpipe_jupyter.runner.planning import Selection
 from mlpipe_jupyter.runner.runner import RunRequest
 from mlpipe_jupyter.runner.sweep import member_run_id
 from mlpipe_jupyter.runner.sweep_view import chart_spec, read_sweep, resolve_metric
-from mlpipe_jupyter.runner.view import (
-    read_run,
-    read_step,
-    received_variables,
-    run_lineage,
-    step_counts,
-)
+from mlpipe_jupyter.runner.view import read_run, read_step, received_variables, step_counts
 from mlpipe_jupyter.server.errors import BadRequestError, ForbiddenPathError
 from mlpipe_jupyter.server.payloads import (
     json_safe,
@@ -224,7 +219,7 @@ class PipelineService:
                              view.run_id in self._live)
         detail.update(run_details(view.record))
         detail["notifications"] = notifications_payload(store.notify.of_run(view.record.id))
-        detail["datasets"] = [use.to_dict() for use in run_lineage(store, view.run_id)]
+        detail["datasets"] = run_lineage(store, view.run_id)
         detail["steps"] = [step_payload(step) for step in view.steps]
         return detail
 

@@ -82,11 +82,6 @@ def content_fingerprint(root: Path) -> tuple[str, int, int]:
     return manifest.hexdigest()[:32], count, size
 
 
-def _like_prefix(text: str) -> str:
-    """A LIKE pattern matching what starts with ``text`` (its % and _ taken literally)."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
 def _row_to_version(row: object) -> DatasetVersion:
     r = dict(row)  # type: ignore[call-overload]
     return DatasetVersion(
@@ -253,15 +248,6 @@ class DatasetStore:
         )
         if not rows:
             self.latest(name)  # raises the NotFoundError with the known names
-        return [_row_to_version(r) for r in rows]
-
-    def of_result(self, result_id: str) -> list[DatasetVersion]:
-        """The versions registered from a committed step result (its ``=dataset:NAME``
-        outputs), by the fingerprint ``result:RESULT_ID:OUTPUT`` they were registered with."""
-        rows = self.workspace.query(
-            "SELECT * FROM datasets WHERE fingerprint LIKE ? ESCAPE '\\' ORDER BY name, version",
-            (_like_prefix(f"result:{result_id}:"),),
-        )
         return [_row_to_version(r) for r in rows]
 
     def all_latest(self) -> list[DatasetVersion]:
