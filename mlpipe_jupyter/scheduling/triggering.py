@@ -20,10 +20,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mlpipe_jupyter.errors import NotFoundError
 from mlpipe_jupyter.model.status import RunStatus
@@ -175,21 +175,11 @@ def trigger_published(
 def wait_for_run(store: Store, run_id: str, timeout: float | None = None,
                  poll_seconds: float = 0.5) -> RunRecord:
     """Block until run ``run_id`` has a final status (or ``timeout`` seconds pass)."""
-    deadline = None if timeout is None else time.time() + timeout
-    log_path = launch_log(store.workspace, run_id)
-    while True:
-        try:
-            store.runs.mark_dead_runs()
-            record = store.runs.get_run(run_id)
-        except NotFoundError:
-            record = None
-        if record is not None and record.status.is_final:
-            return record
-        if deadline is not None and time.time() > deadline:
-            raise TimeoutError(f"run {run_id} did not finish within {timeout} s")
-        time.sleep(poll_seconds)
-        if record is None:
-            _raise_if_not_started(log_path, f"run {run_id}")
+    def ended() -> RunRecord | None:
+        store.runs.mark_dead_runs()
+        record = store.runs.get_run(run_id)
+        return record if record.status.is_final else None
+    return _wait(store, run_id, f"run {run_id}", ended, timeout, poll_seconds)
 
 
 def started_status(store: Store, started_id: str) -> RunStatus:
@@ -214,21 +204,34 @@ def wait_for_sweep(store: Store, sweep_id: str, timeout: float | None = None,
                    poll_seconds: float = 0.5) -> SweepRecord:
     """Block until sweep ``sweep_id`` has ended (or ``timeout`` seconds pass): its status
     is then succeeded (every member), failed (some) or canceled."""
-    deadline = None if timeout is None else time.time() + timeout
-    log_path = launch_log(store.workspace, sweep_id)
-    while True:
+    def ended() -> SweepRecord | None:
         store.runs.mark_dead_runs()
+        record = store.sweeps.get(sweep_id)
+        return record if sweep_ended(record) else None
+    return _wait(store, sweep_id, f"sweep {sweep_id}", ended, timeout, poll_seconds)
+
+
+_Ended = TypeVar("_Ended")
+
+
+def _wait(store: Store, started_id: str, what: str, ended: Callable[[], _Ended | None],
+          timeout: float | None, poll_seconds: float) -> _Ended:
+    """Poll ``ended`` (NotFoundError: not recorded yet) until it returns its record."""
+    deadline = None if timeout is None else time.time() + timeout
+    log_path = launch_log(store.workspace, started_id)
+    while True:
+        recorded = True
         try:
-            record: SweepRecord | None = store.sweeps.get(sweep_id)
+            record = ended()
         except NotFoundError:
-            record = None
-        if record is not None and sweep_ended(record):
+            record, recorded = None, False
+        if record is not None:
             return record
         if deadline is not None and time.time() > deadline:
-            raise TimeoutError(f"sweep {sweep_id} did not finish within {timeout} s")
+            raise TimeoutError(f"{what} did not finish within {timeout} s")
         time.sleep(poll_seconds)
-        if record is None:
-            _raise_if_not_started(log_path, f"sweep {sweep_id}")
+        if not recorded:
+            _raise_if_not_started(log_path, what)
 
 
 def _raise_if_not_started(log_path: Path, what: str) -> None:

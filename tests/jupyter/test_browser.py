@@ -24,6 +24,19 @@ REPO = Path(__file__).resolve().parents[2]
 WIDGET = ".jp-OutputArea .mlpipe-dag"
 
 
+def run_all_cells(page: Any, url: str) -> None:
+    """Open the notebook at ``url`` and run all its cells once its kernel is idle."""
+    page.goto(url)
+    # clicks before the kernel is idle are dropped
+    page.locator("text=/\\bIdle\\b/ >> visible=true").first.wait_for(timeout=90_000)
+    select = page.locator(".jp-Dialog button:has-text('Select')")
+    if select.count():
+        select.first.click()
+    page.click(".jp-Notebook")
+    page.locator("li.lm-MenuBar-item:has-text('Run')").click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+
+
 @pytest.fixture
 def lab(store: Store, tmp_path: Path, write_notebook: Any) -> Iterator[str]:
     """JupyterLab serving tmp_path (with pipe.ipynb); yields the notebook's URL."""
@@ -49,15 +62,7 @@ def test_run_all_draws_the_live_dag(lab: str, store: Store) -> None:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
         try:
             page = browser.new_page()
-            page.goto(lab)
-            # clicks before the kernel is idle are dropped
-            page.locator("text=/\\bIdle\\b/ >> visible=true").first.wait_for(timeout=90_000)
-            select = page.locator(".jp-Dialog button:has-text('Select')")
-            if select.count():
-                select.first.click()
-            page.click(".jp-Notebook")
-            page.locator("li.lm-MenuBar-item:has-text('Run')").click()
-            page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+            run_all_cells(page, lab)
 
             done = page.locator(f"{WIDGET} .mlpipe-step[data-status='succeeded']")
             done.nth(1).wait_for(timeout=120_000)
@@ -153,14 +158,7 @@ def test_a_sweep_draws_its_table_and_vega_chart(store: Store, tmp_path: Path,
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(f"{running.base}/lab/tree/sweep.ipynb?token={running.token}")
-            page.locator("text=/\\bIdle\\b/ >> visible=true").first.wait_for(timeout=90_000)
-            select = page.locator(".jp-Dialog button:has-text('Select')")
-            if select.count():
-                select.first.click()
-            page.click(".jp-Notebook")
-            page.locator("li.lm-MenuBar-item:has-text('Run')").click()
-            page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+            run_all_cells(page, f"{running.base}/lab/tree/sweep.ipynb?token={running.token}")
             page.locator(".jp-OutputArea :text('succeeded, 6 members')").first.wait_for(
                 timeout=180_000)
             table = page.locator(".jp-OutputArea .mlpipe-sweep table").first

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from mlpipe_jupyter.model.status import StepStatus
 from mlpipe_jupyter.scheduling.publishing import publish
 from mlpipe_jupyter.scheduling.scheduler import Scheduler
 from mlpipe_jupyter.scheduling.schedules import create_schedule, firings, get_schedule
@@ -20,6 +19,7 @@ from mlpipe_jupyter.scheduling.triggering import wait_for_sweep
 from mlpipe_jupyter.store import Store
 from tests.conftest import run_cli, write_notebook
 from tests.scheduling.conftest import T0, FakeClock
+from tests.sweeps.helpers import executed_steps
 
 pytestmark = pytest.mark.slow
 
@@ -37,13 +37,6 @@ def _published(store: Store, workspace_dir: Path) -> None:
     publish(store, write_notebook(workspace_dir / "grid.ipynb", CELLS), "grid")
 
 
-def _executed(store: Store, sweep_id: str) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for member in store.sweeps.get(sweep_id).members:
-        for step in store.runs.step_runs(member.run_id):
-            if step.status in (StepStatus.SUCCEEDED, StepStatus.FAILED):
-                counts[step.step] = counts.get(step.step, 0) + 1
-    return counts
 
 
 @pytest.fixture(autouse=True)
@@ -73,7 +66,7 @@ def test_trigger_a_sweep_from_the_command_line(store: Store, workspace_dir: Path
         assert run.status.value == "succeeded" and run.published == "grid@v1"
         assert run.experiment == "grid" and run.params == {"base": 5, "k": k}
         assert run.options["sweep"] == sweep_id
-    assert _executed(store, sweep_id) == {"prep": 1, "score": 3}  # prep shared
+    assert executed_steps(store, sweep_id) == {"prep": 1, "score": 3}  # prep shared
     # its process wrote into sweeps/ID/, never into a run's folder
     assert (store.workspace.sweep_dir(sweep_id) / "launcher.log").read_text() == ""
     assert not store.workspace.run_dir(sweep_id).exists()
@@ -85,7 +78,7 @@ def test_trigger_a_sweep_from_the_command_line(store: Store, workspace_dir: Path
     assert second.startswith("sw-") and f"started sweep {second} of grid@v1" in started.stderr
     ended = wait_for_sweep(store, second, timeout=300)
     assert ended.status == "failed" and ended.counts() == {"failed": 1, "succeeded": 1}
-    assert _executed(store, second) == {"score": 2}  # prep reused from the first sweep
+    assert executed_steps(store, second) == {"score": 2}  # prep reused from the first sweep
 
     listing = run_cli("sweep", "list", cwd=workspace_dir)
     assert sweep_id in listing.stdout and second in listing.stdout
@@ -129,7 +122,7 @@ def test_an_every_schedule_with_a_sweep_fires_once(store: Store, workspace_dir: 
     for member in record.members:
         run = store.runs.get_run(member.run_id)
         assert run.options["schedule"] == "nightly-grid" and run.published == "grid@v1"
-    assert _executed(store, sweep_id) == {"prep": 2, "score": 4}
+    assert executed_steps(store, sweep_id) == {"prep": 2, "score": 4}
 
     listing = run_cli("sweep", "list", cwd=workspace_dir)
     assert listing.returncode == 0 and sweep_id in listing.stdout

@@ -14,18 +14,11 @@ from mlpipe_jupyter.runner.sweep_view import chart_spec, read_sweep
 from mlpipe_jupyter.runner.view import read_run
 from mlpipe_jupyter.store import Store
 from tests.conftest import EXAMPLE, IRIS, run_cli, write_notebook
+from tests.sweeps.helpers import executed_steps
 
 pytestmark = pytest.mark.slow
 
 
-def _executed(store: Store, sweep_id: str) -> dict[str, int]:
-    """How many times each step really executed (not reused) across the sweep's runs."""
-    counts: dict[str, int] = {}
-    for member in store.sweeps.get(sweep_id).members:
-        for step in store.runs.step_runs(member.run_id):
-            if step.status in (StepStatus.SUCCEEDED, StepStatus.FAILED):
-                counts[step.step] = counts.get(step.step, 0) + 1
-    return counts
 
 
 def test_example_sweep_shares_prepare_ranks_members_and_reruns_for_free(
@@ -38,7 +31,7 @@ def test_example_sweep_shares_prepare_ranks_members_and_reruns_for_free(
     first = run_cli(*args, cwd=workspace_dir, timeout=600)
     assert first.returncode == 0, first.stderr
     sweep_id = store.sweeps.resolve("latest")
-    assert _executed(store, sweep_id) == {"prepare": 2, "train": 8, "evaluate": 8}
+    assert executed_steps(store, sweep_id) == {"prepare": 2, "train": 8, "evaluate": 8}
 
     view = read_sweep(store, sweep_id, sort="accuracy")
     assert view.parameters == ("C", "frac") and view.sort == "evaluate.accuracy"
@@ -70,7 +63,7 @@ def test_example_sweep_shares_prepare_ranks_members_and_reruns_for_free(
     again = run_cli(*args, cwd=workspace_dir, timeout=600)
     assert again.returncode == 0, again.stderr
     second = store.sweeps.resolve("latest")
-    assert second != sweep_id and _executed(store, second) == {}
+    assert second != sweep_id and executed_steps(store, second) == {}
     assert {step.status for m in store.sweeps.get(second).members
             for step in store.runs.step_runs(m.run_id)} == {StepStatus.REUSED}
 
@@ -95,7 +88,7 @@ def test_a_failed_member_does_not_stop_the_others(store: Store, workspace_dir: P
     assert statuses == [RunStatus.SUCCEEDED, RunStatus.SUCCEEDED, RunStatus.FAILED,
                         RunStatus.SUCCEEDED]
     assert "x=3 is not allowed" in result.failures[0]
-    assert _executed(store, result.sweep_id) == {"prep": 1, "work": 4}
+    assert executed_steps(store, result.sweep_id) == {"prep": 1, "work": 4}
     view = read_sweep(store, result.sweep_id)
     assert [row.metrics.get("work.score") for row in view.rows] == [2, 4, None, 8]
     assert view.best is not None and view.best.params == {"x": 4}
@@ -109,7 +102,7 @@ def test_a_shared_step_that_fails_fails_every_member_once(store: Store,
     ])
     result = run_sweep(SweepRequest(RunRequest(notebook), parse_sweep(["x=1,2,3"])), None)
     assert [r.status for _, r in result.members] == [RunStatus.FAILED] * 3
-    assert _executed(store, result.sweep_id) == {"prep": 3}  # recorded failed in each member
+    assert executed_steps(store, result.sweep_id) == {"prep": 3}  # recorded failed in each member
     errors = [store.runs.step_run(r.run_id, "prep").error or "" for _, r in result.members]
     assert "the source is down" in errors[0]
     owner = result.members[0][1].run_id
