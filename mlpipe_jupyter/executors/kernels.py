@@ -50,6 +50,9 @@ class WarmKernel:
     loop: asyncio.AbstractEventLoop
     manager: Any  # jupyter_client AsyncKernelManager
     client: Any  # its AsyncKernelClient, channels started, kernel ready
+    # why the kernel was started the usual way instead of forked from the kernel template
+    # (fork_provisioner); the step log says it
+    note: str | None = None
 
     def kill(self) -> None:
         """Kill the kernel process now, with what it started (its process group); safe
@@ -74,11 +77,15 @@ class WarmKernel:
 
 
 def start_kernel(kernel_name: str, cwd: Path, startup_timeout: float = 60,
-                 env: dict[str, str] | None = None) -> WarmKernel:
+                 env: dict[str, str] | None = None, fork: bool = False) -> WarmKernel:
     """Start a kernel in ``cwd`` and wait until it answers, in the calling thread.
     ``env``: variables added to the kernel's environment (a step's secrets), set when its
-    process starts, so they are never in the notebook."""
+    process starts, so they are never in the notebook. ``fork``: fork it from the kernel
+    template (``fork_provisioner``) when it can, else start it the usual way."""
     from jupyter_client.manager import AsyncKernelManager
+
+    from mlpipe_jupyter.executors.fork_provisioner import use_fork_provisioner
+    from mlpipe_jupyter.executors.kernel_template import fork_enabled
 
     last_error: Exception | None = None
     for _ in range(_START_ATTEMPTS):
@@ -94,6 +101,8 @@ def start_kernel(kernel_name: str, cwd: Path, startup_timeout: float = 60,
                                      connection_file=f"{prefix}.json")
         kernel: WarmKernel | None = None
         try:
+            if fork and fork_enabled():
+                use_fork_provisioner(manager)
             extra: dict[str, Any] = {}
             if env:
                 # what the kernel's process writes itself (a subprocess, a C library) bypasses
@@ -104,7 +113,8 @@ def start_kernel(kernel_name: str, cwd: Path, startup_timeout: float = 60,
             if env:
                 _forward_masked(manager, env.values())
             client = manager.client()
-            kernel = WarmKernel(loop=loop, manager=manager, client=client)
+            kernel = WarmKernel(loop=loop, manager=manager, client=client,
+                                note=getattr(manager.provisioner, "fallback_reason", None))
             _remember(kernel)
             client.start_channels()
             loop.run_until_complete(client.wait_for_ready(timeout=startup_timeout))
@@ -332,8 +342,10 @@ class KernelPool:
     could be started; it must not raise.
     """
 
-    def __init__(self, kernel_name: str, cwd: Path, run_job: JobRunner, max_warm: int) -> None:
+    def __init__(self, kernel_name: str, cwd: Path, run_job: JobRunner, max_warm: int,
+                 fork: bool = False) -> None:
         self.kernel_name = kernel_name
+        self.fork = fork  # kernels forked from the kernel template (start_kernel)
         self.cwd = cwd
         self.run_job = run_job
         self.max_warm = max(1, max_warm)
@@ -415,7 +427,7 @@ class KernelPool:
             error: Exception | None = None
             try:
                 with self._starting:
-                    kernel = start_kernel(self.kernel_name, self.cwd)
+                    kernel = start_kernel(self.kernel_name, self.cwd, fork=self.fork)
             except Exception as exc:
                 error = exc
             job = self._jobs.get()

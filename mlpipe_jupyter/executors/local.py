@@ -9,7 +9,6 @@ started with the secrets' values in its environment (resolved here, on the runne
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,9 @@ from mlpipe_jupyter.executors.base import (
     other_limits,
     resource_requests,
 )
+from mlpipe_jupyter.executors.kernel_template import environment_fingerprint, fork_enabled
 from mlpipe_jupyter.executors.kernels import KernelPool, WarmKernel, start_kernel
 from mlpipe_jupyter.executors.step_runner import load_papermill, run_step_notebook
-from mlpipe_jupyter.model.fingerprint import hash_text
 from mlpipe_jupyter.model.step import StepHeader
 
 # Extra kernels kept starting beyond the parallel slots, so the next ready step in a chain
@@ -35,17 +34,18 @@ LOOKAHEAD_KERNELS = 2
 
 def local_environment_fingerprint() -> str:
     """The current Python and its installed packages (from distribution folder names,
-    which carry versions: cheap, ~5 ms, and changes whenever pip installs or removes)."""
-    names: list[str] = []
-    for entry in sys.path:
-        if entry and os.path.isdir(entry):
-            try:
-                listing = os.listdir(entry)
-            except OSError:
-                continue
-            names += [f for f in listing if f.endswith((".dist-info", ".egg-info"))]
-    version = ".".join(map(str, sys.version_info[:3]))
-    return f"local:python{version}:{len(names)}pkgs:{hash_text(chr(10).join(sorted(names)))[:16]}"
+    which carry versions: cheap, ~5 ms, and changes whenever pip installs or removes).
+    The kernel template is keyed on it too (``kernel_template``)."""
+    return environment_fingerprint()
+
+
+def _start_template() -> None:
+    from mlpipe_jupyter.executors.fork_provisioner import TemplateUnavailable, ensure_template
+
+    try:
+        ensure_template()
+    except (TemplateUnavailable, OSError):  # each kernel start falls back and says why
+        pass
 
 
 class LocalExecutor(Executor):
@@ -63,6 +63,7 @@ class LocalExecutor(Executor):
         self._max_warm = (os.cpu_count() or 1) + LOOKAHEAD_KERNELS
         self._lock = threading.Lock()
         self._papermill_loading = False
+        self._template_starting = False
 
     def environment_fingerprint(self, env: str | None, image: str | None = None) -> str:
         # --env and --image name containers; local steps run in this Python either way.
@@ -83,6 +84,11 @@ class LocalExecutor(Executor):
     def prepare(self, cwd: Path, expected_tasks: int, max_parallel: int) -> None:
         self._max_warm = max_parallel + LOOKAHEAD_KERNELS
         if expected_tasks > 0:
+            if not self._template_starting and fork_enabled():
+                # the kernel template (per user, started on demand): ready before the kernels
+                self._template_starting = True
+                threading.Thread(target=_start_template, daemon=True,
+                                 name="mlpipe-kernel-template").start()
             self._pool(cwd).reserve(expected_tasks)
         if not self._papermill_loading:
             # import while the kernels start, not when the first step is ready
@@ -93,7 +99,8 @@ class LocalExecutor(Executor):
         with self._lock:
             pool = self._pools.get(cwd)
             if pool is None:
-                pool = KernelPool(self.kernel_name, cwd, self._run_job, self._max_warm)
+                pool = KernelPool(self.kernel_name, cwd, self._run_job, self._max_warm,
+                                  fork=True)
                 self._pools[cwd] = pool
             return pool
 
@@ -119,7 +126,7 @@ class LocalExecutor(Executor):
             kernel: WarmKernel | None = None
             error: Exception | None = None
             try:
-                kernel = start_kernel(task.kernel_name, task.cwd, env=values)
+                kernel = start_kernel(task.kernel_name, task.cwd, env=values, fork=True)
             except Exception as exc:
                 error = exc
             try:

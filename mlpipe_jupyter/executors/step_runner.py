@@ -106,6 +106,9 @@ def run_step_notebook(task: StepTask, kernel: WarmKernel | None, stop: StopSigna
         timer.start()
     try:
         with stop.watch(kernel.kill), _step_output(task, output, masker) as out:
+            if kernel.note:
+                out.write(f"mlpipe: the kernel was started without the kernel template "
+                          f"(not forked): {kernel.note}\n")
             papermill.execute_notebook(
                 str(task.step_notebook), str(task.output_notebook),
                 kernel_name=task.kernel_name, engine_name=ENGINE_NAME,

@@ -1,0 +1,517 @@
+"""The kernel template: a process that has imported ipykernel and IPython and does nothing
+else, from which each new kernel is forked.
+
+A kernel started the usual way spends most of its start-up importing (~0.7 s of CPU here);
+a fork of a process that has done the imports skips that. The template keeps what a fork
+needs to be safe and a kernel needs to be fresh:
+
+* it runs no threads, opens no ZMQ context or kernel socket and never runs user code: it
+  imports the kernel's modules (``PREIMPORTS``), then serves fork requests on a Unix socket
+  in one thread, and refuses to fork if a thread appeared (a fork copies no threads, but
+  copies their locks held);
+* a request carries file descriptors only (stdin, stdout, stderr and a pipe); what the
+  kernel gets — its command line, working folder and environment (a step's secrets among
+  them) — is written by the requester into that pipe and read by the child alone, after the
+  fork: the template never holds a step's environment;
+* the child becomes a session leader (like ``start_new_session``), points fds 0-2 at the
+  requester's, takes the command line, folder and environment, resets what the template set
+  (signal handlers, ``sys.path[0]``, the cached temporary folder) and runs
+  ``ipykernel.kernelapp`` as ``python -m ipykernel_launcher`` would; ``random`` is reseeded
+  by Python at fork;
+* the requester keeps its connection open while the kernel lives: the template reports the
+  kernel's exit status on it, and kills the kernel (its process group) when the connection
+  drops (the requester died). A kernel dies with the template (``PR_SET_PDEATHSIG`` and
+  ipykernel's parent poller): nothing outlives its owner.
+
+The template is keyed on what its imports depend on (``template_key``): the interpreter, the
+installed packages (the local executor's environment fingerprint), this file, and the
+environment variables read at import time. It retires when the installed packages change
+(checked before forking, and while idle), when its socket is removed, and after
+``idle_seconds`` without kernels. The client side (starting the template on demand,
+requesting forks, falling back to a normal start) is ``fork_provisioner``.
+
+This module imports nothing but the standard library at module level: the template loads
+it by file path, without importing the ``mlpipe_jupyter`` package (whose modules a step
+imports itself, fresh, with its own environment).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+PROTOCOL = 1
+ENV_CHECK_SECONDS = 2.0  # at most this often, the installed packages are re-read (~5 ms)
+IDLE_CHECK_SECONDS = 5.0
+MAX_REQUEST = 1 << 16
+
+# What a started kernel imports beyond ``ipykernel.kernelapp`` (the debugger, completion,
+# tornado's queues, psutil): imported ahead too, so a fork does not import them. Each is
+# optional (another ipykernel version may lack one).
+PREIMPORTS = (
+    "ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.zmqshell", "ipykernel.debugger",
+    "IPython.core.completerlib", "tornado.gen", "tornado.locks", "tornado.queues",
+    "tornado.platform.asyncio", "psutil", "faulthandler", "gzip", "http.server",
+    "xmlrpc.client",
+)
+
+# Environment variables read while those modules are imported (or by the interpreter at
+# start): a template serves only kernels whose environment has the same values. Other
+# variables (a step's secrets, MLPIPE_*, PATH) are set in the kernel after the fork.
+KEY_PREFIXES = ("PYTHON", "PYDEVD", "DEBUGPY", "IPY", "JUPYTER", "JPY_", "TRAITLETS", "LC_",
+                "LD_", "CONDA", "VIRTUAL_ENV")
+KEY_NAMES = ("LANG", "LANGUAGE", "HOME", "QT_API", "MPLBACKEND", "IDE_PROJECT_ROOTS")
+KEY_IGNORED = ("JPY_PARENT_PID", "JPY_SESSION_NAME")  # set per kernel
+DISABLE_VARIABLE = "MLPIPE_FORK_KERNELS"  # "0": local kernels start the usual way
+
+
+def fork_enabled() -> bool:
+    """Whether local kernels are forked from the template (on unless MLPIPE_FORK_KERNELS=0;
+    POSIX only)."""
+    if not hasattr(os, "fork") or not hasattr(socket, "send_fds"):
+        return False
+    return os.environ.get(DISABLE_VARIABLE, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def environment_fingerprint(path: Iterable[str] | None = None) -> str:
+    """The Python and its installed packages (from distribution folder names, which carry
+    versions: cheap, ~5 ms, and changes whenever pip installs or removes). The local
+    executor's environment fingerprint (part of every local step's fingerprint)."""
+    names: list[str] = []
+    for entry in sys.path if path is None else path:
+        if entry and os.path.isdir(entry):
+            try:
+                listing = os.listdir(entry)
+            except OSError:
+                continue
+            names += [f for f in listing if f.endswith((".dist-info", ".egg-info"))]
+    version = ".".join(map(str, sys.version_info[:3]))
+    digest = hashlib.sha256("\n".join(sorted(names)).encode("utf-8")).hexdigest()
+    return f"local:python{version}:{len(names)}pkgs:{digest[:16]}"
+
+
+def key_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """The variables of ``env`` a template depends on (see ``KEY_PREFIXES``)."""
+    return {name: value for name, value in env.items()
+            if (name.startswith(KEY_PREFIXES) or name in KEY_NAMES) and name not in KEY_IGNORED}
+
+
+def template_key(python: str, fingerprint: str, env: Mapping[str, str]) -> str:
+    """What a template is for: one interpreter, its packages, this file, the variables."""
+    with open(__file__, "rb") as source:
+        code = hashlib.sha256(source.read()).hexdigest()
+    text = json.dumps([PROTOCOL, os.path.realpath(python), fingerprint, code,
+                       sorted(key_environment(env).items())])
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
+
+
+# -- the template process ------------------------------------------------------------------
+class _Connection:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+        self.fds: list[int] = []
+        self.child: int | None = None
+
+
+class Template:
+    """The fork server (one thread, one selector)."""
+
+    def __init__(self, socket_path: str, key: str, idle_seconds: float) -> None:
+        self.socket_path = socket_path
+        self.key = key
+        self.idle_seconds = idle_seconds
+        self.fingerprint = environment_fingerprint()
+        self.checked_at = time.monotonic()
+        self.last_active = time.monotonic()
+        self.retiring: str | None = None  # why no more forks are served
+        self.selector = selectors.DefaultSelector()
+        self.connections: dict[int, _Connection] = {}  # by fd
+        self.children: dict[int, _Connection] = {}  # by pid
+        self.listener: socket.socket | None = None
+        self.inode = 0
+        self.wake_r, self.wake_w = os.pipe()
+        self.forks = 0
+        self.started = time.time()
+
+    # -- set-up --------------------------------------------------------------------------
+    def bind(self) -> None:
+        """Listen on ``socket_path``: bound under a temporary name, then renamed, so a
+        client never connects to a template that is not ready."""
+        temporary = f"{self.socket_path}.{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(temporary)
+        os.chmod(temporary, 0o600)
+        listener.listen(64)
+        listener.setblocking(False)
+        os.rename(temporary, self.socket_path)
+        self.inode = os.stat(self.socket_path).st_ino
+        self.listener = listener
+        self.selector.register(listener, selectors.EVENT_READ, "accept")
+        for fd in (self.wake_r, self.wake_w):
+            os.set_blocking(fd, False)
+        self.selector.register(self.wake_r, selectors.EVENT_READ, "wake")
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, _raise_exit)
+
+    # -- the loop --------------------------------------------------------------------------
+    def serve(self) -> None:
+        try:
+            while not self._should_exit():
+                for key, _events in self.selector.select(timeout=IDLE_CHECK_SECONDS):
+                    if key.data == "accept":
+                        self._accept()
+                    elif key.data == "wake":
+                        self._drain_wake()
+                    else:
+                        self._read(self.connections[key.fd])
+                self._reap()
+                self._check_environment()
+        finally:
+            self._close_listener()
+
+    def _should_exit(self) -> bool:
+        if self.listener is not None and not self._socket_is_ours():
+            self.retiring = self.retiring or "its socket was removed"
+            self._close_listener()
+        if self.children:
+            return False
+        if self.retiring is not None:
+            return True
+        return not self.connections and time.monotonic() - self.last_active > self.idle_seconds
+
+    def _socket_is_ours(self) -> bool:
+        try:
+            return os.stat(self.socket_path).st_ino == self.inode
+        except OSError:
+            return False
+
+    def _close_listener(self) -> None:
+        if self.listener is None:
+            return
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(self.listener)
+        if self._socket_is_ours():
+            with contextlib.suppress(OSError):
+                os.unlink(self.socket_path)
+        self.listener.close()
+        self.listener = None
+
+    def _check_environment(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.retiring or (not force and now - self.checked_at < ENV_CHECK_SECONDS):
+            return
+        self.checked_at = now
+        if environment_fingerprint() != self.fingerprint:
+            self.retiring = "the installed packages changed since the template started"
+            self._close_listener()
+
+    def _drain_wake(self) -> None:
+        with contextlib.suppress(OSError):
+            while os.read(self.wake_r, 512):
+                pass
+
+    def _accept(self) -> None:
+        assert self.listener is not None
+        try:
+            sock, _ = self.listener.accept()
+        except OSError:
+            return
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+        uid = int.from_bytes(creds[4:8], sys.byteorder)
+        if uid != os.getuid():  # the folder is private; this is the second lock
+            sock.close()
+            return
+        sock.setblocking(False)
+        connection = _Connection(sock)
+        self.connections[sock.fileno()] = connection
+        self.selector.register(sock, selectors.EVENT_READ, "connection")
+        self.last_active = time.monotonic()
+
+    def _read(self, connection: _Connection) -> None:
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(connection.sock, MAX_REQUEST, 8)
+        except BlockingIOError:
+            return
+        except OSError:
+            data, fds = b"", []
+        connection.fds += fds
+        if not data:  # the requester is gone: so is its kernel
+            self._drop(connection)
+            return
+        connection.buffer += data
+        while b"\n" in connection.buffer:
+            line, connection.buffer = connection.buffer.split(b"\n", 1)
+            try:
+                request = json.loads(line)
+            except ValueError:
+                request = {}
+            self._handle(connection, request)
+
+    def _reply(self, connection: _Connection, message: Mapping[str, Any]) -> None:
+        try:
+            connection.sock.setblocking(True)
+            connection.sock.sendall(json.dumps(message).encode("utf-8") + b"\n")
+            connection.sock.setblocking(False)
+        except OSError:
+            self._drop(connection)
+
+    def _handle(self, connection: _Connection, request: Mapping[str, Any]) -> None:
+        self.last_active = time.monotonic()
+        fds, connection.fds = connection.fds, []
+        try:
+            op = request.get("op")
+            if request.get("protocol") != PROTOCOL:
+                self._reply(connection, {"error": f"protocol {request.get('protocol')} "
+                                                  f"requested, the template speaks {PROTOCOL}"})
+            elif op == "status":
+                self._reply(connection, self.status())
+            elif op == "stop":
+                self.retiring = "asked to stop"
+                self._close_listener()
+                self._reply(connection, {"ok": True})
+            elif op == "fork":
+                self._fork(connection, request, fds)
+                fds = []  # closed by _fork
+            else:
+                self._reply(connection, {"error": f"unknown request {op!r}"})
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def status(self) -> dict[str, Any]:
+        """What a test or ``mlpipe`` may ask: who the template is and what it holds."""
+        return {"pid": os.getpid(), "key": self.key, "protocol": PROTOCOL,
+                "fingerprint": self.fingerprint, "python": sys.executable,
+                "threads": _thread_count(), "modules": sorted(sys.modules),
+                "children": sorted(self.children), "forks": self.forks,
+                "environ": sorted(os.environ), "started": self.started,
+                "retiring": self.retiring}
+
+    def _fork(self, connection: _Connection, request: Mapping[str, Any], fds: list[int]) -> None:
+        try:
+            if request.get("key") != self.key:
+                raise _Refused(f"the template serves another environment ({self.key})")
+            self._check_environment(force=True)
+            if self.retiring:
+                raise _Refused(f"the template is retiring: {self.retiring}")
+            if connection.child is not None:
+                raise _Refused("one kernel per connection")
+            if len(fds) != 4:
+                raise _Refused(f"a fork needs 4 file descriptors, got {len(fds)}")
+            threads = _thread_count()
+            if threads != 1:
+                raise _Refused(f"the template runs {threads} threads: forking it is unsafe")
+            parent = os.getpid()
+            pid = os.fork()
+        except (_Refused, OSError) as exc:
+            for fd in fds:
+                os.close(fd)
+            self._reply(connection, {"error": str(exc)})
+            return
+        if pid == 0:  # the kernel: never returns
+            _child(self, fds, parent)
+        for fd in fds:
+            os.close(fd)
+        self.forks += 1
+        connection.child = pid
+        self.children[pid] = connection
+        self._reply(connection, {"pid": pid, "template": os.getpid()})
+
+    def _drop(self, connection: _Connection) -> None:
+        fd = connection.sock.fileno()
+        if connection.child is not None and connection.child in self.children:
+            _kill_group(connection.child)
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(connection.sock)
+        self.connections.pop(fd, None)
+        for extra in connection.fds:
+            with contextlib.suppress(OSError):
+                os.close(extra)
+        connection.fds = []
+        connection.sock.close()
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            connection = self.children.pop(pid, None)
+            if connection is None:
+                continue
+            connection.child = None
+            self.last_active = time.monotonic()
+            if connection.sock.fileno() >= 0:
+                self._reply(connection, {"exit": os.waitstatus_to_exitcode(status)})
+
+    # -- in the child, right after the fork --------------------------------------------------
+    def close_in_child(self) -> None:
+        """Close everything of the template's (the listener, the other requesters'
+        connections, the selector, the wake-up pipe)."""
+        signal.set_wakeup_fd(-1)
+        for connection in list(self.connections.values()):
+            connection.sock.close()
+            for fd in connection.fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.connections.clear()
+        self.children.clear()
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+        self.selector.close()
+        for fd in (self.wake_r, self.wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class _Refused(Exception):
+    pass
+
+
+def _raise_exit(*_: Any) -> None:
+    raise SystemExit(0)
+
+
+def _thread_count() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        import threading
+
+        return threading.active_count()
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(OSError):
+        os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL this process when the template ends (Linux; elsewhere ipykernel's parent
+    poller does it, within a second)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the template ended before prctl
+        os._exit(1)
+
+
+def _child(template: Template, fds: list[int], parent: int) -> None:
+    """Become the kernel the requester described; never returns."""
+    code = 1
+    try:
+        template.close_in_child()
+        os.setsid()
+        _die_with_parent(parent)
+        for signum in (signal.SIGCHLD, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        stdin, stdout, stderr, spec_fd = fds
+        for target, fd in enumerate((stdin, stdout, stderr)):
+            os.dup2(fd, target)
+        for fd in {stdin, stdout, stderr}:
+            if fd > 2:
+                os.close(fd)
+        with os.fdopen(spec_fd, "rb") as spec_file:
+            spec = json.loads(spec_file.read())
+        code = _run_kernel(spec["argv"], spec["cwd"], spec["env"], parent)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        try:
+            import atexit
+
+            atexit._run_exitfuncs()
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+        finally:
+            os._exit(code)
+
+
+def _run_kernel(argv: list[str], cwd: str, env: dict[str, str], parent: int) -> int:
+    """What ``python -m ipykernel_launcher ARGS`` does, in this already-started Python."""
+    import tempfile
+
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    tempfile.tempdir = None  # the template's, if something asked for it
+    # ``-m`` put the folder first on sys.path and ipykernel_launcher removes it again; the
+    # template's first entry ('' from ``-c``) goes the same way. IPython adds '' back.
+    if sys.path and sys.path[0] in ("", os.getcwd()):
+        del sys.path[0]
+    import ipykernel_launcher
+
+    args = list(argv)
+    if env.get("JPY_PARENT_PID"):
+        os.environ["JPY_PARENT_PID"] = str(parent)
+        # ipykernel read JPY_PARENT_PID when the template imported it: say it again. The
+        # template is this kernel's parent (it reaps it); it is the one to outlive.
+        args.append(f"--IPKernelApp.parent_handle={parent}")
+    sys.argv = [ipykernel_launcher.__file__, *args]
+    from ipykernel import kernelapp
+
+    kernelapp.launch_new_instance()
+    return 0
+
+
+# -- entry point ------------------------------------------------------------------------------
+def preimport() -> list[str]:
+    """Import what a kernel imports; the modules that failed (optional ones)."""
+    import importlib
+
+    failed = []
+    for name in PREIMPORTS:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            failed.append(name)
+    return failed
+
+
+def main(argv: list[str]) -> int:
+    """``SOCKET KEY IDLE_SECONDS``: import, listen, serve until retired or idle."""
+    socket_path, key, idle = argv[0], argv[1], float(argv[2])
+    started = time.monotonic()
+    failed = preimport()
+    template = Template(socket_path, key, idle)
+    template.bind()
+    print(f"kernel template {os.getpid()} ready in {time.monotonic() - started:.2f} s on "
+          f"{socket_path}" + (f" (not imported: {', '.join(failed)})" if failed else ""),
+          flush=True)
+    try:
+        template.serve()
+    except SystemExit:
+        pass
+    finally:
+        template._close_listener()
+    print(f"kernel template {os.getpid()} stopped after {template.forks} kernels: "
+          f"{template.retiring or 'idle'}", flush=True)
+    return 0
