@@ -56,6 +56,30 @@ def no_stray_workspace_above_tmp(tmp_path_factory: pytest.TempPathFactory) -> No
                         returncode=4)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def kernel_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The tests' own runtime folder for kernel templates (fork-started local kernels), so
+    that every template a test starts (here or in an ``mlpipe`` subprocess) is stopped at
+    the end and none is shared with the user's."""
+    from mlpipe_jupyter.executors.fork_provisioner import stop_all
+
+    folder = tmp_path_factory.getbasetemp() / "rt"
+    folder.mkdir(mode=0o700)
+    saved = {key: os.environ.get(key) for key in ("MLPIPE_RUNTIME_DIR",
+                                                   "MLPIPE_KERNEL_TEMPLATE_IDLE")}
+    os.environ["MLPIPE_RUNTIME_DIR"] = str(folder)
+    os.environ["MLPIPE_KERNEL_TEMPLATE_IDLE"] = "120"
+    try:
+        yield folder
+    finally:
+        stop_all(folder)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 @pytest.fixture
 def workspace_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty project folder with its own workspace (MLPIPE_HOME), as the cwd."""

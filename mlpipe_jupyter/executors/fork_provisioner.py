@@ -244,7 +244,10 @@ def ensure_template() -> int:
     """Start this process's template now if it is not running (ahead of the first kernel);
     its pid. Raises TemplateUnavailable."""
     with connect(TemplateAddress(sys.executable)) as sock:
-        return int(request(sock, {"op": "status"})["pid"])
+        reply = request(sock, {"op": "status"})
+    if "pid" not in reply:
+        raise TemplateUnavailable(f"the kernel template refused: {reply.get('error')}")
+    return int(reply["pid"])
 
 
 def stop_template() -> bool:
@@ -254,6 +257,24 @@ def stop_template() -> bool:
             return bool(request(sock, {"op": "stop"}).get("ok"))
     except (TemplateUnavailable, OSError):
         return False
+
+
+def stop_all(folder: Path | None = None) -> int:
+    """Ask every template with a socket in ``folder`` (the runtime folder) to stop, whatever
+    its environment; how many were asked."""
+    asked = 0
+    try:
+        folder = folder or runtime_dir()
+    except TemplateUnavailable:
+        return 0
+    for path in sorted(folder.glob("kt-*.sock")):
+        try:
+            with _connect(str(path)) as sock:
+                request(sock, {"op": "stop"}, timeout=5)
+                asked += 1
+        except (OSError, TemplateUnavailable, ValueError):
+            continue
+    return asked
 
 
 # -- a forked kernel ----------------------------------------------------------------------------

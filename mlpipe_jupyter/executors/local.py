@@ -8,6 +8,7 @@ started with the secrets' values in its environment (resolved here, on the runne
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from pathlib import Path
@@ -31,6 +32,8 @@ from mlpipe_jupyter.model.step import StepHeader
 # finds its kernel already up.
 LOOKAHEAD_KERNELS = 2
 
+log = logging.getLogger(__name__)
+
 
 def local_environment_fingerprint() -> str:
     """The current Python and its installed packages (from distribution folder names,
@@ -40,12 +43,12 @@ def local_environment_fingerprint() -> str:
 
 
 def _start_template() -> None:
-    from mlpipe_jupyter.executors.fork_provisioner import TemplateUnavailable, ensure_template
+    from mlpipe_jupyter.executors.fork_provisioner import ensure_template
 
     try:
         ensure_template()
-    except (TemplateUnavailable, OSError):  # each kernel start falls back and says why
-        pass
+    except Exception:  # each kernel start tries again, falls back and says why
+        log.debug("the kernel template did not start ahead", exc_info=True)
 
 
 class LocalExecutor(Executor):
