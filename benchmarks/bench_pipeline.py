@@ -129,6 +129,18 @@ SHARED_FRAME_ROWS = 2 << 20  # 256 MiB with FRAME_COLUMNS columns
 SHARED_CONSUMERS = 3
 SHARED_TARGET = 1.2  # saved bytes / frame bytes
 
+# The unit P (issue 18): one `papermill` command on the trivial notebook in a lean virtual
+# environment holding only papermill and ipykernel (made by the benchmark, cached).
+P_SAMPLES = 3
+LEAN_PACKAGES = ("papermill", "ipykernel")
+LEAN_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlpipe-bench"
+# Issue 18's targets for local execution (fork-started kernels)
+FORK_CHAIN_TARGET = 0.12  # cold chain of 10 / the papermill loop over the same notebooks
+FORK_EDIT_TARGET = 0.5  # (edit-last-step re-run - no-op re-run) / P
+FORK_FAN_OUT_TARGET = 0.8  # (fan-out wall - 2 s) / P
+LONG_CHAIN_STEPS = 100
+LONG_NOOP_TARGET = 0.45  # no-op re-run of the 100-step chain / P
+
 
 class BenchmarkError(RuntimeError):
     """A command the benchmark runs failed: the numbers would mean nothing."""
@@ -440,6 +452,13 @@ class Bench:
             tmp.mkdir()
             self.base_env["TMPDIR"] = str(tmp)
         self.t: float = 0.0
+        self.p: float = 0.0
+        self.chain_times: dict[str, float] = {}
+        self.fan_out_time = 0.0
+        # the benchmark's own kernel templates (fork-started kernels), stopped at the end
+        runtime = root / "rt"
+        runtime.mkdir(mode=0o700)
+        self.base_env["MLPIPE_RUNTIME_DIR"] = str(runtime)
 
     def log(self, message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -471,6 +490,52 @@ class Bench:
                                    env=env, capture_output=True, text=True)
             print(shown.stdout, file=sys.stderr)
         return elapsed
+
+    # -- P ---------------------------------------------------------------------------------
+    def lean_environment(self) -> Path:
+        """A virtual environment with only papermill and ipykernel (from PyPI), made once and
+        cached (``~/.cache/mlpipe-bench``); its ``papermill`` command."""
+        version = ".".join(map(str, sys.version_info[:2]))
+        folder = LEAN_CACHE / f"lean-py{version}"
+        papermill = folder / "bin" / "papermill"
+        if not papermill.is_file():
+            self.log(f"making the lean environment for P in {folder} (once)")
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            env = {k: v for k, v in self.base_env.items() if k != "PYTHONPATH"}
+            subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True, env=env)
+            subprocess.run([str(folder / "bin" / "python"), "-m", "pip", "install", "-q",
+                            *LEAN_PACKAGES], check=True, env=env)
+        return papermill
+
+    def measure_p(self) -> float:
+        """P: the trivial notebook by the lean environment's papermill (median of 3, after
+        a warm-up run)."""
+        papermill = self.lean_environment()
+        folder = self.root / "trivial-p"
+        notebook = write_notebook(folder / "trivial.ipynb", ["x = 1"])
+        env = {k: v for k, v in self.base_env.items() if k != "PYTHONPATH"}
+        output = folder / "trivial.out.ipynb"
+        command = [str(papermill), "--no-progress-bar", str(notebook), str(output)]
+        run_timed(command, folder, env)
+        samples = [run_timed(command, folder, env) for _ in range(P_SAMPLES)]
+        self.p = statistics.median(samples)
+        self.log(f"P = {self.p:.2f} s (lean papermill samples: "
+                 f"{', '.join(f'{s:.2f}' for s in samples)})")
+        return self.p
+
+    def start_template(self) -> None:
+        """One untimed 1-step run: it starts the per-user kernel template, as any earlier
+        run of the user's would have (the template's own start is logged)."""
+        folder, env = self.workload_dir("template-warm-up")
+        notebook = write_notebook(folder / "one.ipynb", ["%%mlstep one\nx = 1\n"])
+        elapsed = self.mlpipe_run(notebook, env)
+        self.log(f"first mlpipe run (starts the kernel template): {elapsed:.2f} s")
+
+    def stop_templates(self) -> None:
+        subprocess.run([sys.executable, "-c", "from mlpipe_jupyter.executors.fork_provisioner "
+                        "import stop_all; stop_all()"], env=self.base_env, capture_output=True,
+                       check=False)
 
     # -- T ---------------------------------------------------------------------------------
     def measure_t(self) -> float:
@@ -506,6 +571,7 @@ class Bench:
 
         edit = median_of(RERUN_SAMPLES, edited)
         self.log(f"mlpipe chain, last step edited (median): {edit:.2f} s")
+        self.chain_times = {"loop": loop, "cold": cold, "noop": noop, "edit": edit}
         return [
             Row(f"chain of {CHAIN_STEPS} trivial steps, cold run", cold,
                 f"papermill loop of the {CHAIN_STEPS} notebooks", loop, CHAIN_TARGET),
@@ -522,6 +588,7 @@ class Bench:
                                   fan_out_pipeline(FAN_OUT_STEPS, FAN_OUT_SLEEP))
         elapsed = self.mlpipe_run(notebook, env, "--max-parallel", str(FAN_OUT_STEPS))
         self.log(f"mlpipe fan-out: {elapsed:.2f} s")
+        self.fan_out_time = elapsed
         return [Row(
             f"fan-out of {FAN_OUT_STEPS} × sleep({FAN_OUT_SLEEP:g}), "
             f"`--max-parallel {FAN_OUT_STEPS}`", elapsed,
@@ -749,10 +816,50 @@ class Bench:
             f"{SWEEP_STEP_SECONDS:g} s; prepare shared per frac)", swept,
             f"the {members} combinations as {members} `mlpipe run`s", separate, SWEEP_TARGET)]
 
-    def run(self) -> list[Row]:
+    def long_chain_noop(self) -> float:
+        """The 100-step chain run once, then re-run with every step reused (median of 3)."""
+        folder, env = self.workload_dir("long-chain")
+        notebook = write_notebook(folder / "chain.ipynb", chain_pipeline(LONG_CHAIN_STEPS))
+        cold = self.mlpipe_run(notebook, env)
+        self.log(f"mlpipe chain of {LONG_CHAIN_STEPS}, cold: {cold:.2f} s")
+        noop = median_of(RERUN_SAMPLES, lambda _: self.mlpipe_run(notebook, env))
+        self.log(f"mlpipe chain of {LONG_CHAIN_STEPS}, no-op re-run (median): {noop:.2f} s")
+        return noop
+
+    def fork_rows(self) -> list[Row]:
+        """Issue 18's local-execution targets, in P (after ``chain`` and ``fan_out``)."""
+        times = self.chain_times
+        long_noop = self.long_chain_noop()
+        return [
+            Row(f"[P] chain of {CHAIN_STEPS}, cold ({times['cold']:.2f} s)", times["cold"],
+                f"papermill loop of the {CHAIN_STEPS} notebooks", times["loop"],
+                FORK_CHAIN_TARGET),
+            Row(f"[P] edit the last step ({times['edit']:.2f} s) minus the no-op re-run "
+                f"({times['noop']:.2f} s)", times["edit"] - times["noop"], "P", self.p,
+                FORK_EDIT_TARGET),
+            Row(f"[P] fan-out of {FAN_OUT_STEPS} × sleep({FAN_OUT_SLEEP:g}), `--max-parallel "
+                f"{FAN_OUT_STEPS}` ({self.fan_out_time:.2f} s), minus {FAN_OUT_SLEEP:g} s",
+                self.fan_out_time - FAN_OUT_SLEEP, "P", self.p, FORK_FAN_OUT_TARGET),
+            Row(f"[P] no-op re-run of a {LONG_CHAIN_STEPS}-step chain (median of "
+                f"{RERUN_SAMPLES})", long_noop, "P", self.p, LONG_NOOP_TARGET),
+        ]
+
+    def local_rows(self) -> list[Row]:
+        """P, T and every row about local execution (``--only-local``)."""
+        self.measure_p()
         self.measure_t()
+        self.start_template()
         chain = self.chain()
         fan = self.fan_out()
+        return [chain[0], *fan, chain[1], chain[2], *self.fork_rows()]
+
+    def run(self) -> list[Row]:
+        self.measure_p()
+        self.measure_t()
+        self.start_template()
+        chain = self.chain()
+        fan = self.fan_out()
+        fork = self.fork_rows()
         big = self.big_output()
         frames = self.frame_handover()
         docker = self.docker_overhead() if self.with_docker else []
@@ -762,7 +869,7 @@ class Bench:
         # report order: chain, fan-out, no-op, edit, 1 GiB, du, docker, dask, object store,
         # frame hand-over, frame stored once, sweep
         return [chain[0], *fan, chain[1], chain[2], *big, *docker, *dask, *objstore, *frames,
-                *sweep]
+                *sweep, *fork]
 
 
 def header(bench: Bench, load_before: float) -> str:
@@ -775,6 +882,8 @@ def header(bench: Bench, load_before: float) -> str:
         f"commands: {bench.mlpipe} / {bench.papermill}",
         f"T (papermill command, trivial one-cell notebook, median of {T_SAMPLES}): "
         f"{bench.t:.2f} s",
+        f"P (the same with a lean environment's papermill: only papermill and ipykernel, "
+        f"median of {P_SAMPLES}): {bench.p:.2f} s" if bench.p else "P: not measured",
         "",
     ])
 
@@ -797,6 +906,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="measure T and the DataFrame hand-over rows (10 and 11) only")
     parser.add_argument("--only-sweep", action="store_true",
                         help="measure T and the sweep row (12) only")
+    parser.add_argument("--only-local", action="store_true",
+                        help="measure P, T and the local-execution rows (1-4 and the [P] "
+                        "rows) only")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where to make the temporary folder (default: the system's)")
     return parser.parse_args(argv)
@@ -820,12 +932,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     load_before = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="mlpipe-bench-", dir=args.workdir))
+    bench: Bench | None = None
     try:
         bench = Bench(root, verbose=args.verbose, with_docker=not args.no_docker,
                       with_dask=not args.no_dask and _installed("distributed"))
         if args.only_frames:
             bench.measure_t()
             rows = bench.frame_handover()
+        elif args.only_local:
+            rows = bench.local_rows()
         elif args.only_sweep:
             bench.measure_t()
             rows = bench.sweep()
@@ -839,6 +954,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"benchmark failed: {error}", file=sys.stderr)
         return 2
     finally:
+        if bench is not None:
+            bench.stop_templates()
         remove_tree(root)
     print(header(bench, load_before))
     print(render_table(rows))

@@ -44,6 +44,7 @@ PACKAGE_DATA = {
 DOCS = {
     "docs/architecture.md",
     "docs/dask.md",
+    "docs/fork-kernels.md",
     "docs/grammar.md",
     "docs/jupyterlab.md",
     "docs/kale.md",

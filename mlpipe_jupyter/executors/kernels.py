@@ -82,10 +82,9 @@ def start_kernel(kernel_name: str, cwd: Path, startup_timeout: float = 60,
     ``env``: variables added to the kernel's environment (a step's secrets), set when its
     process starts, so they are never in the notebook. ``fork``: fork it from the kernel
     template (``fork_provisioner``) when it can, else start it the usual way."""
-    from jupyter_client.manager import AsyncKernelManager
-
-    from mlpipe_jupyter.executors.fork_provisioner import use_fork_provisioner
     from mlpipe_jupyter.executors.kernel_template import fork_enabled
+
+    AsyncKernelManager, use_fork_provisioner = kernel_modules()
 
     last_error: Exception | None = None
     for _ in range(_START_ATTEMPTS):
@@ -138,6 +137,20 @@ def start_kernel(kernel_name: str, cwd: Path, startup_timeout: float = 60,
             _remove_files(manager)
             raise
     raise ExecutorError(f"kernel {kernel_name!r} did not start: {last_error}")
+
+
+_IMPORT_LOCK = threading.Lock()
+
+
+def kernel_modules() -> tuple[Any, Any]:
+    """jupyter_client's kernel manager and the fork provisioner, imported by one thread at a
+    time: threads entering jupyter_client's circular imports by different modules at once
+    can get a half-imported module ("cannot import name 'AsyncKernelManager'")."""
+    with _IMPORT_LOCK:
+        from jupyter_client.manager import AsyncKernelManager
+
+        from mlpipe_jupyter.executors.fork_provisioner import use_fork_provisioner
+    return AsyncKernelManager, use_fork_provisioner
 
 
 def _forward_masked(manager: Any, values: Any) -> None:

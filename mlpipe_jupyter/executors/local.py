@@ -24,7 +24,7 @@ from mlpipe_jupyter.executors.base import (
     resource_requests,
 )
 from mlpipe_jupyter.executors.kernel_template import environment_fingerprint, fork_enabled
-from mlpipe_jupyter.executors.kernels import KernelPool, WarmKernel, start_kernel
+from mlpipe_jupyter.executors.kernels import KernelPool, WarmKernel, kernel_modules, start_kernel
 from mlpipe_jupyter.executors.step_runner import load_papermill, run_step_notebook
 from mlpipe_jupyter.model.step import StepHeader
 
@@ -43,9 +43,10 @@ def local_environment_fingerprint() -> str:
 
 
 def _start_template() -> None:
-    from mlpipe_jupyter.executors.fork_provisioner import ensure_template
-
     try:
+        kernel_modules()  # first: see kernel_modules
+        from mlpipe_jupyter.executors.fork_provisioner import ensure_template
+
         ensure_template()
     except Exception:  # each kernel start tries again, falls back and says why
         log.debug("the kernel template did not start ahead", exc_info=True)
