@@ -309,6 +309,30 @@ class SweepChartHandler(MlpipeHandler):
             self.get_query_argument("parameter", None) or None))
 
 
+def _run_list(handler: MlpipeHandler) -> list[str]:
+    """``?runs=A,B,C`` (or the argument repeated): the runs to compare, in order."""
+    refs = [ref.strip() for text in handler.get_query_arguments("runs")
+            for ref in text.split(",") if ref.strip()]
+    if not refs:
+        raise BadRequestError("query argument 'runs' is required: two or more run ids, "
+                              "separated by commas")
+    return refs
+
+
+class CompareHandler(MlpipeHandler):
+    @web.authenticated
+    def get(self) -> None:
+        self.reply(self.service.compare(_run_list(self)))
+
+
+class CompareChartHandler(MlpipeHandler):
+    @web.authenticated
+    def get(self) -> None:
+        self.reply(self.service.compare_chart(
+            _run_list(self), self.get_query_argument("metric", None) or None,
+            self.get_query_argument("parameter", None) or None))
+
+
 class PublishedListHandler(MlpipeHandler):
     @web.authenticated
     def get(self) -> None:
@@ -483,6 +507,8 @@ ROUTES: list[tuple[str, type[MlpipeHandler]]] = [
     ("sweeps", SweepsHandler),
     (f"sweeps/{_SWEEP}", SweepHandler),
     (f"sweeps/{_SWEEP}/chart", SweepChartHandler),
+    ("compare", CompareHandler),
+    ("compare/chart", CompareChartHandler),
     ("published", PublishedListHandler),
     (f"published/{_NAME}", PublishedHandler),
     (f"published/{_NAME}/trigger", TriggerHandler),

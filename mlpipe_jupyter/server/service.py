@@ -26,6 +26,8 @@ from mlpipe_jupyter.model.sweep import SweepSpec
 from mlpipe_jupyter.model.values import literal_mapping, parameter_texts
 from mlpipe_jupyter.notebook import load_pipeline, may_define_pipeline
 from mlpipe_jupyter.runner.background import BackgroundRun
+from mlpipe_jupyter.runner.compare import Comparison, check_refs, compare_runs
+from mlpipe_jupyter.runner.compare import chart_spec as compare_chart_spec
 from mlpipe_jupyter.runner.explain import explain_step
 from mlpipe_jupyter.runner.lineage import run_lineage
 from mlpipe_jupyter.runner.planning import Selection
@@ -51,6 +53,7 @@ from mlpipe_jupyter.validation import module_code
 log = logging.getLogger(__name__)
 
 MAX_PAGE = 500
+MAX_COMPARED = 100  # runs in one comparison
 # Folders never searched for notebooks: hidden ones (.mlpipe, .git, checkpoints) and these.
 _SKIPPED_FOLDERS = {"node_modules", "__pycache__", "site-packages"}
 _MAX_NOTEBOOKS = 1000
@@ -437,6 +440,33 @@ class PipelineService:
                                 f"{view.record.id} (its swept parameters: "
                                 f"{', '.join(view.parameters)})")
         return dict(json_safe(chart_spec(view, chosen, parameter)))
+
+    # -- comparing runs -------------------------------------------------------------------
+    def _comparison(self, refs: Sequence[str]) -> Comparison:
+        check_refs(refs)
+        if len(refs) > MAX_COMPARED:
+            raise BadRequestError(f"compare at most {MAX_COMPARED} runs at once, not {len(refs)}")
+        store = self._existing_store()
+        store.runs.mark_dead_runs()
+        return compare_runs(store, refs)
+
+    def compare(self, refs: Sequence[str]) -> dict[str, Any]:
+        """Runs side by side (the first is the baseline): parameters, metrics, and for each
+        step which fingerprint components differ from the baseline's, with the sentences
+        that explain them (``runner.compare``). Fewer than two runs is a 400, an unknown
+        run a 404."""
+        comparison = self._comparison(refs)
+        detail = dict(json_safe(comparison.to_dict()))
+        for run, view in zip(detail["runs"], comparison.runs, strict=True):
+            run["notebook"] = self.relative(view.notebook) or view.notebook
+            run["sweep"] = view.record.options.get("sweep") if view.record else None
+        return detail
+
+    def compare_chart(self, refs: Sequence[str], metric: str | None = None,
+                      parameter: str | None = None) -> dict[str, Any]:
+        """The Vega-Lite chart of ``metric`` (default: the first that differs) across the
+        runs, or against ``parameter``; 404 naming the choices for an unknown one."""
+        return dict(json_safe(compare_chart_spec(self._comparison(refs), metric, parameter)))
 
     def shutdown(self) -> None:
         """Cancel the runs this server started (the server is stopping)."""
