@@ -20,6 +20,8 @@ export interface IRunSummary {
   param_texts?: Record<string, string>;
   error: string | null;
   live: boolean;
+  /** The sweep the run is a member of (servers before issue 16: absent). */
+  sweep?: string | null;
 }
 
 export interface IStep {
@@ -149,6 +151,74 @@ export interface ISchedule {
     run_status: string | null;
     error: string | null;
   } | null;
+}
+
+/** A parameter sweep as the sweep list shows it (`GET sweeps`). */
+export interface ISweepSummary {
+  id: string;
+  status: RunStatus;
+  notebook: string;
+  experiment: string;
+  created_at: number;
+  ended_at: number | null;
+  /** What is swept: {sweep: ["C=0.1,1", ...], samples?, seed?}. */
+  spec: { sweep?: string[]; samples?: number; seed?: number };
+  members: number;
+  /** Members by status (pending: not started yet). */
+  counts: Record<string, number>;
+  published: string | null;
+  schedule: string | null;
+  live: boolean;
+}
+
+/** One member of a sweep: its swept values and metrics ("STEP.METRIC"). */
+export interface ISweepRow {
+  position: number;
+  run_id: string;
+  status: string;
+  params: Record<string, unknown>;
+  metrics: Record<string, unknown>;
+  best: boolean;
+}
+
+/** A sweep's table (`GET sweeps/{id}?sort=&ascending=`). */
+export interface ISweepDetail extends Omit<ISweepSummary, 'members'> {
+  parameters: string[];
+  metrics: string[];
+  sort: string | null;
+  ascending: boolean;
+  /** step -> how many members executed it (the others reused its result). */
+  executed: Record<string, number>;
+  rows: ISweepRow[];
+}
+
+/** Runs side by side (`GET compare?runs=A,B`); the first is the baseline. */
+export interface IComparison {
+  runs: {
+    run_id: string;
+    status: RunStatus;
+    notebook: string;
+    created_at: number | null;
+    experiment: string | null;
+    git: Record<string, unknown>;
+    sweep: string | null;
+  }[];
+  /** name -> each run's value as a `-p` text. */
+  parameters: Record<string, string[]>;
+  differing_parameters: string[];
+  /** "STEP.METRIC" -> each run's last value (null: not logged). */
+  metrics: Record<string, unknown[]>;
+  differing_metrics: string[];
+  steps: {
+    step: string;
+    statuses: (string | null)[];
+    fingerprints: (string | null)[];
+    /** per run, the fingerprint components that differ from the baseline's. */
+    changed: string[][];
+    /** per run, the sentences that explain them. */
+    changes: string[][];
+    differs: boolean;
+  }[];
 }
 
 /** An answer of the API that is not 2xx: carries the server's message. */

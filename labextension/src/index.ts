@@ -18,10 +18,12 @@ import {
   WidgetTracker
 } from '@jupyterlab/apputils';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
+import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { LabIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
 import { ApiError, enc, INotebook, parameterText, post, request } from './api';
+import { addCompareTabs, COMPARE_COMMANDS } from './comparetabs';
 import { RunEvents } from './events';
 import { MlpipePanel } from './panel';
 import { RunView } from './runview';
@@ -146,12 +148,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
   description: 'mlpipe pipelines: runs with live status, DAG, logs, re-run and cancel.',
   autoStart: true,
   requires: [INotebookTracker],
-  optional: [ILayoutRestorer, ICommandPalette],
+  optional: [ILayoutRestorer, ICommandPalette, IRenderMimeRegistry],
   activate: (
     app: JupyterFrontEnd,
     notebooks: INotebookTracker,
     restorer: ILayoutRestorer | null,
-    palette: ICommandPalette | null
+    palette: ICommandPalette | null,
+    rendermime: IRenderMimeRegistry | null
   ) => {
     const events = new RunEvents();
     const openHtml = (url: string, title: string) => {
@@ -208,8 +211,15 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     });
 
+    // comparisons and sweeps in the main area (their charts drawn by JupyterLab's Vega renderer)
+    addCompareTabs(app, events, rendermime, restorer, mlpipeIcon,
+      runId => void app.commands.execute(COMMANDS.openRun, { run: runId }));
     const panel = new MlpipePanel(
-      { openRun: runId => void app.commands.execute(COMMANDS.openRun, { run: runId }) },
+      {
+        openRun: runId => void app.commands.execute(COMMANDS.openRun, { run: runId }),
+        compareRuns: runs => void app.commands.execute(COMPARE_COMMANDS.compareRuns, { runs }),
+        openSweep: sweep => void app.commands.execute(COMPARE_COMMANDS.openSweep, { sweep })
+      },
       events
     );
     panel.title.icon = mlpipeIcon;
@@ -227,6 +237,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
     events.start();
     void panel.refreshList();
+    void panel.refreshSweeps();
     void panel.refreshPublished();
     // a notification's link, /lab?mlpipe-run=RUN_ID, opens that run
     const linked = new URLSearchParams(window.location.search).get('mlpipe-run');

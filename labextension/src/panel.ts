@@ -1,10 +1,12 @@
 // The mlpipe sidebar: a compact list of runs with live status (click one to open it in
-// the main area, see runview.ts), and the published pipelines with their schedules.
+// the main area, see runview.ts; tick two or more, or ctrl-click them, to compare them, see
+// compare.ts), the parameter sweeps (see sweepview.ts), and the published pipelines with
+// their schedules.
 // Everything shown comes from the REST API; changes are pushed by the server's event stream.
 import { showErrorMessage } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 
-import { ApiError, enc, IPublished, IRunSummary, ISchedule, post, request } from './api';
+import { ApiError, enc, IPublished, IRunSummary, ISchedule, ISweepSummary, post, request } from './api';
 import { ensureDagStyle, seconds, statusColor } from './dag';
 import { activatable, button, el, when } from './dom';
 import { RunEvents } from './events';
@@ -13,6 +15,10 @@ import { RunEvents } from './events';
 export interface IPanelHost {
   /** Open the run's view in the main area (or activate it when it is open). */
   openRun(runId: string): void;
+  /** Open the runs side by side (the first is the baseline). */
+  compareRuns(runIds: string[]): void;
+  /** Open the sweep's view in the main area. */
+  openSweep(sweepId: string): void;
 }
 
 export class MlpipePanel extends Widget {
@@ -26,15 +32,22 @@ export class MlpipePanel extends Widget {
     this.title.caption = 'mlpipe pipelines';
     ensureDagStyle(document.head); // the status colours
     this.listBox = el('div', this.node, undefined, 'mlpipe-runs');
+    this.sweepsBox = el('div', this.node, undefined, 'mlpipe-sweeps');
     this.publishedBox = el('div', this.node, undefined, 'mlpipe-published');
     events.runChanged.connect((_, summary) => this.onRunChanged(summary));
     events.connected.connect(() => {
       void this.refreshList();
+      void this.refreshSweeps();
       void this.refreshPublished();
     });
   }
 
   private listBox: HTMLDivElement;
+  private sweepsBox: HTMLDivElement;
+  private sweeps: ISweepSummary[] = [];
+  private sweepsPending = false;
+  /** The runs ticked for a comparison, in the order they were ticked. */
+  private picked: string[] = [];
   private publishedBox: HTMLDivElement;
   private published: IPublished[] = [];
   private schedules: ISchedule[] = [];
@@ -70,6 +83,9 @@ export class MlpipePanel extends Widget {
     }
     this.drawList();
     void this.refreshPublished(); // a schedule's last run may be this one
+    if (summary.sweep) {
+      this.scheduleSweeps(); // its sweep's counts and status
+    }
   }
 
   private drawList(): void {
@@ -82,8 +98,24 @@ export class MlpipePanel extends Widget {
       el('div', this.listBox, 'No runs yet: use "Run as pipeline" on a notebook.', 'mlpipe-empty');
       return;
     }
+    this.picked = this.picked.filter(id => this.runs.some(r => r.id === id));
+    if (this.picked.length) {
+      const bar = el('div', this.listBox, undefined, 'mlpipe-compare-bar');
+      bar.setAttribute('role', 'group');
+      bar.setAttribute('aria-label', 'Runs selected for comparison');
+      el('span', bar, `${this.picked.length} selected`, 'mlpipe-compare-count');
+      const compare = button(bar, 'Compare', this.picked.length < 2
+        ? 'Select one more run to compare'
+        : `Compare the ${this.picked.length} selected runs side by side`, 'mlpipe-compare', () =>
+        this.host.compareRuns([...this.picked]));
+      compare.disabled = this.picked.length < 2;
+      button(bar, 'Clear', 'Clear the selection', 'mlpipe-compare-clear', () => {
+        this.picked = [];
+        this.drawList();
+      });
+    }
     const list = el('ul', this.listBox, undefined, 'mlpipe-run-list');
-    list.setAttribute('aria-label', 'Pipeline runs, newest first');
+    list.setAttribute('aria-label', 'Pipeline runs, newest first; tick runs (or ctrl-click them) to compare');
     for (const run of this.runs) {
       const item = el('li', list, undefined, 'mlpipe-run-item');
       item.dataset.runId = run.id;
@@ -94,6 +126,17 @@ export class MlpipePanel extends Widget {
         item.setAttribute('aria-current', 'true');
       }
       const top = el('div', item, undefined, 'mlpipe-run-line');
+      const ticked = this.picked.includes(run.id);
+      item.classList.toggle('mlpipe-picked', ticked);
+      const check = el('input', top, undefined, 'mlpipe-run-check');
+      check.type = 'checkbox';
+      check.checked = ticked;
+      check.dataset.runId = run.id;
+      check.setAttribute('aria-label', `Select run ${run.id} of ${name} for comparison`);
+      check.title = 'Select for comparison';
+      check.addEventListener('click', event => event.stopPropagation()); // not "open"
+      check.addEventListener('keydown', event => event.stopPropagation()); // Space ticks it
+      check.addEventListener('change', () => this.pick(run.id, check.checked));
       el('span', top, '●', 'mlpipe-dot').style.color = statusColor(run.status);
       el('span', top, name, 'mlpipe-run-name');
       el('span', top, seconds(run.duration), 'mlpipe-run-time');
@@ -105,7 +148,88 @@ export class MlpipePanel extends Widget {
         this.setActiveRun(run.id);
         this.host.openRun(run.id);
       });
+      // ctrl-click (cmd-click) ticks the run for a comparison instead of opening it
+      item.addEventListener('click', event => {
+        if (event.ctrlKey || event.metaKey) {
+          event.stopImmediatePropagation();
+          this.pick(run.id, !this.picked.includes(run.id));
+        }
+      }, { capture: true });
       if (focused === run.id) {
+        item.focus();
+      }
+    }
+  }
+
+  /** Tick (or untick) a run for a comparison. */
+  private pick(runId: string, on: boolean): void {
+    const focused = document.activeElement as HTMLElement | null;
+    const refocus = focused?.classList.contains('mlpipe-run-check') ? focused.dataset.runId : null;
+    this.picked = this.picked.filter(id => id !== runId);
+    if (on) {
+      this.picked.push(runId);
+    }
+    this.drawList();
+    if (refocus) {
+      this.listBox.querySelector<HTMLInputElement>(
+        `.mlpipe-run-check[data-run-id="${CSS.escape(refocus)}"]`)?.focus();
+    }
+  }
+
+  /** The parameter sweeps (the "Sweeps" section). */
+  async refreshSweeps(): Promise<void> {
+    try {
+      this.sweeps = (await request<{ sweeps: ISweepSummary[] }>('sweeps?limit=20')).sweeps;
+    } catch (error) {
+      this.sweepsBox.replaceChildren();
+      el('div', this.sweepsBox, String((error as Error).message), 'mlpipe-error');
+      return;
+    }
+    this.drawSweeps();
+  }
+
+  /** Members change in bursts: read the sweeps once per burst. */
+  private scheduleSweeps(): void {
+    if (this.sweepsPending) {
+      return;
+    }
+    this.sweepsPending = true;
+    window.setTimeout(() => {
+      this.sweepsPending = false;
+      void this.refreshSweeps();
+    }, 500);
+  }
+
+  private drawSweeps(): void {
+    const focused = (document.activeElement as HTMLElement | null)?.dataset?.sweepId;
+    this.sweepsBox.replaceChildren();
+    const head = el('div', this.sweepsBox, undefined, 'mlpipe-head');
+    el('span', head, 'Sweeps', 'mlpipe-title');
+    button(head, '⟳', 'Reload the sweeps', 'mlpipe-reload', () => void this.refreshSweeps());
+    if (!this.sweeps.length) {
+      el('div', this.sweepsBox, 'No sweeps: `mlpipe run NOTEBOOK --sweep NAME=V1,V2`.', 'mlpipe-empty');
+      return;
+    }
+    const list = el('ul', this.sweepsBox, undefined, 'mlpipe-run-list mlpipe-sweep-list');
+    list.setAttribute('aria-label', 'Parameter sweeps, newest first');
+    for (const sweep of this.sweeps) {
+      const item = el('li', list, undefined, 'mlpipe-run-item mlpipe-sweep-item');
+      item.dataset.sweepId = sweep.id;
+      item.dataset.status = sweep.status;
+      const name = sweep.notebook.split('/').pop() || sweep.notebook;
+      const top = el('div', item, undefined, 'mlpipe-run-line');
+      el('span', top, '●', 'mlpipe-dot').style.color = statusColor(sweep.status);
+      el('span', top, name, 'mlpipe-run-name');
+      el('span', top, `${sweep.members} runs`, 'mlpipe-run-time');
+      const bottom = el('div', item, undefined, 'mlpipe-run-line mlpipe-run-sub');
+      el('span', bottom, sweep.id, 'mlpipe-run-id');
+      el('span', bottom, sweep.status, `mlpipe-run-status mlpipe-status-${sweep.status}`);
+      const counts = Object.entries(sweep.counts).map(([s, n]) => `${n} ${s}`).join(', ');
+      item.title = `${sweep.id}\n${sweep.notebook}\nswept: ${(sweep.spec.sweep ?? []).join(' ')}\n` +
+        `${counts}\nstarted ${when(sweep.created_at)}`;
+      activatable(item, `Open sweep ${sweep.id} of ${name}: ${sweep.members} runs, ${sweep.status}`,
+        () => this.host.openSweep(sweep.id));
+      if (focused === sweep.id) {
         item.focus();
       }
     }
