@@ -3,6 +3,7 @@
 // it to the Vega renderer that JupyterLab ships, through the rendermime registry, drawn as
 // SVG. A theme change draws it again (the renderer picks Vega's dark theme by itself).
 import { IRenderMime, IRenderMimeRegistry, MimeModel } from '@jupyterlab/rendermime';
+import { caretDownEmptyIcon } from '@jupyterlab/ui-components';
 import type { ReadonlyPartialJSONObject } from '@lumino/coreutils';
 
 import { el } from './dom';
@@ -114,7 +115,10 @@ export function choice(
 ): HTMLSelectElement {
   const wrap = el('label', parent, undefined, `mlpipe-choice ${className}`);
   el('span', wrap, label, 'mlpipe-choice-label');
-  const select = el('select', wrap, undefined, 'jp-mod-styled');
+  const box = el('span', wrap, undefined, 'mlpipe-select');
+  const select = el('select', box, undefined, 'jp-mod-styled');
+  // JupyterLab's styled select draws no arrow of its own: its caret, as HTMLSelect has
+  box.appendChild(caretDownEmptyIcon.element({ tag: 'span', className: 'mlpipe-select-caret' }));
   select.setAttribute('aria-label', label);
   for (const [value, text] of choices) {
     const option = el('option', select, text);

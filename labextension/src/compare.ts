@@ -80,6 +80,8 @@ export class CompareView extends Widget {
     const before = JSON.stringify([this.current?.metrics, this.current?.parameters]);
     this.current = comparison;
     this.runIds = comparison.runs.map(r => r.run_id);
+    const sweeps = new Set(comparison.runs.map(r => r.sweep));
+    this.oneSweep = sweeps.size === 1 ? comparison.runs[0].sweep : null;
     const notebooks = [...new Set(comparison.runs.map(r => r.notebook))];
     const names = notebooks.map(n => n.split('/').pop() || n);
     this.title.label = `Compare ${comparison.runs.length} runs`;
@@ -128,6 +130,9 @@ export class CompareView extends Widget {
     ] as [number, string][];
     el('span', meta, `differ: ${counts.map(([n, what]) => `${n} ${what}${n === 1 ? '' : 's'}`).join(', ')}`,
       'mlpipe-rv-fact mlpipe-cv-summary');
+    if (this.oneSweep) {
+      el('span', meta, `members of sweep ${this.oneSweep}`, 'mlpipe-rv-fact mlpipe-cv-sweep');
+    }
     el('span', meta, `the first run (${comparison.runs[0].run_id}) is the baseline`, 'mlpipe-rv-key');
     const tools = el('div', head, undefined, 'mlpipe-rv-tools');
     button(tools, '⟳', 'Reload the comparison', 'mlpipe-reload', () => void this.refresh());
@@ -162,7 +167,7 @@ export class CompareView extends Widget {
       if (commit) {
         el('code', line, commit.slice(0, 8)).title = `git commit ${commit}`;
       }
-      if (run.sweep) {
+      if (run.sweep && !this.oneSweep) {
         el('span', line, run.sweep, 'mlpipe-rv-key').title = `member of sweep ${run.sweep}`;
       }
     });
@@ -324,4 +329,6 @@ export class CompareView extends Widget {
   private metric: string | null = null;
   private against = ACROSS;
   private refreshPending = false;
+  /** The sweep every compared run is a member of (null: none, or several). */
+  private oneSweep: string | null = null;
 }
