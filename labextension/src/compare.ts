@@ -142,7 +142,7 @@ export class CompareView extends Widget {
   private drawTable(comparison: IComparison): void {
     const box = this.tableBox;
     box.replaceChildren();
-    const table = el('table', box, undefined, 'mlpipe-compare');
+    const table = el('table', box, undefined, 'mlpipe-compare-table');
     table.setAttribute('aria-label', 'The runs side by side; highlighted rows differ');
     const cols = el('colgroup', table);
     el('col', cols).style.width = '17%';
