@@ -4,6 +4,7 @@
 import { Widget } from '@lumino/widgets';
 
 import { enc, IDatasetPreview, IDatasetVersion, IRunSummary, request } from './api';
+import { ensureDagStyle } from './dag';
 import { activatable, button, el, when } from './dom';
 import { RunEvents } from './events';
 
@@ -31,6 +32,8 @@ export class DatasetsView extends Widget {
     super();
     this.id = 'mlpipe-datasets-view';
     this.addClass('mlpipe-dsview');
+    this.addClass('mlpipe-dag'); // the status colours
+    ensureDagStyle(document.head);
     this.title.label = 'Datasets';
     this.title.caption = 'mlpipe: datasets and their versions';
     this.title.closable = true;

@@ -17,7 +17,7 @@ import {
   post,
   request
 } from './api';
-import { statusColor } from './dag';
+import { ensureDagStyle, statusColor } from './dag';
 import { activatable, button, el, when } from './dom';
 import { RunEvents } from './events';
 import { triggerVersion } from './publish';
@@ -46,6 +46,8 @@ export class PublishedView extends Widget {
     super();
     this.id = 'mlpipe-published-view';
     this.addClass('mlpipe-pubview');
+    this.addClass('mlpipe-dag'); // the status colours
+    ensureDagStyle(document.head);
     this.title.label = 'Published pipelines';
     this.title.caption = 'mlpipe: published pipelines and schedules';
     this.title.closable = true;
@@ -218,7 +220,7 @@ export class PublishedView extends Widget {
     const table = el('table', box, undefined, 'mlpipe-grid mlpipe-schedule-table');
     table.setAttribute('aria-label', 'Schedules');
     const header = el('tr', el('thead', table));
-    for (const title of ['Schedule', 'Runs', 'Trigger', 'Next fire times', 'Last firing', '']) {
+    for (const title of ['Schedule', 'Pipeline', 'Trigger', 'Next fire times', 'Last firing', '']) {
       el('th', header, title).scope = 'col';
     }
     const rows = el('tbody', table);

@@ -117,9 +117,9 @@ export class ScheduleForm extends Widget {
     el('div', form, 'When', 'mlpipe-form-section');
     const kind = editing?.kind ?? 'every';
     f.set('trigger', field(form, 'trigger', 'Trigger', select([
-      ['cron', 'Cron: at times of day, in a time zone'],
-      ['every', 'Every N seconds, minutes or hours'],
-      ['dataset', 'On each new version of a dataset']
+      ['cron', 'Cron: times of day in a time zone'],
+      ['every', 'Every N seconds, minutes, hours'],
+      ['dataset', 'Each new version of a dataset']
     ], kind)));
     f.set('cron', field(form, 'cron', 'Cron', input('text', editing?.cron ?? '0 6 * * *', 'mlpipe-code'),
       'minute hour day-of-month month day-of-week, e.g. 0 6 * * 1-5, */15 * * * *, @daily'));
@@ -248,9 +248,13 @@ export class ScheduleForm extends Widget {
     } catch (error) {
       const first = showProblems(error, this.fields, this.general,
         byName => this.params?.setErrors(byName) ?? Object.keys(byName));
-      (first ?? this.params?.firstInvalid() ?? this.general).focus?.();
-      if (!first && !this.general.hidden) {
-        this.general.scrollIntoView({ block: 'nearest' });
+      const target = first ?? this.params?.firstInvalid() ?? (this.general.hidden ? null : this.general);
+      if (target) {
+        if (target === this.general) {
+          target.tabIndex = -1;
+        }
+        target.focus({ preventScroll: true });
+        target.scrollIntoView({ block: 'nearest' });
       }
     } finally {
       delete this.node.dataset.saving;
