@@ -190,7 +190,7 @@ export class PublishedView extends Widget {
         el('td', tr, version.description || '', 'mlpipe-wrap');
         const params = version.parameter_texts ?? {};
         el('td', tr, Object.entries(params).map(([k, v]) => `${k}=${v}`).join(', '),
-          'mlpipe-wrap mlpipe-code');
+          'mlpipe-code mlpipe-break');
         const state = el('td', tr);
         if (version.default) {
           statusChip(state, 'default', 'mlpipe-default-chip').style.setProperty(

@@ -172,6 +172,9 @@ def test_publish_trigger_and_schedule_from_the_ui(
             assert cron_input.get_attribute("aria-invalid") == "true"
             assert cron_input.evaluate("i => document.activeElement === i")  # focused
             assert form.locator(".mlpipe-field-timezone .mlpipe-field-error").inner_text() == ""
+            # (playwright scrolled the form to each field it filled: the top for the docs)
+            view.locator(".mlpipe-pv-form").evaluate("f => { f.scrollTop = 0; }")
+            assert cron_error.is_visible()
             page.screenshot(path=str(IMAGES / "schedule-form-error.png"))
             assert not store.workspace.query("SELECT * FROM schedules")
 
