@@ -148,9 +148,26 @@ export interface ISchedule {
     fire_time: string;
     status: string;
     run_id: string | null;
+    /** The sweep the firing started (a schedule with a sweep). */
+    sweep_id?: string | null;
     run_status: string | null;
     error: string | null;
   } | null;
+  /** The schedule's fields, as the edit form fills them in (issue 17). */
+  cron?: string | null;
+  timezone?: string;
+  every_seconds?: number | null;
+  dataset?: string | null;
+  /** Its parameter values as `-p` texts. */
+  params?: Record<string, string>;
+  missed?: string;
+  overlap?: string;
+  max_retries?: number;
+  retry_backoff?: number;
+  timeout?: number | null;
+  sweep?: { sweep: string[]; samples?: number | null; seed?: number | null } | null;
+  /** Where its runs notify: channels with credentials stripped (kept on edit by id). */
+  notify?: { id: number; channel: string; on: string[] }[];
 }
 
 /** A parameter sweep as the sweep list shows it (`GET sweeps`). */
@@ -221,11 +238,49 @@ export interface IComparison {
   }[];
 }
 
-/** An answer of the API that is not 2xx: carries the server's message. */
+/** A published version as GET published lists it (more than IPublishedVersion needs). */
+export interface IPublishedVersionDetail extends IPublishedVersion {
+  steps?: { name: string; after?: string[] }[];
+  datasets?: string[];
+  source?: string;
+}
+
+/** A dataset version, with the run, step and output that produced it (null: by hand). */
+export interface IDatasetVersion {
+  name: string;
+  version: number;
+  ref: string;
+  kind: string;
+  created_at: number;
+  files: number;
+  bytes: number;
+  fingerprint: string;
+  description: string | null;
+  source: string;
+  produced_by: { run_id: string; step: string; output: string } | null;
+  /** In the datasets list: how many versions the dataset has. */
+  versions?: number;
+}
+
+/** A version's files and, for a tabular one, its first rows (cells as text, null: missing). */
+export interface IDatasetPreview extends IDatasetVersion {
+  file_list: { path: string; bytes: number }[];
+  table: { columns: string[]; dtypes: string[]; rows: (string | null)[][] } | null;
+}
+
+/** One problem of a refused request, with the request field it is about (null: none). */
+export interface IErrorDetail {
+  message: string;
+  field: string | null;
+}
+
+/** An answer of the API that is not 2xx: carries the server's message (and, for invalid
+ * requests, each problem with its field). */
 export class ApiError extends Error {
   constructor(
     public status: number,
-    message: string
+    message: string,
+    public details: IErrorDetail[] = []
   ) {
     super(message);
   }
@@ -243,13 +298,21 @@ export async function request<T>(path: string, init: RequestInit = {}): Promise<
   const text = await response.text();
   const body = text ? JSON.parse(text) : {};
   if (!response.ok) {
-    throw new ApiError(response.status, body.message || response.statusText);
+    throw new ApiError(response.status, body.message || response.statusText, body.details || []);
   }
   return body as T;
 }
 
 export function post<T>(path: string, body: unknown = {}): Promise<T> {
   return request<T>(path, { method: 'POST', body: JSON.stringify(body) });
+}
+
+export function put<T>(path: string, body: unknown = {}): Promise<T> {
+  return request<T>(path, { method: 'PUT', body: JSON.stringify(body) });
+}
+
+export function del<T>(path: string): Promise<T> {
+  return request<T>(path, { method: 'DELETE' });
 }
 
 export function enc(part: string): string {

@@ -12,6 +12,7 @@ import {
   IFrame,
   InputDialog,
   MainAreaWidget,
+  Notification,
   showDialog,
   showErrorMessage,
   ToolbarButton,
@@ -20,12 +21,15 @@ import {
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { LabIcon } from '@jupyterlab/ui-components';
-import { Widget } from '@lumino/widgets';
 
-import { ApiError, enc, INotebook, parameterText, post, request } from './api';
+import { ApiError, enc, INotebook, post, request } from './api';
 import { addCompareTabs, COMPARE_COMMANDS } from './comparetabs';
+import { DatasetsView } from './datasets';
 import { RunEvents } from './events';
 import { MlpipePanel } from './panel';
+import { ParametersForm } from './parameters';
+import { publishNotebook } from './publish';
+import { PublishedView } from './published';
 import { RunView } from './runview';
 
 const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16" viewBox="0 0 24 24">
@@ -39,73 +43,11 @@ const COMMANDS = {
   runNotebook: 'mlpipe:run-notebook',
   makeStep: 'mlpipe:make-step',
   showPanel: 'mlpipe:show-panel',
-  openRun: 'mlpipe:open-run'
+  openRun: 'mlpipe:open-run',
+  publishNotebook: 'mlpipe:publish-notebook',
+  openPublished: 'mlpipe:open-published',
+  openDatasets: 'mlpipe:open-datasets'
 };
-
-/**
- * The run dialog's body: one input per pipeline parameter, and the compute target.
- *
- * Each input shows the default as the text `-p NAME=` takes (`True`, `None`, `(1, 2)`,
- * strings as they are), and only the inputs the user changed are sent, as such texts; the
- * server parses them like `mlpipe run -p` and coerces them to the default's type. An
- * untouched input is never sent, so a default that an input cannot spell exactly (a string
- * with a newline, say) is kept as it is.
- */
-class ParametersForm extends Widget {
-  constructor(notebook: INotebook) {
-    super();
-    this.addClass('mlpipe-parameters');
-    const table = document.createElement('table');
-    this.node.appendChild(table);
-    const rows: [string, string, string][] = Object.keys(notebook.parameters).map(name => [
-      name,
-      parameterText(name, notebook.parameters, notebook.parameter_texts),
-      'param'
-    ]);
-    rows.push(['compute', '', 'compute']);
-    for (const [name, value, kind] of rows) {
-      const tr = document.createElement('tr');
-      const th = document.createElement('th');
-      th.textContent = kind === 'compute' ? 'compute target' : name;
-      // a text with line breaks needs a textarea (an input drops them)
-      const input = value.includes('\n')
-        ? document.createElement('textarea')
-        : document.createElement('input');
-      input.name = name;
-      input.value = value;
-      input.dataset.kind = kind;
-      input.placeholder = kind === 'compute' ? 'local (default)' : '';
-      if (input instanceof HTMLTextAreaElement) {
-        input.rows = Math.min(value.split('\n').length, 6);
-      }
-      // what the field shows before any edit (after the browser's own normalisation)
-      this.shown.set(input, input.value);
-      const td = document.createElement('td');
-      td.appendChild(input);
-      tr.append(th, td);
-      table.appendChild(tr);
-    }
-    const steps = document.createElement('div');
-    steps.className = 'mlpipe-form-note';
-    steps.textContent = `steps: ${notebook.steps.map(s => s.name).join(' → ')}`;
-    this.node.appendChild(steps);
-  }
-
-  private shown = new Map<HTMLInputElement | HTMLTextAreaElement, string>();
-
-  getValue(): { parameters: Record<string, string>; compute: string | null } {
-    const parameters: Record<string, string> = {};
-    let compute: string | null = null;
-    for (const [input, shown] of this.shown) {
-      if (input.dataset.kind === 'compute') {
-        compute = input.value.trim() || null;
-      } else if (input.value !== shown) {
-        parameters[input.name] = input.value; // only overrides, as text (like -p NAME=VALUE)
-      }
-    }
-    return { parameters, compute };
-  }
-}
 
 async function runAsPipeline(
   path: string,
@@ -178,7 +120,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
       const content = new RunView(ref, events, {
         openNotebook: path => void app.commands.execute('docmanager:open', { path }),
         openHtml,
-        openRun: runId => void app.commands.execute(COMMANDS.openRun, { run: runId })
+        openRun: runId => void app.commands.execute(COMMANDS.openRun, { run: runId }),
+        openDataset: (name, version) =>
+          void app.commands.execute(COMMANDS.openDatasets, { name, version })
       });
       await content.refresh();
       // "latest" or a prefix resolved to a run that is open already
@@ -218,7 +162,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
       {
         openRun: runId => void app.commands.execute(COMMANDS.openRun, { run: runId }),
         compareRuns: runs => void app.commands.execute(COMPARE_COMMANDS.compareRuns, { runs }),
-        openSweep: sweep => void app.commands.execute(COMPARE_COMMANDS.openSweep, { sweep })
+        openSweep: sweep => void app.commands.execute(COMPARE_COMMANDS.openSweep, { sweep }),
+        openPublished: name => void app.commands.execute(COMMANDS.openPublished, name ? { name } : {}),
+        openDatasets: () => void app.commands.execute(COMMANDS.openDatasets, {})
       },
       events
     );
@@ -232,6 +178,113 @@ const plugin: JupyterFrontEndPlugin<void> = {
         name: widget => widget.content.runId
       });
     }
+    // the published pipelines and the datasets: one main-area tab each
+    const openTriggered = (runId: string) => {
+      // a trigger starts a detached process: open the run once it is recorded
+      let done = false;
+      const open = () => {
+        if (!done) {
+          done = true;
+          events.runChanged.disconnect(onRun);
+          void app.commands.execute(COMMANDS.openRun, { run: runId });
+        }
+      };
+      const onRun = (_: RunEvents, summary: { id: string }) => {
+        if (summary.id === runId) {
+          open();
+        }
+      };
+      events.runChanged.connect(onRun);
+      window.setTimeout(open, 15000);
+    };
+    const publishedViews = new WidgetTracker<MainAreaWidget<PublishedView>>({ namespace: 'mlpipe-published' });
+    app.commands.addCommand(COMMANDS.openPublished, {
+      label: 'Open mlpipe Published Pipelines and Schedules',
+      execute: async args => {
+        let widget = publishedViews.currentWidget;
+        if (!widget || widget.isDisposed) {
+          const content = new PublishedView(events, {
+            openRun: runId => void app.commands.execute(COMMANDS.openRun, { run: runId }),
+            openTriggered
+          });
+          widget = new MainAreaWidget({ content });
+          widget.id = 'mlpipe-published';
+          widget.title.label = content.title.label;
+          widget.title.caption = content.title.caption;
+          widget.title.icon = mlpipeIcon;
+          widget.title.closable = true;
+          app.shell.add(widget, 'main');
+          await publishedViews.add(widget);
+        }
+        app.shell.activateById(widget.id);
+        await widget.content.refresh();
+        if (args.name) {
+          widget.content.reveal(String(args.name));
+        }
+        return widget;
+      }
+    });
+    const datasetViews = new WidgetTracker<MainAreaWidget<DatasetsView>>({ namespace: 'mlpipe-datasets' });
+    app.commands.addCommand(COMMANDS.openDatasets, {
+      label: 'Open mlpipe Datasets',
+      execute: async args => {
+        let widget = datasetViews.currentWidget;
+        if (!widget || widget.isDisposed) {
+          const content = new DatasetsView(events, {
+            openRun: runId => void app.commands.execute(COMMANDS.openRun, { run: runId })
+          });
+          widget = new MainAreaWidget({ content });
+          widget.id = 'mlpipe-datasets';
+          widget.title.label = content.title.label;
+          widget.title.caption = content.title.caption;
+          widget.title.icon = mlpipeIcon;
+          widget.title.closable = true;
+          app.shell.add(widget, 'main');
+          await datasetViews.add(widget);
+        }
+        app.shell.activateById(widget.id);
+        if (args.name) {
+          await widget.content.refresh();
+          await widget.content.showDataset(String(args.name), args.version ? Number(args.version) : null);
+        } else {
+          await widget.content.refresh();
+        }
+        return widget;
+      }
+    });
+    if (restorer) {
+      void restorer.restore(publishedViews, { command: COMMANDS.openPublished, name: () => 'published' });
+      void restorer.restore(datasetViews, { command: COMMANDS.openDatasets, name: () => 'datasets' });
+    }
+    const publish = async (path: string) => {
+      let result;
+      try {
+        result = await publishNotebook(path);
+      } catch (error) {
+        void showErrorMessage('mlpipe: publishing failed', (error as Error).message);
+        return;
+      }
+      if (result) {
+        Notification.success(result.created
+          ? `Published ${result.version.ref}${result.version.default ? ' (the default version)' : ''}`
+          : `Unchanged: ${result.version.ref} has the same content`, { autoClose: 5000 });
+        void panel.refreshPublished();
+        await app.commands.execute(COMMANDS.openPublished, { name: result.published.name });
+      }
+    };
+    app.commands.addCommand(COMMANDS.publishNotebook, {
+      label: 'Publish Notebook as Pipeline…',
+      caption: 'Publish this notebook as a versioned mlpipe pipeline (to trigger and schedule)',
+      isEnabled: () => notebooks.currentWidget !== null,
+      execute: async () => {
+        const current = notebooks.currentWidget;
+        if (current) {
+          await current.context.save();
+          await publish(current.context.path);
+        }
+      }
+    });
+
     runViews.currentChanged.connect((_, widget) => {
       panel.setActiveRun(widget?.content.runId ?? null);
     });
@@ -298,6 +351,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
     palette?.addItem({ command: COMMANDS.runNotebook, category: 'mlpipe' });
     palette?.addItem({ command: COMMANDS.makeStep, category: 'mlpipe' });
     palette?.addItem({ command: COMMANDS.showPanel, category: 'mlpipe' });
+    palette?.addItem({ command: COMMANDS.publishNotebook, category: 'mlpipe' });
+    palette?.addItem({ command: COMMANDS.openPublished, category: 'mlpipe' });
+    palette?.addItem({ command: COMMANDS.openDatasets, category: 'mlpipe' });
 
     app.docRegistry.addWidgetExtension('Notebook', {
       createNew: (widget: NotebookPanel) => {
@@ -311,6 +367,16 @@ const plugin: JupyterFrontEndPlugin<void> = {
           }
         });
         widget.toolbar.insertItem(10, 'mlpipeRun', button);
+        const publishButton = new ToolbarButton({
+          label: 'Publish',
+          className: 'mlpipe-publish-button',
+          tooltip: 'Publish this notebook as a versioned pipeline (to trigger and schedule)',
+          onClick: () => {
+            void widget.context.save().then(() => publish(widget.context.path));
+          }
+        });
+        widget.toolbar.insertItem(11, 'mlpipePublish', publishButton);
+        widget.disposed.connect(() => publishButton.dispose());
         return button;
       }
     });

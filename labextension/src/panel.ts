@@ -19,6 +19,10 @@ export interface IPanelHost {
   compareRuns(runIds: string[]): void;
   /** Open the sweep's view in the main area. */
   openSweep(sweepId: string): void;
+  /** Open the published pipelines and schedules view (at a pipeline). */
+  openPublished?(name?: string): void;
+  /** Open the datasets view. */
+  openDatasets?(): void;
 }
 
 export class MlpipePanel extends Widget {
@@ -34,6 +38,13 @@ export class MlpipePanel extends Widget {
     this.listBox = el('div', this.node, undefined, 'mlpipe-runs');
     this.sweepsBox = el('div', this.node, undefined, 'mlpipe-sweeps');
     this.publishedBox = el('div', this.node, undefined, 'mlpipe-published');
+    const datasets = el('div', this.node, undefined, 'mlpipe-head mlpipe-datasets-head');
+    el('span', datasets, 'Datasets', 'mlpipe-title');
+    if (host.openDatasets) {
+      const open = host.openDatasets.bind(host);
+      button(datasets, 'Open', 'Open the datasets view: versions, producers, previews',
+        'mlpipe-open-datasets', () => open());
+    }
     events.runChanged.connect((_, summary) => this.onRunChanged(summary));
     events.connected.connect(() => {
       void this.refreshList();
@@ -256,9 +267,14 @@ export class MlpipePanel extends Widget {
     this.publishedBox.replaceChildren();
     const head = el('div', this.publishedBox, undefined, 'mlpipe-head');
     el('span', head, 'Published', 'mlpipe-title');
+    if (this.host.openPublished) {
+      const open = this.host.openPublished.bind(this.host);
+      button(head, 'Manage', 'Open published pipelines and schedules: trigger, create and edit schedules',
+        'mlpipe-open-published', () => open());
+    }
     button(head, '⟳', 'Reload published pipelines and schedules', 'mlpipe-reload', () => void this.refreshPublished());
     if (!this.published.length) {
-      el('div', this.publishedBox, 'Nothing published: `mlpipe publish NOTEBOOK --name NAME`.', 'mlpipe-empty');
+      el('div', this.publishedBox, 'Nothing published: a notebook\'s Publish button (or `mlpipe publish NOTEBOOK --name NAME`).', 'mlpipe-empty');
       return;
     }
     const list = el('ul', this.publishedBox, undefined, 'mlpipe-published-list');
@@ -271,6 +287,11 @@ export class MlpipePanel extends Widget {
       el('span', item, note, 'mlpipe-run-time');
       item.title = `${pipeline.versions.length} version(s); default ${note || 'none'}` +
         (current?.description ? `\n${current.description}` : '');
+      if (this.host.openPublished) {
+        const open = this.host.openPublished.bind(this.host);
+        item.classList.add('mlpipe-clickable');
+        activatable(item, `Open published pipeline ${pipeline.name}: ${item.title}`, () => open(pipeline.name));
+      }
     }
     if (!this.schedules.length) {
       return;

@@ -29,6 +29,8 @@ export interface IRunViewHost {
   openHtml(url: string, title: string): void;
   /** Open (or activate) another run's view: a re-run, a reused step's producer. */
   openRun(runId: string): void;
+  /** Show a dataset version in the datasets view (lineage links). */
+  openDataset?(name: string, version: number): void;
 }
 
 type StepTab = 'log' | 'output' | 'details';
@@ -263,8 +265,8 @@ export class RunView extends Widget {
 
   private drawLineage(box: HTMLElement, lineage: ILineage): void {
     const uses = [
-      ...lineage.read.map(u => ({ direction: 'read', step: u.step, slot: u.input, ref: `${u.dataset}@v${u.version}` })),
-      ...lineage.written.map(u => ({ direction: 'written', step: u.step, slot: u.output, ref: `${u.dataset}@v${u.version}` }))
+      ...lineage.read.map(u => ({ direction: 'read', step: u.step, slot: u.input, ref: `${u.dataset}@v${u.version}`, dataset: u.dataset, version: u.version })),
+      ...lineage.written.map(u => ({ direction: 'written', step: u.step, slot: u.output, ref: `${u.dataset}@v${u.version}`, dataset: u.dataset, version: u.version }))
     ];
     if (!uses.length) {
       el('div', box, 'no dataset read or written', 'mlpipe-empty');
@@ -278,7 +280,12 @@ export class RunView extends Widget {
       const read = use.direction === 'read';
       el('th', tr, read ? 'read' : 'wrote').scope = 'row';
       const ref = el('td', tr, undefined, 'mlpipe-wrap');
-      el('code', ref, use.ref);
+      const code = el('code', ref, use.ref);
+      const openDataset = this.host.openDataset?.bind(this.host);
+      if (openDataset) {
+        code.classList.add('mlpipe-link', 'mlpipe-dataset-link');
+        activatable(code, `Show ${use.ref} in the datasets view`, () => openDataset(use.dataset, use.version));
+      }
       el('span', ref, ` ${read ? '→' : '←'} ${use.step}.${use.slot}`, 'mlpipe-dataset-step');
       tr.title = read
         ? `step ${use.step} read ${use.ref} as its input ${use.slot}`

@@ -24,6 +24,7 @@ from mlpipe_jupyter.errors import MlpipeError, ParameterError
 from mlpipe_jupyter.model.sweep import SweepSpec, SweepSyntaxError, parse_sweep
 from mlpipe_jupyter.runner.planning import Selection
 from mlpipe_jupyter.server.errors import BadRequestError, error_body, http_status
+from mlpipe_jupyter.server.scheduling import ScheduleRequest
 from mlpipe_jupyter.server.service import PipelineService
 
 API_PREFIX = "mlpipe/api"
@@ -338,6 +339,27 @@ class PublishedListHandler(MlpipeHandler):
     def get(self) -> None:
         self.reply(self.service.scheduling.list_published())
 
+    @web.authenticated
+    async def post(self) -> None:
+        """Publish a notebook: 201 with the new version, 200 when its content equals the
+        latest version (nothing created)."""
+        body = self.json_body()
+        _known_fields(body, ("notebook", "name", "description", "keep_default", "notify",
+                             "notify_on"), "a publication")
+        notebook = _field(body, "notebook", str, None)
+        name = _field(body, "name", str, None)
+        if not notebook or not name:
+            raise BadRequestError("fields 'notebook' (a path relative to the server root) and "
+                                  "'name' are required")
+        path = self.service.notebook_file(notebook)
+        notify = _strings(body, "notify")
+        loop = asyncio.get_running_loop()
+        published = await loop.run_in_executor(None, lambda: self.service.scheduling.publish(
+            path, name, _field(body, "description", str, None) or None,
+            make_default=not _field(body, "keep_default", bool, False),
+            notify=notify or None, notify_on=_strings(body, "notify_on")))
+        self.reply(published, status=201 if published["created"] else 200)
+
 
 class PublishedHandler(MlpipeHandler):
     @web.authenticated
@@ -365,11 +387,100 @@ class SchedulesHandler(MlpipeHandler):
     def get(self) -> None:
         self.reply(self.service.scheduling.list_schedules())
 
+    @web.authenticated
+    async def post(self) -> None:
+        request = _schedule_request(self.json_body())
+        loop = asyncio.get_running_loop()
+        created = await loop.run_in_executor(
+            None, self.service.scheduling.create_schedule, request)
+        self.reply(created, status=201)
+
 
 class ScheduleHandler(MlpipeHandler):
     @web.authenticated
     def get(self, schedule: str) -> None:
         self.reply(self.service.scheduling.schedule(schedule))
+
+    @web.authenticated
+    async def put(self, schedule: str) -> None:
+        """Edit: checked first, then the schedule is replaced under the same name."""
+        request = _schedule_request(self.json_body(), editing=True)
+        loop = asyncio.get_running_loop()
+        replaced = await loop.run_in_executor(
+            None, self.service.scheduling.replace_schedule, schedule, request)
+        self.reply(replaced)
+
+    @web.authenticated
+    def delete(self, schedule: str) -> None:
+        self.reply(self.service.scheduling.delete_schedule(schedule))
+
+
+_SCHEDULE_FIELDS = ("pipeline", "name", "version", "cron", "timezone", "every", "on_dataset",
+                    "parameters", "missed", "overlap", "retries", "retry_backoff", "timeout",
+                    "notify", "notify_on", "keep_notify", "sweep")
+
+
+def _known_fields(body: dict[str, Any], known: tuple[str, ...], what: str) -> None:
+    unknown = sorted(set(body) - set(known))
+    if unknown:
+        raise BadRequestError(f"{what} has no field {', '.join(map(repr, unknown))} "
+                              f"(it takes {', '.join(known)})")
+
+
+def _strings(body: dict[str, Any], name: str) -> list[str]:
+    values = _field(body, name, list, [])
+    if not all(isinstance(v, str) for v in values):
+        raise BadRequestError(f"field {name!r} must be a list of strings")
+    return list(values)
+
+
+def _schedule_request(body: dict[str, Any], editing: bool = False) -> ScheduleRequest:
+    """A schedule request's fields, type-checked (their values are the library's to check,
+    all at once)."""
+    _known_fields(body, _SCHEDULE_FIELDS, "a schedule")
+    pipeline = _field(body, "pipeline", str, None)
+    if not pipeline:
+        raise BadRequestError("field 'pipeline' (a published pipeline's name) is required")
+    integers = {}
+    for name in ("version", "retries"):
+        value = _field(body, name, int, None)
+        if isinstance(value, bool):
+            raise BadRequestError(f"field {name!r} must be int")
+        integers[name] = value
+    durations = {}
+    for name in ("every", "retry_backoff", "timeout"):
+        value = _field(body, name, (str, int, float), None)
+        if isinstance(value, bool):
+            raise BadRequestError(f"field {name!r} must be a duration (\"15m\") or seconds")
+        durations[name] = value
+    keep = _field(body, "keep_notify", list, [])
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in keep):
+        raise BadRequestError("field 'keep_notify' must be a list of notification target ids")
+    if keep and not editing:
+        raise BadRequestError("field 'keep_notify' is for editing a schedule (PUT)")
+    sweep = _field(body, "sweep", dict, None) or {}
+    unknown = sorted(set(sweep) - set(_SWEEP_KEYS))
+    if unknown:
+        raise BadRequestError(f"field 'sweep' has unknown keys {', '.join(unknown)} "
+                              f"(it takes {', '.join(_SWEEP_KEYS)})")
+    items = _strings(sweep, "sweep") if sweep else []
+    for key in ("samples", "seed"):
+        if sweep.get(key) is not None and (isinstance(sweep[key], bool)
+                                           or not isinstance(sweep[key], int)):
+            raise BadRequestError(f"field 'sweep.{key}' must be an integer")
+    return ScheduleRequest(
+        pipeline=pipeline, name=_field(body, "name", str, None) or None,
+        version=integers["version"], cron=_field(body, "cron", str, None),
+        timezone=_field(body, "timezone", str, None) or "UTC", every=durations["every"],
+        on_dataset=_field(body, "on_dataset", str, None),
+        parameters=_field(body, "parameters", dict, {}),
+        missed=_field(body, "missed", str, None) or "skip",
+        overlap=_field(body, "overlap", str, None) or "skip",
+        retries=integers["retries"] or 0, retry_backoff=durations["retry_backoff"],
+        timeout=durations["timeout"], notify=_strings(body, "notify"),
+        notify_on=_strings(body, "notify_on"), keep_notify=list(keep),
+        sweep=items, samples=sweep.get("samples"), seed=sweep.get("seed"),
+        yes=bool(_field(sweep, "yes", bool, False)))
 
 
 class SchedulePauseHandler(MlpipeHandler):
@@ -382,6 +493,29 @@ class ScheduleResumeHandler(MlpipeHandler):
     @web.authenticated
     def post(self, schedule: str) -> None:
         self.reply(self.service.scheduling.set_schedule_paused(schedule, False))
+
+
+class DatasetsHandler(MlpipeHandler):
+    @web.authenticated
+    def get(self) -> None:
+        self.reply(self.service.datasets.list_datasets())
+
+
+class DatasetHandler(MlpipeHandler):
+    @web.authenticated
+    def get(self, dataset: str) -> None:
+        self.reply(self.service.datasets.dataset(dataset))
+
+
+class DatasetPreviewHandler(MlpipeHandler):
+    @web.authenticated
+    async def get(self, dataset: str, version: str) -> None:
+        number = int(version)
+        rows = self.int_argument("rows", 20) or 20
+        loop = asyncio.get_running_loop()  # reading a table may take a moment
+        found = await loop.run_in_executor(
+            None, self.service.datasets.preview, dataset, number, rows)
+        self.reply(found)
 
 
 class OpenApiHandler(MlpipeHandler):
@@ -491,6 +625,7 @@ _STEP = r"(?P<step>[^/]+)"
 _NAME = r"(?P<name>[^/]+)"
 _SCHEDULE = r"(?P<schedule>[^/]+)"
 _SWEEP = r"(?P<sweep>[^/]+)"
+_DATASET = r"(?P<dataset>[^/]+)"
 
 ROUTES: list[tuple[str, type[MlpipeHandler]]] = [
     ("notebooks", NotebooksHandler),
@@ -516,6 +651,9 @@ ROUTES: list[tuple[str, type[MlpipeHandler]]] = [
     (f"schedules/{_SCHEDULE}", ScheduleHandler),
     (f"schedules/{_SCHEDULE}/pause", SchedulePauseHandler),
     (f"schedules/{_SCHEDULE}/resume", ScheduleResumeHandler),
+    ("datasets", DatasetsHandler),
+    (f"datasets/{_DATASET}", DatasetHandler),
+    (f"datasets/{_DATASET}/versions/(?P<version>[0-9]+)/preview", DatasetPreviewHandler),
     ("events", EventsHandler),
     (r"openapi\.json", OpenApiHandler),
 ]

@@ -4,7 +4,8 @@ It answers with the run read model (``runner.view``) as JSON-ready dictionaries
 (``payloads``), maps paths between the server root and the file system (refusing anything
 outside the root), starts runs in background threads of the server process and keeps them
 so that they can be canceled. Runs started elsewhere (the CLI, a kernel) are seen through
-the store like any other. Published pipelines and schedules are ``scheduling``'s.
+the store like any other. Published pipelines and schedules are ``scheduling``'s, datasets
+``datasets``'.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from mlpipe_jupyter.runner.runner import RunRequest
 from mlpipe_jupyter.runner.sweep import member_run_id
 from mlpipe_jupyter.runner.sweep_view import chart_spec, read_sweep, resolve_metric
 from mlpipe_jupyter.runner.view import read_run, read_step, received_variables, step_counts
+from mlpipe_jupyter.server.datasets import DatasetsService
 from mlpipe_jupyter.server.errors import BadRequestError, ForbiddenPathError
 from mlpipe_jupyter.server.payloads import (
     json_safe,
@@ -78,6 +80,7 @@ class PipelineService:
         self._live: dict[str, BackgroundRun] = {}
         self._lock = threading.Lock()
         self.scheduling = SchedulingService(self.store)
+        self.datasets = DatasetsService(self.store)
 
     # -- the workspace ------------------------------------------------------------------
     @property

@@ -48,7 +48,7 @@ def api(jp_fetch: Any, project: Path) -> Any:
         kwargs: dict[str, Any] = {"method": method}
         if params:
             kwargs["params"] = params
-        if method == "POST":
+        if method in ("POST", "PUT"):
             kwargs["body"] = body if isinstance(body, str) else json.dumps(body or {})
         try:
             response = await jp_fetch("mlpipe", "api", *parts, **kwargs)
