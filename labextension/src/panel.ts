@@ -307,10 +307,13 @@ export class MlpipePanel extends Widget {
       tr.dataset.paused = String(schedule.paused);
       const name = el('td', tr, schedule.name, 'mlpipe-schedule-name');
       name.title = `${schedule.pipeline}${schedule.version ? '@v' + schedule.version : ''}: ${schedule.trigger}`;
+      // compact: the sidebar is ~250 px wide (the published view has the full times)
       const next = schedule.paused
         ? 'paused'
         : schedule.next_fire_times.length
-          ? new Date(schedule.next_fire_times[0]).toLocaleString()
+          ? new Date(schedule.next_fire_times[0]).toLocaleString([], {
+              month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit'
+            })
           : schedule.trigger;
       el('td', tr, next, 'mlpipe-schedule-next');
       const last = schedule.last_firing;

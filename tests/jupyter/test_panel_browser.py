@@ -246,6 +246,10 @@ def test_panel_shows_published_pipelines_and_pauses_a_schedule(
             next_fire = row.locator(".mlpipe-schedule-next").inner_text()
             assert next_fire != "paused" and any(c.isdigit() for c in next_fire), next_fire
             assert row.locator(".mlpipe-schedule-last").inner_text() == "—"
+            pause_box = row.locator(".mlpipe-schedule-pause").bounding_box()
+            panel_box = panel.bounding_box()
+            assert pause_box and panel_box  # the button is whole inside the ~250 px sidebar
+            assert pause_box["x"] + pause_box["width"] <= panel_box["x"] + panel_box["width"]
             page.screenshot(path=str(ARTIFACTS / "panel-published.png"))
 
             row.locator(".mlpipe-schedule-pause").click()
