@@ -75,26 +75,26 @@ class Runner:
     def __init__(self, store: Store | None = None, events: EventBus | None = None) -> None:
         self._store = store
         self.events = events or EventBus()
-        self._cancel = threading.Event()
+        self.cancel_requested = threading.Event()  # set by cancel(); drive() watches it
         self._executors: dict[str, Executor] = {}
 
     # -- public ---------------------------------------------------------------------------
     def cancel(self) -> None:
         """Cancel the run in progress (from any thread)."""
-        self._cancel.set()
+        self.cancel_requested.set()
 
     def run(self, request: RunRequest) -> RunResult:
         pipeline = load_pipeline(request.notebook)  # messages name the path as the user gave it
         notebook = request.notebook.expanduser().resolve()
-        parameters, store = self._validate(pipeline, request)
+        parameters, store = self.validate_request(pipeline, request)
         run_id = request.run_id or new_run_id()
         try:
-            plans = self._plan(store, pipeline, notebook, run_id, parameters, request)
-            self._prepare(notebook, [plans], request)
-            execution = self._record(store, pipeline, notebook, run_id, parameters, request,
+            plans = self.plan_run(store, pipeline, notebook, run_id, parameters, request)
+            self.prepare_targets(notebook, [plans], request)
+            execution = self.record_run(store, pipeline, notebook, run_id, parameters, request,
                                      plans)
             result = execution.go()  # the run's final status is recorded (and emitted)
-            self._notify(store, run_id, request)
+            self.notify_ended(store, run_id, request)
             return result
         finally:
             self.close()
@@ -106,8 +106,11 @@ class Runner:
         self._executors.clear()
 
     # -- before anything is written -------------------------------------------------------
-    def _validate(self, pipeline: Pipeline, request: RunRequest,
-                  extra: Sequence[DefinitionIssue] = ()) -> tuple[dict[str, Any], Store]:
+    # The steps of ``run`` are public so that ``runner.sweep`` can run several runs as one:
+    # validate_request, plan_run (each member), prepare_targets (once), record_run (each),
+    # ``execution.drive`` (all together), notify_ended (each).
+    def validate_request(self, pipeline: Pipeline, request: RunRequest,
+                         extra: Sequence[DefinitionIssue] = ()) -> tuple[dict[str, Any], Store]:
         """Check the whole request; raise with every problem (and ``extra``, a sweep's)
         before writing anything."""
         store = self._store
@@ -158,7 +161,7 @@ class Runner:
             return False
 
     # -- the run ----------------------------------------------------------------------------
-    def _plan(self, store: Store, pipeline: Pipeline, notebook: Path, run_id: str,
+    def plan_run(self, store: Store, pipeline: Pipeline, notebook: Path, run_id: str,
               parameters: dict[str, Any], request: RunRequest,
               forced_id: str | None = None) -> dict[str, StepPlan]:
         """Every step's plan. ``forced_id`` makes forced results unique per sweep, not per
@@ -178,7 +181,7 @@ class Runner:
         )
         return planner.plan(request.selection)
 
-    def _prepare(self, notebook: Path, plans: Sequence[Mapping[str, StepPlan]],
+    def prepare_targets(self, notebook: Path, plans: Sequence[Mapping[str, StepPlan]],
                  request: RunRequest) -> None:
         """Let each compute target get ready for the steps it will execute (warm kernels)."""
         max_parallel = request.max_parallel or _default_parallel()
@@ -187,7 +190,7 @@ class Runner:
             count = sum(1 for p in to_execute if p.compute == compute)
             self._executor(compute).prepare(notebook.parent, count, max_parallel)
 
-    def _record(
+    def record_run(
         self,
         store: Store,
         pipeline: Pipeline,
@@ -243,11 +246,11 @@ class Runner:
         return Execution(
             store, pipeline, notebook, run_id, plans, max_parallel,
             executor_for=self._executor, executors=self._executors.values,
-            events=self.events, cancel_requested=self._cancel,
+            events=self.events, cancel_requested=self.cancel_requested,
             outcomes=outcomes, shared=shared,
         )
 
-    def _notify(self, store: Store, run_id: str, request: RunRequest) -> None:
+    def notify_ended(self, store: Store, run_id: str, request: RunRequest) -> None:
         """The run's notifications; they never change its status (``notify_run`` records
         failures and raises nothing) and take at most timeout x attempts + back-offs."""
         try:

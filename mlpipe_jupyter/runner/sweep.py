@@ -72,16 +72,16 @@ def run_sweep(sweep: SweepRequest, runner: Runner | None = None) -> SweepResult:
     pipeline = load_pipeline(request.notebook)
     notebook = request.notebook.expanduser().resolve()
     members, problems = sweep_values(pipeline, request.parameters, sweep.spec, sweep.yes)
-    base, store = runner._validate(pipeline, request, extra=problems)
+    base, store = runner.validate_request(pipeline, request, extra=problems)
     sweep_id = sweep.sweep_id or new_sweep_id()
     member_values = [{**base, **values} for values in members]
     run_ids = [member_run_id(sweep_id, n) for n in range(1, len(members) + 1)]
     try:
-        plans = [runner._plan(store, pipeline, notebook, run_id, values, request,
+        plans = [runner.plan_run(store, pipeline, notebook, run_id, values, request,
                               forced_id=sweep_id)
                  for run_id, values in zip(run_ids, member_values, strict=True)]
         _note_shared(plans, run_ids)
-        runner._prepare(notebook, _unique_executions(plans), request)
+        runner.prepare_targets(notebook, _unique_executions(plans), request)
         experiment = request.experiment or pipeline.experiment or notebook.stem
         store.sweeps.create(
             sweep_id, str(notebook), experiment, sweep.spec.to_dict(), base,
@@ -91,15 +91,15 @@ def run_sweep(sweep: SweepRequest, runner: Runner | None = None) -> SweepResult:
         outcomes: queue.Queue[StepOutcome] = queue.Queue()
         shared = SharedWork()
         executions = [
-            runner._record(store, pipeline, notebook, run_id, values, request, member_plans,
+            runner.record_run(store, pipeline, notebook, run_id, values, request, member_plans,
                            outcomes=outcomes, shared=shared, sweep=sweep_id)
             for run_id, values, member_plans in zip(run_ids, member_values, plans, strict=True)
         ]
         max_parallel = request.max_parallel or _default_parallel()
-        results = drive(executions, max_parallel, runner._cancel)
+        results = drive(executions, max_parallel, runner.cancel_requested)
         store.sweeps.finish(sweep_id)
         for result in results:
-            runner._notify(store, result.run_id, request)
+            runner.notify_ended(store, result.run_id, request)
         return SweepResult(sweep_id, [(values, result) for values, result
                                       in zip(members, results, strict=True)])
     finally:
