@@ -9,7 +9,7 @@ import { Widget } from '@lumino/widgets';
 import { enc, IComparison, IRunSummary, request } from './api';
 import { ChartBox, choice } from './chart';
 import { ensureDagStyle } from './dag';
-import { activatable, button, el, metricText, when } from './dom';
+import { activatable, BurstRefresh, button, el, metricText, when } from './dom';
 import { RunEvents } from './events';
 import { statusChip } from './runview';
 
@@ -105,16 +105,9 @@ export class CompareView extends Widget {
   }
 
   private onRunChanged(_: RunEvents, summary: IRunSummary): void {
-    if (!this.runIds.includes(summary.id) || this.refreshPending) {
-      return;
+    if (this.runIds.includes(summary.id)) {
+      this.refresher.request();
     }
-    this.refreshPending = true;
-    window.setTimeout(() => {
-      this.refreshPending = false;
-      if (!this.isDisposed) {
-        void this.refresh();
-      }
-    }, 300);
   }
 
   private drawHead(comparison: IComparison, notebooks: string[]): void {
@@ -328,7 +321,8 @@ export class CompareView extends Widget {
   private chart: ChartBox;
   private metric: string | null = null;
   private against = ACROSS;
-  private refreshPending = false;
+  // read the server once per burst of events
+  private refresher = new BurstRefresh(() => void this.refresh(), 300, () => !this.isDisposed);
   /** The sweep every compared run is a member of (null: none, or several). */
   private oneSweep: string | null = null;
 }

@@ -5,7 +5,7 @@ import { Widget } from '@lumino/widgets';
 
 import { enc, IDatasetPreview, IDatasetVersion, IRunSummary, request } from './api';
 import { ensureDagStyle } from './dag';
-import { activatable, button, el, when } from './dom';
+import { activatable, BurstRefresh, button, el, when } from './dom';
 import { RunEvents } from './events';
 
 export interface IDatasetsViewHost {
@@ -108,14 +108,8 @@ export class DatasetsView extends Widget {
 
   private onRunChanged(_: RunEvents, summary: IRunSummary): void {
     // a run that ended may have registered dataset versions
-    if (summary.status !== 'running' && !this.refreshPending) {
-      this.refreshPending = true;
-      window.setTimeout(() => {
-        this.refreshPending = false;
-        if (!this.isDisposed) {
-          void this.refresh();
-        }
-      }, 500);
+    if (summary.status !== 'running') {
+      this.refresher.request();
     }
   }
 
@@ -261,5 +255,6 @@ export class DatasetsView extends Widget {
   private listBox: HTMLElement;
   private versionsBox: HTMLElement;
   private previewBox: HTMLElement;
-  private refreshPending = false;
+  // read the server once per burst of events
+  private refresher = new BurstRefresh(() => void this.refresh(), 500, () => !this.isDisposed);
 }

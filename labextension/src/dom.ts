@@ -58,3 +58,28 @@ export function metricText(value: unknown): string {
   }
   return Number.isInteger(value) ? String(value) : value.toPrecision(4);
 }
+
+/** Runs `action` once, `delayMs` after the first of a burst of requests: run events come
+ * in bursts (every step of a big run), and a view reads the server once per burst. */
+export class BurstRefresh {
+  private pending = false;
+
+  constructor(
+    private action: () => void,
+    private delayMs: number,
+    private alive: () => boolean
+  ) {}
+
+  request(): void {
+    if (this.pending) {
+      return;
+    }
+    this.pending = true;
+    window.setTimeout(() => {
+      this.pending = false;
+      if (this.alive()) {
+        this.action();
+      }
+    }, this.delayMs);
+  }
+}

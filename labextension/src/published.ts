@@ -18,7 +18,7 @@ import {
   request
 } from './api';
 import { ensureDagStyle, statusColor } from './dag';
-import { activatable, button, el, when } from './dom';
+import { activatable, BurstRefresh, button, el, when } from './dom';
 import { RunEvents } from './events';
 import { triggerVersion } from './publish';
 import { statusChip } from './runview';
@@ -68,7 +68,7 @@ export class PublishedView extends Widget {
     this.formBox = el('aside', body, undefined, 'mlpipe-pv-form');
     this.formBox.hidden = true;
     this.events.runChanged.connect(this.onRunChanged, this);
-    this.events.connected.connect(this.scheduleRefresh, this);
+    this.events.connected.connect(this.onReconnected, this);
   }
 
   /** Read the published pipelines and schedules again and redraw. */
@@ -135,28 +135,16 @@ export class PublishedView extends Widget {
       return;
     }
     this.events.runChanged.disconnect(this.onRunChanged, this);
-    this.events.connected.disconnect(this.scheduleRefresh, this);
+    this.events.connected.disconnect(this.onReconnected, this);
     this.form?.dispose();
     super.dispose();
   }
 
   private onRunChanged(_: RunEvents, summary: IRunSummary): void {
     void summary;
-    this.scheduleRefresh(); // a schedule's last firing (and next fire times) may have moved on
+    this.refresher.request(); // a schedule's last firing (and next fire times) may have moved on
   }
 
-  private scheduleRefresh(): void {
-    if (this.refreshPending) {
-      return;
-    }
-    this.refreshPending = true;
-    window.setTimeout(() => {
-      this.refreshPending = false;
-      if (!this.isDisposed) {
-        void this.refresh();
-      }
-    }, 300);
-  }
 
   private drawPipelines(): void {
     const box = this.pipelinesBox;
@@ -338,5 +326,11 @@ export class PublishedView extends Widget {
   private schedulesBox: HTMLElement;
   private formBox: HTMLElement;
   private form: ScheduleForm | null = null;
-  private refreshPending = false;
+  /** Events may have been missed while the stream was down: read the server again. */
+  private onReconnected(): void {
+    this.refresher.request();
+  }
+
+  // read the server once per burst of events
+  private refresher = new BurstRefresh(() => void this.refresh(), 300, () => !this.isDisposed);
 }

@@ -19,7 +19,7 @@ import {
   request
 } from './api';
 import { DagView, ensureDagStyle, receivedText, seconds, statusColor } from './dag';
-import { activatable, button, el, metricText, when } from './dom';
+import { activatable, BurstRefresh, button, el, metricText, when } from './dom';
 import { RunEvents } from './events';
 import { StepTable, whyText } from './table';
 
@@ -78,7 +78,7 @@ export class RunView extends Widget {
     this.stepBox.setAttribute('aria-label', 'Selected step');
     this.errorBox = el('div', this.node, undefined, 'mlpipe-rv-error');
     this.events.runChanged.connect(this.onRunChanged, this);
-    this.events.connected.connect(this.scheduleRefresh, this);
+    this.events.connected.connect(this.onReconnected, this);
     this.themeWatch = new MutationObserver(() => {
       if (this.tab === 'output') {
         this.drawStep(); // the output notebook in the theme's colours
@@ -149,7 +149,7 @@ export class RunView extends Widget {
       return;
     }
     this.events.runChanged.disconnect(this.onRunChanged, this);
-    this.events.connected.disconnect(this.scheduleRefresh, this);
+    this.events.connected.disconnect(this.onReconnected, this);
     this.themeWatch.disconnect();
     this.closeLog();
     this.dag.dispose();
@@ -162,23 +162,10 @@ export class RunView extends Widget {
 
   private onRunChanged(_: RunEvents, summary: IRunSummary): void {
     if (summary.id === this.runId) {
-      this.scheduleRefresh();
+      this.refresher.request();
     }
   }
 
-  /** Changes come in bursts (every step of a big run): read the run once per burst. */
-  private scheduleRefresh(): void {
-    if (this.refreshPending) {
-      return;
-    }
-    this.refreshPending = true;
-    window.setTimeout(() => {
-      this.refreshPending = false;
-      if (!this.isDisposed) {
-        void this.refresh();
-      }
-    }, 150);
-  }
 
   private drawHead(run: IRunDetail): void {
     const head = this.headBox;
@@ -500,7 +487,13 @@ export class RunView extends Widget {
   private errorBox: HTMLDivElement;
   private dag: DagView;
   private table: StepTable;
-  private refreshPending = false;
+  /** Events may have been missed while the stream was down: read the server again. */
+  private onReconnected(): void {
+    this.refresher.request();
+  }
+
+  // read the server once per burst of events
+  private refresher = new BurstRefresh(() => void this.refresh(), 150, () => !this.isDisposed);
   private stepShown: string | null = null;
   private themeWatch: MutationObserver;
   private stopLog: (() => void) | null = null;

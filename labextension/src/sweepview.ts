@@ -9,7 +9,7 @@ import { Widget } from '@lumino/widgets';
 import { enc, IRunSummary, ISweepDetail, parameterText, request } from './api';
 import { ChartBox, choice } from './chart';
 import { ensureDagStyle, statusColor } from './dag';
-import { activatable, button, el, metricText, when } from './dom';
+import { activatable, BurstRefresh, button, el, metricText, when } from './dom';
 import { RunEvents } from './events';
 import { statusChip } from './runview';
 
@@ -51,7 +51,7 @@ export class SweepView extends Widget {
     chart.appendChild(this.chart.node);
     this.errorBox = el('div', this.node, undefined, 'mlpipe-rv-error');
     this.events.runChanged.connect(this.onRunChanged, this);
-    this.events.connected.connect(this.scheduleRefresh, this);
+    this.events.connected.connect(this.onReconnected, this);
   }
 
   /** The sweep as last read, null before. */
@@ -98,30 +98,17 @@ export class SweepView extends Widget {
       return;
     }
     this.events.runChanged.disconnect(this.onRunChanged, this);
-    this.events.connected.disconnect(this.scheduleRefresh, this);
+    this.events.connected.disconnect(this.onReconnected, this);
     this.chart.dispose();
     super.dispose();
   }
 
   private onRunChanged(_: RunEvents, summary: IRunSummary): void {
     if (summary.sweep && summary.sweep === this.sweepId) {
-      this.scheduleRefresh();
+      this.refresher.request();
     }
   }
 
-  /** Members change in bursts: read the sweep once per burst. */
-  private scheduleRefresh(): void {
-    if (this.refreshPending) {
-      return;
-    }
-    this.refreshPending = true;
-    window.setTimeout(() => {
-      this.refreshPending = false;
-      if (!this.isDisposed) {
-        void this.refresh();
-      }
-    }, 300);
-  }
 
   private drawHead(sweep: ISweepDetail): void {
     const head = this.headBox;
@@ -363,5 +350,11 @@ export class SweepView extends Widget {
   private parameter: string | null = null;
   private selected = new Set<string>();
   private chartedRows = '';
-  private refreshPending = false;
+  /** Events may have been missed while the stream was down: read the server again. */
+  private onReconnected(): void {
+    this.refresher.request();
+  }
+
+  // read the server once per burst of events
+  private refresher = new BurstRefresh(() => void this.refresh(), 300, () => !this.isDisposed);
 }
