@@ -23,8 +23,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from simpleeval import EvalWithCompoundTypes
-
 ALL_SUCCEEDED = "all_succeeded"
 ALL_DONE = "all_done"
 ANY_FAILED = "any_failed"
@@ -314,6 +312,10 @@ def evaluate_condition(
         if name not in parameters:
             raise ConditionFailure(f"parameter {name!r} has no value in this run")
         shown.append(f"{name} = {_shown(parameters[name])}")
+    # imported here: the model is imported wherever a step runs (inside containers, on Dask
+    # workers), where only the runner evaluates conditions and simpleeval may be missing
+    from simpleeval import EvalWithCompoundTypes
+
     evaluator = EvalWithCompoundTypes(names=names, functions=dict(SAFE_FUNCTIONS))
     try:
         value = evaluator.eval(checked.text)

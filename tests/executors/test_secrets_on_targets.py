@@ -231,3 +231,18 @@ def test_masking_catches_a_value_split_across_writes() -> None:
     writer.write(VALUE[5:] + " end\nrepr: " + repr(VALUE) + "\nlast " + VALUE)
     writer.flush()
     assert out.getvalue() == "start *** end\nrepr: '***'\nlast ***"
+
+
+def test_what_runs_inside_a_container_imports_without_the_runners_extras() -> None:
+    """in_container falls back to the bare papermill command when this package can't be
+    imported in the image; a runner-only dependency (simpleeval) must not cause that."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['simpleeval'] = None\n"
+            "from mlpipe_jupyter.executors.base import StepTask\n"
+            "from mlpipe_jupyter.executors.kernels import start_kernel\n"
+            "from mlpipe_jupyter.executors.step_runner import run_step_notebook\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr

@@ -34,9 +34,35 @@ from pathlib import Path
 from typing import Any
 
 
-def _papermill_command(notebook: str, output: str, kernel: str) -> None:
-    os.execvp("papermill", ["papermill", notebook, output, "-k", kernel,
-                            "--no-progress-bar", "--log-output"])
+def _papermill_command(notebook: str, output: str, kernel: str,
+                       secrets: dict[str, str]) -> None:
+    """Run the step with the ``papermill`` command when this package can't be imported
+    here; its executed notebook is masked afterwards (its log is masked by the runner).
+    Exits with papermill's status."""
+    command = ["papermill", notebook, output, "-k", kernel, "--no-progress-bar", "--log-output"]
+    if not secrets:
+        os.execvp("papermill", command)
+    import subprocess
+
+    code = subprocess.call(command, env={**os.environ, **secrets})
+    _mask_file(Path(output), secrets)
+    sys.exit(code)
+
+
+def _mask_file(path: Path, secrets: dict[str, str]) -> None:
+    """Mask ``secrets`` in the notebook at ``path``; masking.py needs only the standard
+    library, so it is loaded from its file even when the package cannot be imported."""
+    import importlib.util
+
+    source = Path(__file__).resolve().parents[1] / "masking.py"
+    spec = importlib.util.spec_from_file_location("mlpipe_masking", source)
+    if spec is None or spec.loader is None or not path.exists():
+        return
+    masking = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(masking)
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    masking.Masker(secrets.values()).notebook(nb)
+    path.write_text(json.dumps(nb, indent=1), encoding="utf-8")
 
 
 def _read_secrets() -> dict[str, str]:
@@ -64,9 +90,10 @@ def main(argv: list[str]) -> int:
         from mlpipe_jupyter.executors.kernels import WarmKernel, start_kernel
         from mlpipe_jupyter.executors.step_runner import load_papermill, run_step_notebook
         from mlpipe_jupyter.executors.stop_signal import StopSignal
-    except Exception:  # this package needs a newer Python than the image's
-        os.environ.update(secrets)  # the papermill command's kernel inherits them
-        _papermill_command(spec["step_notebook"], spec["output_notebook"], spec["kernel_name"])
+    except Exception:  # this package needs a newer Python (or a module) the image lacks
+        traceback.print_exc()  # in the step's log: why the step ran the plain way
+        _papermill_command(spec["step_notebook"], spec["output_notebook"], spec["kernel_name"],
+                           secrets)
     task = StepTask.from_dict(spec)
     loaded: dict[str, Any] = {}
 
