@@ -6,6 +6,7 @@
  * step (or Enter on it) for its details.
  */
 import { DagView, ensureDagStyle, IDagStep, receivedText, seconds } from './dag';
+import { el } from './dom';
 
 /** What anywidget hands `render` (the part of its model API used here). */
 interface IModel {
@@ -36,20 +37,6 @@ const STYLE = `
 .mlpipe-dag .mlpipe-label { margin-top: 4px; color: var(--jp-ui-font-color2, #607d8b); }
 `;
 
-function html(tag: string, text: string | null, parent: HTMLElement | null, className?: string): HTMLElement {
-  const node = document.createElement(tag);
-  if (text !== null) {
-    node.textContent = text;
-  }
-  if (className) {
-    node.className = className;
-  }
-  if (parent) {
-    parent.appendChild(node);
-  }
-  return node;
-}
-
 function metricText(value: unknown): string {
   if (typeof value !== 'number') {
     return JSON.stringify(value);
@@ -58,9 +45,9 @@ function metricText(value: unknown): string {
 }
 
 function drawDetails(step: IWidgetStep, parent: HTMLElement): void {
-  const box = html('div', null, parent, 'mlpipe-details');
+  const box = el('div', parent, undefined, 'mlpipe-details');
   box.dataset.step = step.name;
-  html('strong', `${step.name}: ${step.status}`, box);
+  el('strong', box, `${step.name}: ${step.status}`);
   const rows: [string, string][] = [
     ['time', seconds(step.duration)],
     ['reused from run', step.reused ? step.reused_from || '?' : ''],
@@ -72,39 +59,39 @@ function drawDetails(step: IWidgetStep, parent: HTMLElement): void {
     ['receives', receivedText(step)],
     ['output notebook', step.output_notebook || '']
   ];
-  const table = html('table', null, box);
+  const table = el('table', box);
   for (const [key, value] of rows) {
     if (value) {
-      const tr = html('tr', null, table);
-      html('th', key, tr);
-      html('td', value, tr);
+      const tr = el('tr', table);
+      el('th', tr, key);
+      el('td', tr, value);
     }
   }
   const metrics = Object.entries(step.metrics || {});
   if (metrics.length) {
-    html('div', 'metrics', box, 'mlpipe-label');
-    const mt = html('table', null, box);
+    el('div', box, 'metrics', 'mlpipe-label');
+    const mt = el('table', box);
     for (const [key, value] of metrics) {
-      const tr = html('tr', null, mt);
-      html('th', key, tr);
-      html('td', metricText(value), tr);
+      const tr = el('tr', mt);
+      el('th', tr, key);
+      el('td', tr, metricText(value));
     }
   }
   if (step.error) {
-    html('div', 'error', box, 'mlpipe-label');
-    html('pre', step.error, box, 'mlpipe-error');
+    el('div', box, 'error', 'mlpipe-label');
+    el('pre', box, step.error, 'mlpipe-error');
   }
   if (step.log_tail) {
-    html('div', 'log (last lines)', box, 'mlpipe-label');
-    html('pre', step.log_tail, box);
+    el('div', box, 'log (last lines)', 'mlpipe-label');
+    el('pre', box, step.log_tail);
   }
 }
 
-function render({ model, el }: { model: IModel; el: HTMLElement }): () => void {
-  const root = html('div', null, el, 'mlpipe-dag');
-  html('style', STYLE, root);
+function render({ model, el: host }: { model: IModel; el: HTMLElement }): () => void {
+  const root = el('div', host, undefined, 'mlpipe-dag');
+  el('style', root, STYLE);
   ensureDagStyle(root);
-  const head = html('div', null, root, 'mlpipe-head');
+  const head = el('div', root, undefined, 'mlpipe-head');
   let selected: string | null = null;
   const view = new DagView({
     onSelect: name => {
@@ -116,7 +103,7 @@ function render({ model, el }: { model: IModel; el: HTMLElement }): () => void {
     label: 'Pipeline run steps (Ctrl + wheel zooms, drag pans)'
   });
   root.appendChild(view.node);
-  const below = html('div', null, root);
+  const below = el('div', root);
   const draw = () => {
     const steps: IWidgetStep[] = model.get('steps') || [];
     const runId = model.get('run_id');
@@ -130,7 +117,7 @@ function render({ model, el }: { model: IModel; el: HTMLElement }): () => void {
       drawDetails(step, below);
     }
     if (model.get('error') && model.get('status') !== 'running') {
-      html('pre', model.get('error'), below, 'mlpipe-error');
+      el('pre', below, model.get('error'), 'mlpipe-error');
     }
   };
   const names = ['steps', 'status', 'run_id', 'error'];
