@@ -303,6 +303,16 @@ export async function request<T>(path: string, init: RequestInit = {}): Promise<
   return body as T;
 }
 
+/** The published pipelines and the schedules, read together (the sidebar and the
+ * published view show both). */
+export async function fetchPublished(): Promise<{ published: IPublished[]; schedules: ISchedule[] }> {
+  const [published, schedules] = await Promise.all([
+    request<{ published: IPublished[] }>('published'),
+    request<{ schedules: ISchedule[] }>('schedules')
+  ]);
+  return { published: published.published, schedules: schedules.schedules };
+}
+
 export function post<T>(path: string, body: unknown = {}): Promise<T> {
   return request<T>(path, { method: 'POST', body: JSON.stringify(body) });
 }

@@ -6,7 +6,7 @@
 import { showErrorMessage } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 
-import { ApiError, enc, IPublished, IRunSummary, ISchedule, ISweepSummary, post, request } from './api';
+import { ApiError, enc, fetchPublished, IPublished, IRunSummary, ISchedule, ISweepSummary, post, request } from './api';
 import { ensureDagStyle, seconds, statusColor } from './dag';
 import { activatable, button, el, when } from './dom';
 import { RunEvents } from './events';
@@ -249,12 +249,7 @@ export class MlpipePanel extends Widget {
   /** Published pipelines and schedules (the "Published" section). */
   async refreshPublished(): Promise<void> {
     try {
-      const [published, schedules] = await Promise.all([
-        request<{ published: IPublished[] }>('published'),
-        request<{ schedules: ISchedule[] }>('schedules')
-      ]);
-      this.published = published.published;
-      this.schedules = schedules.schedules;
+      ({ published: this.published, schedules: this.schedules } = await fetchPublished());
     } catch (error) {
       this.publishedBox.replaceChildren();
       el('div', this.publishedBox, String((error as Error).message), 'mlpipe-error');

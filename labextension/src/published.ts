@@ -10,12 +10,12 @@ import {
   ApiError,
   del,
   enc,
+  fetchPublished,
   IPublished,
   IPublishedVersionDetail,
   IRunSummary,
   ISchedule,
-  post,
-  request
+  post
 } from './api';
 import { ensureDagStyle, statusColor } from './dag';
 import { activatable, BurstRefresh, button, el, when } from './dom';
@@ -74,12 +74,7 @@ export class PublishedView extends Widget {
   /** Read the published pipelines and schedules again and redraw. */
   async refresh(): Promise<void> {
     try {
-      const [published, schedules] = await Promise.all([
-        request<{ published: IPublished[] }>('published'),
-        request<{ schedules: ISchedule[] }>('schedules')
-      ]);
-      this.published = published.published;
-      this.schedules = schedules.schedules;
+      ({ published: this.published, schedules: this.schedules } = await fetchPublished());
     } catch (error) {
       this.errorBox.replaceChildren();
       el('div', this.errorBox, String((error as Error).message), 'mlpipe-error');
