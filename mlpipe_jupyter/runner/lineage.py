@@ -62,12 +62,12 @@ def run_lineage(store: Store, run_ref: str) -> dict[str, list[dict[str, Any]]]:
                 read.append({"step": record.step, "input": name, "dataset": match["name"],
                              "version": int(match["version"])})
     written = []
-    for dataset in store.datasets.all_latest():
-        for version in store.datasets.history(dataset.name):
-            made = producer(version)
-            if made and made["run_id"] == run.id:
-                written.append({"step": made["step"], "output": made["output"],
-                                "dataset": version.name, "version": version.version})
+    # one query, not every version of every dataset: the run view reads this on each update
+    for version in store.datasets.from_source(f"run {run.id} "):
+        made = producer(version)
+        if made and made["run_id"] == run.id:
+            written.append({"step": made["step"], "output": made["output"],
+                            "dataset": version.name, "version": version.version})
     return {"read": read, "written": written}
 
 

@@ -250,6 +250,16 @@ class DatasetStore:
             self.latest(name)  # raises the NotFoundError with the known names
         return [_row_to_version(r) for r in rows]
 
+    def from_source(self, prefix: str) -> list[DatasetVersion]:
+        """The versions whose recorded source starts with ``prefix`` (``"run RUN "``: the
+        versions a run's steps registered), by name and version."""
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = self.workspace.query(
+            "SELECT * FROM datasets WHERE source LIKE ? ESCAPE '\\' ORDER BY name, version",
+            (escaped + "%",),
+        )
+        return [_row_to_version(r) for r in rows]
+
     def all_latest(self) -> list[DatasetVersion]:
         rows = self.workspace.query(
             "SELECT d.* FROM datasets d JOIN (SELECT name, MAX(version) v FROM datasets "
