@@ -253,6 +253,8 @@ class MlpipeMagics(Magics):
             raise run.error
         took = time.time() - run.started_at
         if run.sweep_result is not None:
+            if hasattr(self.widget, "flush"):
+                self.widget.flush()  # its last refresh may be held back (SweepWidget.follow)
             sweep = run.sweep_result
             print(f"sweep {sweep.sweep_id} {sweep.status.value} in {took:.1f}s "
                   f"({len(sweep.members)} members)")

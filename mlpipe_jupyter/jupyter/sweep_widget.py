@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import threading
+import time
 from collections.abc import Callable
 
 import ipywidgets as widgets
@@ -21,6 +22,7 @@ from mlpipe_jupyter.runner.sweep_view import SweepView, chart_spec, read_sweep
 from mlpipe_jupyter.store import Store
 
 VEGA_LITE = "application/vnd.vegalite.v5+json"
+FOLLOW_SECONDS = 1.0  # the most often a followed sweep's widget reads the store
 
 _STYLE = """<style>
 .mlpipe-sweep table { border-collapse: collapse; font-size: var(--jp-code-font-size, 12px); }
@@ -66,6 +68,8 @@ class SweepWidget(widgets.VBox):  # type: ignore[misc]
         self._sort = sort
         self._ascending = ascending
         self._lock = threading.Lock()
+        self._last_refresh = 0.0  # time.monotonic() of the last refresh
+        self._held: threading.Timer | None = None  # a refresh due at the interval's end
         self.view: SweepView | None = None
         self.table = widgets.HTML()
         self.metric = widgets.Dropdown(description="metric", layout={"width": "320px"})
@@ -83,6 +87,7 @@ class SweepWidget(widgets.VBox):  # type: ignore[misc]
 
     def refresh(self) -> None:
         with self._lock:
+            self._last_refresh = time.monotonic()
             view = read_sweep(self.store(), self.sweep_id, self._sort, self._ascending)
             self.view = view
             self.table.value = table_html(view)
@@ -96,12 +101,39 @@ class SweepWidget(widgets.VBox):  # type: ignore[misc]
         self._draw_chart()
 
     def follow(self, events: EventBus) -> Callable[[], None]:
-        """Refresh on each member's start and end; returns the unsubscribe function."""
+        """Refresh as members start and end, at most once per ``FOLLOW_SECONDS`` (the
+        events come from the runner's thread, and a refresh reads every member): a
+        refresh held back runs when the interval ends. Returns the unsubscribe function."""
         def on_event(event: RunEvent) -> None:
             if event.kind in (RUN_STARTED, RUN_FINISHED) and \
                     event.detail.get("sweep", self.sweep_id) == self.sweep_id:
-                self.refresh()
+                self._refresh_soon()
         return events.subscribe(on_event)
+
+    def _refresh_soon(self) -> None:
+        with self._lock:
+            if self._held is not None:
+                return  # a refresh is already due at the end of the interval
+            wait = self._last_refresh + FOLLOW_SECONDS - time.monotonic()
+            if wait > 0:
+                self._held = threading.Timer(wait, self._held_refresh)
+                self._held.daemon = True
+                self._held.start()
+                return
+        self.refresh()
+
+    def flush(self) -> None:
+        """Refresh now, with no refresh held back (the sweep has ended)."""
+        with self._lock:
+            held, self._held = self._held, None
+        if held is not None:
+            held.cancel()
+        self.refresh()
+
+    def _held_refresh(self) -> None:
+        with self._lock:
+            self._held = None
+        self.refresh()
 
     def _draw_chart(self) -> None:
         view, metric, parameter = self.view, self.metric.value, self.parameter.value
