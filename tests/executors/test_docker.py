@@ -176,6 +176,68 @@ def test_containers_of_a_killed_runner_stop_and_are_removed_and_ctrl_c_stops_the
     assert store.runs.get_run("latest").status is RunStatus.CANCELED
 
 
+def test_leftover_cleanup_races_other_runners_containers_without_failing(docker_engine: Any) -> None:
+    """Runners on one host clean up leftovers while others create and remove their own
+    containers (the Dask workers of one machine do, at every container step): a container
+    that ends between the listing and the removal is not an error, and live ones stay."""
+    import socket
+    import threading
+
+    from mlpipe_jupyter.executors.docker.bootstrap import base_image_tag
+    from mlpipe_jupyter.executors.docker.containers import (
+        LABEL_HOST,
+        LABEL_PID,
+        remove_dead_containers,
+    )
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    race = "org.mlpipe.test-race"
+
+    def labelled(pid: str) -> Any:
+        return docker_engine.containers.create(
+            base_image_tag(), ["true"], network_mode="none",
+            labels={LABEL_HOST: socket.gethostname(), LABEL_PID: pid, race: "1"})
+
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def churn() -> None:  # another runner's containers: made and removed again and again
+        try:
+            while not stop.is_set():
+                labelled(str(os.getpid())).remove(force=True)
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    def clean() -> None:  # two runners cleaning up at once
+        try:
+            for _ in range(15):
+                remove_dead_containers(docker_engine, [f"{race}=1"])
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    leftovers = [labelled(dead) for _ in range(6)]
+    live = labelled(str(os.getpid()))
+    workers = [threading.Thread(target=churn), threading.Thread(target=clean),
+               threading.Thread(target=clean)]
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers[1:]:
+            worker.join(timeout=120)
+        stop.set()
+        workers[0].join(timeout=30)
+        assert not errors, errors
+        remaining = {c.id for c in docker_engine.containers.list(all=True,
+                                                                 filters={"label": race})}
+        assert remaining == {live.id}, "dead runners' containers must go, a live one's stay"
+        assert not {c.id for c in leftovers} & remaining
+    finally:
+        stop.set()
+        for container in docker_engine.containers.list(all=True, filters={"label": race}):
+            container.remove(force=True)
+
+
 def test_example_gives_the_same_outputs_in_docker_and_locally(
     docker_engine: Any, store: Store, workspace_dir: Path
 ) -> None:

@@ -306,11 +306,22 @@ def _follow_logs(container: Any, log_path: Path, masker: Masker | None = None) -
 
 def remove_dead_containers(client: Any, labels: Iterable[str] = ()) -> int:
     """Remove step containers started on this host by processes that are no longer alive."""
+    import docker.errors
+
     removed = 0
     filters = [f"{LABEL_HOST}={socket.gethostname()}", *labels]
-    for container in client.containers.list(all=True, filters={"label": filters}):
-        pid = container.labels.get(LABEL_PID, "")
+    # The low-level listing: ``containers.list`` inspects each container it lists, which
+    # fails (404) when another runner's container ends between the listing and the inspect.
+    for entry in client.api.containers(all=True, filters={"label": filters}):
+        pid = (entry.get("Labels") or {}).get(LABEL_PID, "")
         if pid.isdigit() and not process_alive(int(pid)):
-            container.remove(force=True)
+            try:
+                client.api.remove_container(entry["Id"], force=True)
+            except docker.errors.NotFound:
+                continue  # removed meanwhile, by another runner on this host
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # its removal is already in progress elsewhere
+                    raise
+                continue
             removed += 1
     return removed
