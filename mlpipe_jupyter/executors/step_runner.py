@@ -42,17 +42,32 @@ def load_papermill() -> Any:
         return _papermill
 
 
+# Imports papermill makes at its own import and that a step never needs, refused while it
+# imports (each only when not imported already, so nothing loaded is hidden):
+# - jsonschema imports rfc3987_syntax when installed (jupyter-events brings it), which builds
+#   a grammar at import time: ~2 s, for an IRI format check notebooks never use;
+# - papermill.iorw imports the client of every cloud store it can write to (gcsfs, pyarrow's
+#   HDFS, Azure blob and data lake, boto3, PyGithub): ~2 s when they are installed. Steps
+#   read and write local files only, so its handlers for gs://, hdfs://, abs://, adl://,
+#   s3:// and GitHub URLs stay off.
+# Afterwards the names are importable again: a kernel that ran `%mlpipe run` can still
+# import gcsfs itself.
+REFUSED_AT_PAPERMILL_IMPORT = ("rfc3987_syntax", "gcsfs", "pyarrow", "azure", "boto3",
+                               "botocore", "github")
+
+
 def _import_papermill() -> Any:
-    # jsonschema imports rfc3987_syntax when it is installed (jupyter-events brings it),
-    # which builds a grammar at import time: ~2 s, for a format check notebooks never use.
-    # Refusing that import makes jsonschema skip the IRI format checker and nothing else.
-    if "rfc3987_syntax" not in sys.modules and "jsonschema" not in sys.modules:
-        sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]
-        try:
-            import papermill
-        finally:
-            del sys.modules["rfc3987_syntax"]
-    import papermill
+    refused = [name for name in REFUSED_AT_PAPERMILL_IMPORT
+               if name not in sys.modules and "papermill" not in sys.modules
+               and not (name == "rfc3987_syntax" and "jsonschema" in sys.modules)]
+    for name in refused:
+        sys.modules[name] = None  # type: ignore[assignment]  # makes `import name` fail
+    try:
+        import papermill
+    finally:
+        for name in refused:
+            if sys.modules.get(name, "") is None:
+                del sys.modules[name]
 
     import mlpipe_jupyter.executors.papermill_engine  # noqa: F401  (registers the engine)
 

@@ -5,6 +5,8 @@ always an outcome, cancel before start, one serialised form for tasks and outcom
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -131,3 +133,26 @@ def test_the_executor_template_always_reports_one_outcome(tmp_path: Path) -> Non
 
     executor.submit(base, seen.append)  # after the run was canceled: never launched
     assert seen[-1].canceled and len(executor.launched) == 1
+
+
+def test_papermill_loads_without_cloud_clients_which_stay_importable() -> None:
+    """A runner imports papermill once per process; the cloud store clients papermill would
+    import with it (seconds when installed) are left out, and user code can still import
+    them afterwards: the kernel that ran `%mlpipe run` is the user's."""
+    probe = (
+        "import importlib.util, json, sys\n"
+        "from mlpipe_jupyter.executors.step_runner import REFUSED_AT_PAPERMILL_IMPORT, "
+        "load_papermill\n"
+        "papermill = load_papermill()\n"
+        "from papermill.iorw import load_notebook_node\n"
+        "loaded = [n for n in REFUSED_AT_PAPERMILL_IMPORT if n in sys.modules]\n"
+        "installed = [n for n in ('gcsfs', 'pyarrow') if importlib.util.find_spec(n)]\n"
+        "for name in installed:\n"
+        "    __import__(name)\n"
+        "print(json.dumps([loaded, installed, [n for n in installed if sys.modules.get(n)]]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True).stdout
+    loaded, installed, imported_after = json.loads(out)
+    assert loaded == []
+    assert imported_after == installed
