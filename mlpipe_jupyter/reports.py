@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from mlpipe_jupyter.model.values import parameter_text
-from mlpipe_jupyter.runner.compare import Comparison
-from mlpipe_jupyter.runner.sweep_view import SweepView
-from mlpipe_jupyter.runner.view import step_counts
-from mlpipe_jupyter.store import Store
+
+if TYPE_CHECKING:  # every `mlpipe` command imports this module for table(): keep it light
+    from mlpipe_jupyter.runner.compare import Comparison
+    from mlpipe_jupyter.runner.sweep_view import SweepView
+    from mlpipe_jupyter.store import Store
 
 
 def when(timestamp: float | None) -> str:
@@ -36,6 +38,8 @@ def runs_table(
     offset: int = 0,
 ) -> str:
     """The latest runs (filtered when asked), newest first."""
+    from mlpipe_jupyter.runner.view import step_counts
+
     store.runs.mark_dead_runs()
     runs = store.runs.list_runs(notebook, experiment, status, limit, offset)
     if not runs:

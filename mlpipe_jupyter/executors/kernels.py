@@ -17,7 +17,6 @@ is in a dead owner's folder, with their process groups, and removes the folder.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import logging
 import os
@@ -29,14 +28,18 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlpipe_jupyter.errors import ExecutorError
 from mlpipe_jupyter.store.results import process_alive
+
+if TYPE_CHECKING:
+    import asyncio
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +91,8 @@ def start_kernel(kernel_name: str, cwd: Path, startup_timeout: float = 60,
 
     last_error: Exception | None = None
     for _ in range(_START_ATTEMPTS):
+        import asyncio  # here: a run that starts no kernel needs no event loop
+
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         # IPC sockets: no TCP port races between concurrent starts, and no plaintext-TCP
@@ -97,7 +102,8 @@ def start_kernel(kernel_name: str, cwd: Path, startup_timeout: float = 60,
         # kernel files and names its owner.
         prefix = os.path.join(_ipc_dir(), f"k-{uuid.uuid4().hex[:12]}")
         manager = AsyncKernelManager(kernel_name=kernel_name, transport="ipc", ip=prefix,
-                                     connection_file=f"{prefix}.json")
+                                     connection_file=f"{prefix}.json",
+                                     kernel_spec_manager=kernel_spec_manager())
         kernel: WarmKernel | None = None
         try:
             if fork and fork_enabled():
@@ -116,7 +122,7 @@ def start_kernel(kernel_name: str, cwd: Path, startup_timeout: float = 60,
                                 note=getattr(manager.provisioner, "fallback_reason", None))
             _remember(kernel)
             client.start_channels()
-            loop.run_until_complete(client.wait_for_ready(timeout=startup_timeout))
+            loop.run_until_complete(_wait_until_ready(client, manager, startup_timeout))
             return kernel
         except Exception as exc:  # retried: most start failures are transient
             last_error = exc
@@ -142,6 +148,34 @@ def start_kernel(kernel_name: str, cwd: Path, startup_timeout: float = 60,
 _IMPORT_LOCK = threading.Lock()
 
 
+async def _wait_until_ready(client: Any, manager: Any, timeout: float) -> None:
+    """Wait until the kernel answers ``kernel_info`` on its shell channel with its IOPub
+    channel connected: jupyter_client's ``wait_for_ready``, less its final wait for 0.2 s of
+    silence on IOPub (on every kernel start, before the first cell can run). Leftover status
+    messages do no harm: nbclient reads only the messages of the requests it sent."""
+    deadline = time.monotonic() + timeout
+    while True:
+        client.kernel_info()
+        try:
+            reply = await client.shell_channel.get_msg(timeout=1)
+        except queue.Empty:
+            reply = None
+        if reply is not None and reply["msg_type"] == "kernel_info_reply":
+            try:  # the kernel said "busy" on IOPub before replying: connected when it arrives
+                await client.iopub_channel.get_msg(timeout=0.2)
+            except queue.Empty:
+                pass  # not subscribed yet (a slow joiner): ask again
+            else:
+                handle = getattr(client, "_handle_kernel_info_reply", None)
+                if handle is not None:  # protocol version adaptation, as jupyter_client does
+                    handle(reply)
+                return
+        if not await manager.is_alive():
+            raise RuntimeError("Kernel died before replying to kernel_info")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Kernel didn't respond in {timeout:g} seconds")
+
+
 def kernel_modules() -> tuple[Any, Any]:
     """jupyter_client's kernel manager and the fork provisioner, imported by one thread at a
     time: threads entering jupyter_client's circular imports by different modules at once
@@ -151,6 +185,29 @@ def kernel_modules() -> tuple[Any, Any]:
 
         from mlpipe_jupyter.executors.fork_provisioner import use_fork_provisioner
     return AsyncKernelManager, use_fork_provisioner
+
+
+def kernel_spec_manager() -> Any:
+    """One KernelSpecManager for this process's kernels, its folders set up front.
+
+    jupyter_client computes the default folders by importing IPython (for
+    ``~/.ipython/kernels``): ~0.8 s of a runner's start-up, paid on the critical path of
+    the first step of every run. The same folders, without IPython: Jupyter's kernel paths,
+    then ``$IPYTHONDIR/kernels`` (``~/.ipython`` when unset)."""
+    global _spec_manager
+    with _IMPORT_LOCK:
+        if _spec_manager is None:
+            from jupyter_client.kernelspec import KernelSpecManager
+            from jupyter_core.paths import jupyter_path
+
+            ipython_dir = os.environ.get("IPYTHONDIR") or os.path.join(
+                os.path.expanduser("~"), ".ipython")
+            _spec_manager = KernelSpecManager(
+                kernel_dirs=[*jupyter_path("kernels"), os.path.join(ipython_dir, "kernels")])
+        return _spec_manager
+
+
+_spec_manager: Any = None
 
 
 def _forward_masked(manager: Any, values: Any) -> None:

@@ -42,36 +42,45 @@ def load_papermill() -> Any:
         return _papermill
 
 
-# Imports papermill makes at its own import and that a step never needs, refused while it
-# imports (each only when not imported already, so nothing loaded is hidden):
-# - jsonschema imports rfc3987_syntax when installed (jupyter-events brings it), which builds
-#   a grammar at import time: ~2 s, for an IRI format check notebooks never use;
+# What papermill imports at its own import that a step never needs: ~2 s of a runner's
+# start-up when installed, paid before its first step can execute.
+# Refused while papermill imports (each only when not imported already, so nothing loaded
+# is hidden), importable again afterwards (the kernel that ran `%mlpipe run` is the user's):
 # - papermill.iorw imports the client of every cloud store it can write to (gcsfs, pyarrow's
-#   HDFS, Azure blob and data lake, boto3, PyGithub): ~2 s when they are installed. Steps
-#   read and write local files only, so its handlers for gs://, hdfs://, abs://, adl://,
-#   s3:// and GitHub URLs stay off.
-# Afterwards the names are importable again: a kernel that ran `%mlpipe run` can still
-# import gcsfs itself.
-REFUSED_AT_PAPERMILL_IMPORT = ("rfc3987_syntax", "gcsfs", "pyarrow", "azure", "boto3",
-                               "botocore", "github")
+#   HDFS, Azure blob and data lake, boto3, PyGithub). Steps read and write local files
+#   only, so its handlers for gs://, hdfs://, abs://, adl://, s3:// and GitHub stay off.
+# - nbformat imports jsonschema, which imports a checker for each string format it knows
+#   when installed (jupyter-events brings them; rfc3987_syntax builds a grammar: ~2 s).
+#   Notebook validation checks no formats; nbformat validates with fastjsonschema anyway.
+CLOUD_STORE_CLIENTS = ("gcsfs", "pyarrow", "azure", "boto3", "botocore", "github")
+FORMAT_CHECKERS = ("rfc3987_syntax", "rfc3986_validator", "rfc3987", "rfc3339_validator",
+                   "fqdn", "webcolors", "jsonpointer", "uri_template", "isoduration")
+REFUSED_AT_PAPERMILL_IMPORT = CLOUD_STORE_CLIENTS + FORMAT_CHECKERS
 
 
 def _import_papermill() -> Any:
-    refused = [name for name in REFUSED_AT_PAPERMILL_IMPORT
-               if name not in sys.modules and "papermill" not in sys.modules
-               and not (name == "rfc3987_syntax" and "jsonschema" in sys.modules)]
+    if "papermill" in sys.modules:
+        import papermill
+    else:
+        papermill = _import_papermill_lean()
+
+    import mlpipe_jupyter.executors.papermill_engine  # noqa: F401  (registers the engine)
+
+    logging.getLogger("papermill").setLevel(logging.WARNING)
+    return papermill
+
+
+def _import_papermill_lean() -> Any:
+    refused = [name for name in REFUSED_AT_PAPERMILL_IMPORT if name not in sys.modules
+               and not (name in FORMAT_CHECKERS and "jsonschema" in sys.modules)]
     for name in refused:
         sys.modules[name] = None  # type: ignore[assignment]  # makes `import name` fail
     try:
         import papermill
     finally:
         for name in refused:
-            if sys.modules.get(name, "") is None:
+            if name in sys.modules and sys.modules[name] is None:
                 del sys.modules[name]
-
-    import mlpipe_jupyter.executors.papermill_engine  # noqa: F401  (registers the engine)
-
-    logging.getLogger("papermill").setLevel(logging.WARNING)
     return papermill
 
 

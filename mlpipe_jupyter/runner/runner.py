@@ -169,9 +169,18 @@ class Runner:
         store.runs.mark_dead_runs()
         store.results.clean_stale_staging()
         reap_orphans()  # kernels and kernel files of runners killed outright (kill -9)
+        environments: dict[tuple[str, str | None, str | None], str] = {}
+
+        def environment(compute: str, env: str | None, image: str | None) -> str:
+            # once per target and environment in a plan, not once per step: a local one
+            # lists sys.path's folders (~1 ms; a 100-step chain's no-op re-run is ~0.6 s)
+            key = (compute, env, image)
+            if key not in environments:
+                environments[key] = self._executor(compute).environment_fingerprint(env, image)
+            return environments[key]
+
         planner = Planner(
-            store, pipeline, notebook, forced_id or run_id, parameters,
-            lambda compute, env, image: self._executor(compute).environment_fingerprint(env, image),
+            store, pipeline, notebook, forced_id or run_id, parameters, environment,
             request.compute or DEFAULT_COMPUTE,
             request.env,
             request.dataset_versions,

@@ -20,6 +20,7 @@ place looked.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -117,12 +118,16 @@ class SecretStore:
             root = None
         self.root = root
         self.folder = (config_home() / "secrets" / workspace_id(root)) if root else None
-        if keyring_backend is False:
-            self._keyring: Any | None = None
-        elif keyring_backend is None or keyring_backend is True:
-            self._keyring = real_keyring()
-        else:
-            self._keyring = keyring_backend
+        # the OS keyring is looked up at first use: loading keyring's backends costs
+        # ~0.2 s, and most stores (every run's validation makes one) never touch it
+        self._chosen_keyring = keyring_backend
+
+    @functools.cached_property
+    def _keyring(self) -> Any | None:
+        chosen = self._chosen_keyring
+        if chosen is False:
+            return None
+        return real_keyring() if chosen is None or chosen is True else chosen
 
     # -- where things are --------------------------------------------------------------------
     @property
