@@ -79,6 +79,11 @@ class WarmKernel:
             self.loop.close()
 
 
+# Set once this process has launched a kernel (its process is starting): work that competes
+# with the launch for this process's CPU, such as importing papermill, waits for it.
+kernel_launched = threading.Event()
+
+
 def start_kernel(kernel_name: str, cwd: Path, startup_timeout: float = 60,
                  env: dict[str, str] | None = None, fork: bool = False) -> WarmKernel:
     """Start a kernel in ``cwd`` and wait until it answers, in the calling thread.
@@ -115,6 +120,7 @@ def start_kernel(kernel_name: str, cwd: Path, startup_timeout: float = 60,
                 extra = {"env": {**os.environ, **env}, "stdout": subprocess.PIPE,
                          "stderr": subprocess.STDOUT}
             loop.run_until_complete(manager.start_kernel(cwd=str(cwd), **extra))
+            kernel_launched.set()
             if env:
                 _forward_masked(manager, env.values())
             client = manager.client()
@@ -182,8 +188,13 @@ def kernel_modules() -> tuple[Any, Any]:
     can get a half-imported module ("cannot import name 'AsyncKernelManager'")."""
     with _IMPORT_LOCK:
         from jupyter_client.manager import AsyncKernelManager
+        from jupyter_client.provisioning import KernelProvisionerFactory
 
         from mlpipe_jupyter.executors.fork_provisioner import use_fork_provisioner
+
+        # a singleton made at first use, by scanning every package's entry points (~0.1 s),
+        # without a lock: kernels starting together each scanned them
+        KernelProvisionerFactory.instance()
     return AsyncKernelManager, use_fork_provisioner
 
 
@@ -403,6 +414,9 @@ Job = Any
 JobRunner = Callable[[WarmKernel | None, Job, Exception | None], None]
 
 
+FORKED_STARTS_PER_CORE = 4
+
+
 class KernelPool:
     """Runs jobs, each on a fresh kernel started ahead of time.
 
@@ -427,8 +441,11 @@ class KernelPool:
         self._closing = False
         self._all_threads: list[threading.Thread] = []
         # Kernels starting at once beyond the core count only slow each other down, and
-        # delay the one the next step needs.
-        self._starting = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
+        # delay the one the next step needs. A forked kernel costs a fifth of a fresh one
+        # (no interpreter start, no imports): a fan-out's kernels all start at once.
+        cores = max(1, os.cpu_count() or 1)
+        self._starting = threading.BoundedSemaphore(cores * FORKED_STARTS_PER_CORE
+                                                    if fork else cores)
 
     def reserve(self, count: int) -> None:
         with self._lock:

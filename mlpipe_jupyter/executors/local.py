@@ -24,13 +24,21 @@ from mlpipe_jupyter.executors.base import (
     resource_requests,
 )
 from mlpipe_jupyter.executors.kernel_template import environment_fingerprint, fork_enabled
-from mlpipe_jupyter.executors.kernels import KernelPool, WarmKernel, kernel_modules, start_kernel
+from mlpipe_jupyter.executors.kernels import (
+    KernelPool,
+    WarmKernel,
+    kernel_launched,
+    kernel_modules,
+    start_kernel,
+)
 from mlpipe_jupyter.executors.step_runner import load_papermill, run_step_notebook
 from mlpipe_jupyter.model.step import StepHeader
 
 # Extra kernels kept starting beyond the parallel slots, so the next ready step in a chain
 # finds its kernel already up.
 LOOKAHEAD_KERNELS = 2
+# longest that papermill's import waits for the first kernel's launch (a slow template)
+LAUNCH_WAIT_SECONDS = 2.0
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +48,14 @@ def local_environment_fingerprint() -> str:
     which carry versions: cheap, ~5 ms, and changes whenever pip installs or removes).
     The kernel template is keyed on it too (``kernel_template``)."""
     return environment_fingerprint()
+
+
+def _load_papermill_after_launch() -> None:
+    # after the first kernel's launch: importing papermill (~0.5 s of this process's CPU,
+    # under the GIL) alongside the launch delays it; afterwards, it overlaps the kernel's
+    # own start-up in its process
+    kernel_launched.wait(timeout=LAUNCH_WAIT_SECONDS)
+    load_papermill()
 
 
 def _start_template() -> None:
@@ -97,7 +113,8 @@ class LocalExecutor(Executor):
         if not self._papermill_loading:
             # import while the kernels start, not when the first step is ready
             self._papermill_loading = True
-            threading.Thread(target=load_papermill, daemon=True).start()
+            threading.Thread(target=_load_papermill_after_launch, daemon=True,
+                             name="mlpipe-papermill-import").start()
 
     def _pool(self, cwd: Path) -> KernelPool:
         with self._lock:
