@@ -272,3 +272,27 @@ def _wait_for(condition: Any, timeout: float = 30) -> None:
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.1)
 
+
+
+def test_a_fan_out_starts_every_branch_together_once_its_input_is_ready(
+        store: Store, workspace_dir: Path) -> None:
+    """With --max-parallel 8, the eight branches after a shared step all start (each on a
+    kernel of its own, forked) before any of them ends: no kernel start queues behind
+    another."""
+    branches = [f"b{i}" for i in range(8)]
+    notebook = write_notebook(workspace_dir / "fan.ipynb", [
+        "%%mlstep source --output o\n(outputs.o / 'n').write_text('1')",
+        *[f"%%mlstep {name} --input i=source.o --output o\nimport os, time\ntime.sleep(3)\n"
+          f"(outputs.o / 'pid').write_text(f'{{os.getpid()}} {name}')" for name in branches],
+    ])
+    result = run_notebook(notebook, store=store, max_parallel=8)
+    assert result.ok, result.failures
+    source = store.runs.step_run(result.run_id, "source")
+    runs = [store.runs.step_run(result.run_id, name) for name in branches]
+    first_end = min(run.ended_at or 0 for run in runs)
+    assert all(source.ended_at <= (run.started_at or 0) < first_end for run in runs)
+    pids = {(step_output(store, result.run_id, name, "o") / "pid").read_text().split()[0]
+            for name in branches}
+    assert len(pids) == 8
+    assert all("without the kernel template" not in store.runs.log_path(result.run_id, name).read_text()
+               for name in branches)
