@@ -138,6 +138,7 @@ LEAN_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / 
 FORK_CHAIN_TARGET = 0.12  # cold chain of 10 / the papermill loop over the same notebooks
 FORK_EDIT_TARGET = 0.5  # (edit-last-step re-run - no-op re-run) / P
 FORK_FAN_OUT_TARGET = 0.8  # (fan-out wall - 2 s) / P
+FORK_DOCKER_TARGET = 0.25  # (docker chain - local chain) / steps / P
 LONG_CHAIN_STEPS = 100
 LONG_NOOP_TARGET = 0.45  # no-op re-run of the 100-step chain / P
 
@@ -712,6 +713,8 @@ class Bench:
             Row(f"docker overhead per step, chain of {CHAIN_STEPS} (docker {timings['docker']:.1f} s"
                 f" vs local {timings['local']:.1f} s)", per_step, "T", self.t,
                 DOCKER_OVERHEAD_TARGET),
+            Row(f"[P] docker chain of {CHAIN_STEPS}: time per step more than local", per_step,
+                "P", self.p, FORK_DOCKER_TARGET),
         ]
 
     def dask_fan_out(self) -> list[Row]:

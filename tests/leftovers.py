@@ -124,15 +124,55 @@ class Sandbox:
 
 
 def kernel_processes(tmpdir: Path) -> list[psutil.Process]:
-    """Live kernel processes started with this TMPDIR (inherited from their runner)."""
+    """Live kernel processes started with this TMPDIR (inherited from their runner), and
+    kernels forked from a kernel template for a runner with this TMPDIR: those carry the
+    template's command line and environment, but their sockets are in the runner's
+    ``mlpipe-ipc-*`` folder under that TMPDIR."""
     found = []
     for process in psutil.process_iter():
         try:
             if process.status() == psutil.STATUS_ZOMBIE:
                 continue
-            if "ipykernel" not in " ".join(process.cmdline()):
-                continue
-            if process.environ().get("TMPDIR") == str(tmpdir):
+            command = " ".join(process.cmdline())
+            if "ipykernel" in command:
+                if process.environ().get("TMPDIR") == str(tmpdir):
+                    found.append(process)
+            elif "kernel_template" in command and _has_socket_under(process, tmpdir):
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return found
+
+
+def _has_socket_under(process: psutil.Process, folder: Path) -> bool:
+    prefix = f"{folder}{os.sep}"
+    return any(path.startswith(prefix) for path in _unix_sockets(process))
+
+
+def _unix_sockets(process: psutil.Process) -> list[str]:
+    listing = getattr(process, "net_connections", None) or process.connections
+    return [c.laddr for c in listing(kind="unix") if isinstance(c.laddr, str)]
+
+
+def kernels_of(requester: int) -> list[psutil.Process]:
+    """The live kernels that process ``requester`` started: its ipykernel children, and
+    kernels forked for it from a kernel template (their sockets are in its
+    ``mlpipe-ipc-PID-*`` folder)."""
+    def alive(process: psutil.Process) -> bool:
+        return process.status() != psutil.STATUS_ZOMBIE
+
+    found = []
+    for process in psutil.Process(requester).children(recursive=True):
+        try:
+            if alive(process) and "ipykernel" in " ".join(process.cmdline()):
+                found.append(process)
+        except psutil.NoSuchProcess:
+            pass
+    marker = f"{os.sep}mlpipe-ipc-{requester}-"
+    for process in psutil.process_iter():
+        try:
+            if (alive(process) and "kernel_template" in " ".join(process.cmdline())
+                    and any(marker in path for path in _unix_sockets(process))):
                 found.append(process)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass

@@ -19,6 +19,7 @@ from mlpipe_jupyter.model.status import RunStatus, StepStatus
 from mlpipe_jupyter.runner.runner import Runner, RunRequest, run_notebook
 from mlpipe_jupyter.store import Store
 from tests.conftest import step_output, write_notebook
+from tests.leftovers import kernels_of
 from tests.value_probe import literal_values, run_overrides
 
 pytest.importorskip("distributed")
@@ -386,8 +387,8 @@ def test_workers_keep_a_kernel_started_for_the_next_step_and_leave_none_behind(
 
         deadline = time.monotonic() + 10
         while True:  # the last steps' kernels are shutting down; the spares stay
-            children = [child for process in cluster.worker_procs.values()
-                        for child in psutil.Process(process.pid).children(recursive=True)]
+            children = [kernel for process in cluster.worker_procs.values()
+                        for kernel in kernels_of(process.pid)]  # started or forked for it
             spares = [child for child in children if alive(child)]
             if len(spares) == 2 or time.monotonic() > deadline:
                 break

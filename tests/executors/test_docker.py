@@ -351,3 +351,41 @@ def test_a_run_if_step_in_docker_runs_without_the_failed_steps_folder(
     assert not (store.workspace.results_dir / planned).exists()
     assert sorted(p.name for p in store.workspace.results_dir.iterdir()) == [
         store.runs.step_run(result.run_id, "alert").result_id]
+
+
+def test_later_steps_run_in_ready_containers_that_isolate_them_and_none_is_left(
+        docker_engine: Any, store: Store, workspace_dir: Path) -> None:
+    """A chain on docker: each step after the first finds a container started ahead of it
+    (papermill imported, kernel up) and runs alone in it; inputs stay read-only; containers
+    started for steps that then never ran (the chain failed) are removed with the run."""
+    chain = [
+        "%%mlstep s0 --output o\n(outputs.o / 'n').write_text('1')",
+        *[f"%%mlstep s{i} --input i=s{i - 1}.o --output o\nimport os, sys\n"
+          f"n = int((inputs.i / 'n').read_text())\n(outputs.o / 'n').write_text(str(n + 1))\n"
+          f"(outputs.o / 'seen').write_text(f\"{{os.getpid()}} {{'marker' in sys.modules}}\")\n"
+          "sys.modules['marker'] = sys\n"
+          "try:\n    (inputs.i / 'x').write_text('x')\nexcept OSError as exc:\n"
+          "    (outputs.o / 'ro').write_text(type(exc).__name__)\n" for i in range(1, 5)],
+    ]
+    notebook = write_notebook(workspace_dir / "ready.ipynb", chain)
+    result = run_notebook(notebook, store=store, compute="docker")
+    assert result.ok, result.failures
+    logs = {f"s{i}": store.runs.log_path(result.run_id, f"s{i}").read_text() for i in range(5)}
+    assert "ready container" not in logs["s0"]  # nothing was running before it
+    readied = [name for name, text in logs.items() if "in a ready container" in text]
+    assert len(readied) >= 3, logs  # under heavy load one may still start its own
+    seen = [(step_output(store, result.run_id, f"s{i}", "o") / "seen").read_text().split()
+            for i in range(1, 5)]
+    assert all(marker == "False" for _, marker in seen)  # nothing of the step before
+    assert (step_output(store, result.run_id, "s4", "o") / "n").read_text() == "5"
+    assert {(step_output(store, result.run_id, f"s{i}", "o") / "ro").read_text()
+            for i in range(1, 5)} == {"OSError"}
+    assert not docker_engine.containers.list(all=True, filters={"label": f"{LABEL_RUN}={result.run_id}"})
+
+    broken = write_notebook(workspace_dir / "broken.ipynb", [
+        "%%mlstep a --output o\nraise ValueError('on purpose')",
+        *[f"%%mlstep b{i} --input i=a.o --output o\npass" for i in range(3)],
+    ])
+    failed = run_notebook(broken, store=store, compute="docker")
+    assert failed.status is RunStatus.FAILED
+    assert not docker_engine.containers.list(all=True, filters={"label": f"{LABEL_RUN}={failed.run_id}"})

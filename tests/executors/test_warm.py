@@ -4,6 +4,7 @@ and spares nobody uses are shut down."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -13,21 +14,14 @@ import pytest
 
 from mlpipe_jupyter.executors.dask import warm
 from mlpipe_jupyter.executors.kernels import WarmKernel
+from tests.leftovers import kernels_of
 
 pytestmark = pytest.mark.slow
 
 
 def _kernels() -> list[psutil.Process]:
-    """This process's live kernel processes."""
-    found = []
-    for process in psutil.Process().children(recursive=True):
-        try:
-            if (process.status() != psutil.STATUS_ZOMBIE
-                    and "ipykernel" in " ".join(process.cmdline())):
-                found.append(process)
-        except psutil.NoSuchProcess:  # ended while we looked
-            pass
-    return found
+    """This process's live kernel processes (started or forked for it)."""
+    return kernels_of(os.getpid())
 
 
 def _wait_for(condition: Any, timeout: float = 30) -> None:

@@ -9,8 +9,10 @@ The local executor hides it with a ``KernelPool``; a worker gets the same, one p
 - ``run_with_kernel`` hands a step to a started kernel and asks for one more spare, so the
   step after it finds its kernel ready.
 
-Each kernel still runs exactly one step and is then shut down: steps never share
-interpreter state. A pool nobody used for ``IDLE_SECONDS`` is closed (its spare kernel shut
+Kernels are forked from the kernel template of the worker's host and Python, as the local
+executor's are (``fork_provisioner``: a per-user service, started on demand, stopped when
+idle; the usual start when it cannot serve, said in the step's log). Each kernel still runs
+exactly one step and is then shut down: steps never share interpreter state. A pool nobody used for ``IDLE_SECONDS`` is closed (its spare kernel shut
 down). When the worker closes (SIGTERM, SIGINT, ``Client.retire_workers``...), the
 ``KernelsPlugin`` (registered by the executor) kills the kernels of running steps, so the
 worker need not wait for them to finish, and shuts the spares down, their files removed.
@@ -83,7 +85,8 @@ def _pool(kernel_name: str, cwd: Path) -> _Pool:
     entry = _pools.get(key)
     if entry is None:
         # as many kernels as the worker runs steps at once, plus the spare
-        entry = _Pool(KernelPool(kernel_name, cwd, _run_job, max_warm=_worker_threads() + 1))
+        entry = _Pool(KernelPool(kernel_name, cwd, _run_job, max_warm=_worker_threads() + 1,
+                                 fork=True))
         _pools[key] = entry
     if _reaper is None:
         _reaper = threading.Thread(target=_reap, daemon=True, name="mlpipe-warm-reaper")

@@ -199,7 +199,7 @@ def _run_in_kernel(task: StepTask, warm: bool, stop: StopSignal, log_file: TextI
         run_with_kernel(task.kernel_name, task.cwd, execute)
     else:
         try:
-            kernel = start_kernel(task.kernel_name, task.cwd, env=secrets or None)
+            kernel = start_kernel(task.kernel_name, task.cwd, env=secrets or None, fork=True)
         except Exception as exc:
             execute(None, exc)
         else:

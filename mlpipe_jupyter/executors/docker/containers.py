@@ -136,9 +136,14 @@ def _mounts(step: ContainerStep) -> dict[str, dict[str, str]]:
         mount(path, "ro")
     for path in step.writable:
         mount(path, "rw")
-    package = Path(mlpipe_jupyter.__file__).resolve().parent
-    mounts[str(package)] = {"bind": f"{PACKAGE_MOUNT}/mlpipe_jupyter", "mode": "ro"}
+    mounts.update(package_mount())
     return mounts
+
+
+def package_mount() -> dict[str, dict[str, str]]:
+    """This package, read-only, where the container's PYTHONPATH finds it."""
+    package = Path(mlpipe_jupyter.__file__).resolve().parent
+    return {str(package): {"bind": f"{PACKAGE_MOUNT}/mlpipe_jupyter", "mode": "ro"}}
 
 
 def _limits(step: ContainerStep) -> dict[str, Any]:
@@ -174,60 +179,76 @@ class StepContainer:
         ``secrets`` (``{ENV_VAR: value}``, resolved by the caller) are written as one JSON
         line to the container's attached stdin, never into its configuration: ``docker
         inspect`` and the image never hold them. The container's output is masked too."""
-        import requests.exceptions
-
         step, task = self.step, self.step.task
         # The container enforces the timeout (the wait below), so its message names the
         # container; the step runner inside has none.
         inside = replace(task, timeout_seconds=None).to_dict()
-        # -I -S: the tether needs only the standard library; skipping site saves ~70 ms
-        command = ["python3", "-I", "-S", TETHER, "python3", "-m", IN_CONTAINER,
-                   str(step.outcome_path), json.dumps(inside)]
+        command = [str(step.outcome_path), json.dumps(inside)]
         step.outcome_path.unlink(missing_ok=True)  # an earlier attempt's
+        try:
+            if not self.start(command, _mounts(step), task.run_id, task.step):
+                return ContainerExit(exit_code=-1, stopped=True)
+            return self.finish(json.dumps(dict(secrets or {})), secrets)
+        finally:
+            self._remove()
+
+    def start(self, arguments: list[str], mounts: dict[str, dict[str, str]], run_id: str,
+              step_name: str) -> bool:
+        """Create and start the container running ``in_container ARGUMENTS``, its stdin
+        attached (the tether); False when stopped first."""
+        task = self.step.task
+        # -I -S: the tether needs only the standard library; skipping site saves ~70 ms
+        command = ["python3", "-I", "-S", TETHER, "python3", "-m", IN_CONTAINER, *arguments]
         with self._lock:
             if self._stopped.is_set():
-                return ContainerExit(exit_code=-1, stopped=True)
+                return False
             self._container = self.client.containers.create(
-                step.image, command,
+                self.step.image, command,
                 user=f"{os.getuid()}:{os.getgid()}",
                 environment={"HOME": "/tmp", "USER": "mlpipe", "PYTHONPATH": PACKAGE_MOUNT,
                              "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"},
                 working_dir=str(task.cwd.resolve()),
-                volumes=_mounts(step),
+                volumes=mounts,
                 network_mode="host" if task.network else "none",
-                labels={LABEL_RUN: task.run_id, LABEL_STEP: task.step,
+                labels={LABEL_RUN: run_id, LABEL_STEP: step_name,
                         LABEL_HOST: socket.gethostname(), LABEL_PID: str(os.getpid())},
                 cap_drop=["ALL"], security_opt=["no-new-privileges"], pids_limit=PIDS_LIMIT,
                 init=True,
                 # stdin open, attached once, not detached: the engine closes it (and the
                 # tether stops the step) when our connection drops
                 stdin_open=True, detach=False,
-                **_limits(step),
+                **_limits(self.step),
             )
-        container = self._container
+        self._tether = self._container.attach_socket(params={"stdin": 1, "stream": 1})
+        self._container.start()
+        return True
+
+    def finish(self, first_line: str, secrets: Mapping[str, str] | None = None
+               ) -> ContainerExit:
+        """Send the started container its first line (secrets, or a ready container's
+        job), stream its output into the step's log and wait for its end (up to the
+        step's timeout). The caller removes it."""
+        import requests.exceptions
+
+        step, task, container = self.step, self.step.task, self._container
+        _send_line(self._tether, first_line)
+        follower = threading.Thread(target=_follow_logs,
+                                    args=(container, task.log_path, Masker((secrets or {}).values())),
+                                    daemon=True, name="mlpipe-container-log")
+        follower.start()
+        timed_out = False
         try:
-            self._tether = container.attach_socket(params={"stdin": 1, "stream": 1})
-            container.start()
-            _send_secrets(self._tether, secrets or {})
-            follower = threading.Thread(target=_follow_logs,
-                                        args=(container, task.log_path, Masker((secrets or {}).values())),
-                                        daemon=True, name="mlpipe-container-log")
-            follower.start()
-            timed_out = False
-            try:
-                exit_code = int(container.wait(timeout=task.timeout_seconds).get("StatusCode", -1))
-            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-                timed_out = True  # docker-py 7 raises ConnectionError ("Read timed out.") here
-                container.stop(timeout=STOP_GRACE_SECONDS)
-                exit_code = int(container.wait(timeout=30).get("StatusCode", -1))
-            follower.join(timeout=5)
-            container.reload()
-            oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
-            return ContainerExit(exit_code, oom=oom, timed_out=timed_out,
-                                 stopped=self._stopped.is_set(),
-                                 reported=_read_outcome(task, step.outcome_path))
-        finally:
-            self._remove()
+            exit_code = int(container.wait(timeout=task.timeout_seconds).get("StatusCode", -1))
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            timed_out = True  # docker-py 7 raises ConnectionError ("Read timed out.") here
+            container.stop(timeout=STOP_GRACE_SECONDS)
+            exit_code = int(container.wait(timeout=30).get("StatusCode", -1))
+        follower.join(timeout=5)
+        container.reload()
+        oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
+        return ContainerExit(exit_code, oom=oom, timed_out=timed_out,
+                             stopped=self._stopped.is_set(),
+                             reported=_read_outcome(task, step.outcome_path))
 
     def stop(self) -> None:
         """Stop the step (a cancel): the container gets SIGTERM, then SIGKILL."""
@@ -240,12 +261,22 @@ class StepContainer:
             except Exception:  # already gone
                 log.debug("stopping a container failed", exc_info=True)
 
+    def alive(self) -> bool:
+        """Whether the container is still running (a ready one that did not end early)."""
+        try:
+            self._container.reload()
+        except Exception:
+            return False
+        return bool(self._container.attrs.get("State", {}).get("Running"))
+
     def _remove(self) -> None:
         if self._tether is not None:
             try:
                 self._tether.close()
             except Exception:
                 log.debug("closing the container's stdin failed", exc_info=True)
+        if self._container is None:
+            return
         try:
             self._container.remove(force=True)
         except Exception:
@@ -270,9 +301,10 @@ def engine_error_message(exc: BaseException) -> str:
     return f"docker: {message}"
 
 
-def _send_secrets(tether: Any, secrets: Mapping[str, str]) -> None:
-    """The secrets line the tether hands to ``in_container`` (``{}`` when none)."""
-    line = (json.dumps(dict(secrets)) + "\n").encode()
+def _send_line(tether: Any, text: str) -> None:
+    """The one line the tether hands to ``in_container``: the secrets (``{}`` when none),
+    or a ready container's job."""
+    line = (text + "\n").encode()
     sock = getattr(tether, "_sock", tether)
     if hasattr(sock, "sendall"):
         sock.sendall(line)

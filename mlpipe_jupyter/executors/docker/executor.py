@@ -21,6 +21,7 @@ from mlpipe_jupyter.errors import ExecutorError, SecretError
 from mlpipe_jupyter.executors.base import (
     Executor,
     StepOutcome,
+    StepTask,
     Submission,
     Unapplied,
     other_limits,
@@ -35,6 +36,7 @@ from mlpipe_jupyter.executors.docker.containers import (
 )
 from mlpipe_jupyter.executors.docker.engine import docker_client
 from mlpipe_jupyter.executors.docker.images import ensure_env_image, ensure_step_image
+from mlpipe_jupyter.executors.docker.ready import ReadyContainers
 from mlpipe_jupyter.model.step import StepHeader
 from mlpipe_jupyter.store.environments import EnvironmentStore, parse_env_ref
 from mlpipe_jupyter.store.secrets import SecretStore
@@ -58,6 +60,7 @@ class DockerExecutor(Executor):
         self._client: Any = None
         self._images: dict[tuple[str | None, str | None], str] = {}  # (env, image) -> id
         self._pool: ThreadPoolExecutor | None = None
+        self._ready: ReadyContainers | None = None  # created with the first prepare
 
     # -- before the run ---------------------------------------------------------------------
     @property
@@ -114,6 +117,12 @@ class DockerExecutor(Executor):
     def prepare(self, cwd: Path, expected_tasks: int, max_parallel: int) -> None:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="mlpipe-docker")
+        self._ready_containers().expect(expected_tasks)
+
+    def _ready_containers(self) -> ReadyContainers:
+        if self._ready is None:
+            self._ready = ReadyContainers(self.client, self.workspace)
+        return self._ready
 
     # -- running ----------------------------------------------------------------------------
     def launch(self, submission: Submission) -> None:
@@ -129,6 +138,9 @@ class DockerExecutor(Executor):
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        if self._ready is not None:
+            self._ready.close()
+            self._ready = None
 
     def _run(self, submission: Submission) -> StepOutcome:
         """In a pool thread: the task's container, from creation to removal."""
@@ -137,8 +149,23 @@ class DockerExecutor(Executor):
             secrets = SecretStore(self.workspace).environment(task.secrets) if task.secrets else {}
         except SecretError as exc:
             return StepOutcome(task, ok=False, error=str(exc))
-        container = StepContainer(self.client, container_step(task, self._image(task.env, task.image)))
+        step = container_step(task, self._image(task.env, task.image))
+        ready = self._ready_containers().take(step)  # and the next step's starts
+        if ready is not None:
+            _say(task, f"step {task.step} in a ready container (started ahead, "
+                       f"{ready.short_id})")
+            with submission.stop.watch(ready.stop):
+                ended = ready.run_step(step)
+            return ended.outcome(task, canceled=submission.stop.canceled)
+        container = StepContainer(self.client, step)
         # a cancel while the image was looked up stops the container at once
         with submission.stop.watch(container.stop):
             ended = container.run(secrets)
         return ended.outcome(task, canceled=submission.stop.canceled)
+
+
+def _say(task: StepTask, line: str) -> None:
+    """A line of ours in the step's log, before its output."""
+    task.log_path.parent.mkdir(parents=True, exist_ok=True)
+    with task.log_path.open("a", encoding="utf-8") as out:
+        out.write(f"--- mlpipe: {line} ---\n")

@@ -20,7 +20,9 @@ tether from the starter's attached stdin: they go into the kernel's environment 
 starts, and the step runner masks them in the log, the output notebook and the outcome.
 
 Usage: ``python3 -m mlpipe_jupyter.executors.docker.in_container OUTCOME_PATH TASK_JSON``;
-the working folder is the container's.
+the working folder is the container's. ``... in_container --ready KERNEL_NAME`` is a ready
+container (``ready.py``): it imports papermill and starts the kernel first, then reads its
+job, the task and the outcome path, as one JSON line on stdin.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ import threading
 import traceback
 from pathlib import Path
 from typing import Any
+
+READY_FLAG = "--ready"  # ``--ready KERNEL_NAME``: a ready container, its step to come
 
 
 def _papermill_command(notebook: str, output: str, kernel: str,
@@ -79,6 +83,8 @@ def _read_secrets() -> dict[str, str]:
 
 
 def main(argv: list[str]) -> int:
+    if len(argv) == 2 and argv[0] == READY_FLAG:
+        return _ready(kernel_name=argv[1])
     if len(argv) != 2:
         sys.stderr.write(__doc__ or "")
         return 2
@@ -86,31 +92,71 @@ def main(argv: list[str]) -> int:
     spec = json.loads(task_json)
     secrets = _read_secrets()
     try:
-        from mlpipe_jupyter.executors.base import StepOutcome, StepTask
-        from mlpipe_jupyter.executors.kernels import WarmKernel, start_kernel
-        from mlpipe_jupyter.executors.step_runner import load_papermill, run_step_notebook
-        from mlpipe_jupyter.executors.stop_signal import StopSignal
+        from mlpipe_jupyter.executors.base import StepTask
+        from mlpipe_jupyter.executors.kernels import start_kernel  # noqa: F401
+        from mlpipe_jupyter.executors.step_runner import run_step_notebook  # noqa: F401
     except Exception:  # this package needs a newer Python (or a module) the image lacks
         traceback.print_exc()  # in the step's log: why the step ran the plain way
         _papermill_command(spec["step_notebook"], spec["output_notebook"], spec["kernel_name"],
                            secrets)
     task = StepTask.from_dict(spec)
+    loaded = _load_papermill_in_background()
+    kernel, start_error = _start_kernel(task.kernel_name, secrets)
+    return _execute(task, Path(outcome_path), kernel, start_error, loaded, secrets)
+
+
+def _ready(kernel_name: str) -> int:
+    """A ready container (``ready.py``): papermill imported and the kernel started before
+    the step is known; then the job line on stdin (``{"task": ..., "outcome": PATH}``) says
+    which step to run. A ready container serves steps without secrets only: its kernel
+    started before any secret could reach it."""
+    from mlpipe_jupyter.executors.base import StepTask
+
+    loaded = _load_papermill_in_background()
+    kernel, start_error = _start_kernel(kernel_name, {})
+    line = sys.stdin.readline()
+    if not line.strip():  # the starter went away, or closed it unused: nothing to run
+        if kernel is not None:
+            kernel.shutdown()
+        return 0
+    job = json.loads(line)
+    return _execute(StepTask.from_dict(job["task"]), Path(job["outcome"]), kernel,
+                    start_error, loaded, {})
+
+
+def _load_papermill_in_background() -> tuple[threading.Thread, dict[str, Any]]:
+    from mlpipe_jupyter.executors.step_runner import load_papermill
+
     loaded: dict[str, Any] = {}
 
     def import_papermill() -> None:
         try:
             load_papermill()
-        except BaseException as exc:  # reported below, in the main thread
+        except BaseException as exc:  # reported by _execute, in the main thread
             loaded["error"] = exc
 
     loader = threading.Thread(target=import_papermill, name="mlpipe-load-papermill")
     loader.start()
-    kernel: WarmKernel | None = None
-    start_error: Exception | None = None
+    return loader, loaded
+
+
+def _start_kernel(kernel_name: str, secrets: dict[str, str]) -> tuple[Any, Exception | None]:
+    from mlpipe_jupyter.executors.kernels import start_kernel
+
     try:
-        kernel = start_kernel(task.kernel_name, Path.cwd(), env=secrets or None)
+        return start_kernel(kernel_name, Path.cwd(), env=secrets or None), None
     except Exception as exc:
-        start_error = exc
+        return None, exc
+
+
+def _execute(task: Any, outcome_path: Path, kernel: Any, start_error: Exception | None,
+             loading: tuple[threading.Thread, dict[str, Any]], secrets: dict[str, str]) -> int:
+    """The step on its kernel; the outcome written to ``outcome_path``; the exit status."""
+    from mlpipe_jupyter.executors.base import StepOutcome
+    from mlpipe_jupyter.executors.step_runner import run_step_notebook
+    from mlpipe_jupyter.executors.stop_signal import StopSignal
+
+    loader, loaded = loading
     try:
         loader.join()
         if "error" in loaded:
@@ -123,7 +169,7 @@ def main(argv: list[str]) -> int:
     finally:
         if kernel is not None:
             kernel.shutdown()
-    Path(outcome_path).write_text(json.dumps(outcome.to_dict()), encoding="utf-8")
+    outcome_path.write_text(json.dumps(outcome.to_dict()), encoding="utf-8")
     return 0 if outcome.ok else 1
 
 

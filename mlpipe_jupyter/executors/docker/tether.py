@@ -12,8 +12,8 @@ whoever the starter was and wherever it ran. This script sees end-of-file and st
 command, and the container ends with it.
 
 The starter's first line on that stdin is the step's secrets, as JSON (``{}`` when it has
-none): this script hands that line to the command's stdin, which ``in_container`` reads,
-and nothing else. So secret values reach the step's kernel without being in the
+none), or a ready container's job (``ready.py``): this script hands that line to the
+command's stdin, which ``in_container`` reads, and nothing else. So secret values reach the step's kernel without being in the
 container's configuration (``docker inspect``), its image or its command line.
 """
 
@@ -60,9 +60,13 @@ def main(argv: list[str]) -> int:
     if not argv:
         sys.stderr.write("usage: tether.py COMMAND [ARG...]\n")
         return 2
-    header = _read_line(0)  # the secrets line (b"" when the starter sent none)
+    # the command starts at once (a ready container's gets its kernel up while it waits);
+    # its stdin gets the starter's first line whenever that comes
     child = subprocess.Popen(argv, stdin=subprocess.PIPE, start_new_session=True)
     assert child.stdin is not None
+    for signum in (signal.SIGTERM, signal.SIGINT):  # `docker stop` (through tini), Ctrl-C
+        signal.signal(signum, lambda *_: _stop(child))
+    header = _read_line(0)  # the secrets or job line (b"" when the starter sent none)
     try:
         child.stdin.write(header)
         child.stdin.close()
@@ -84,8 +88,6 @@ def main(argv: list[str]) -> int:
             _stop(child)
 
     threading.Thread(target=watch_stdin, daemon=True).start()
-    for signum in (signal.SIGTERM, signal.SIGINT):  # `docker stop` (through tini), Ctrl-C
-        signal.signal(signum, lambda *_: _stop(child))
     code = child.wait()
     if starter_gone.is_set():
         sys.stderr.write("mlpipe: the process that started this container went away; "
