@@ -139,6 +139,7 @@ FORK_CHAIN_TARGET = 0.12  # cold chain of 10 / the papermill loop over the same 
 FORK_EDIT_TARGET = 0.5  # (edit-last-step re-run - no-op re-run) / P
 FORK_FAN_OUT_TARGET = 0.8  # (fan-out wall - 2 s) / P
 FORK_DOCKER_TARGET = 0.25  # (docker chain - local chain) / steps / P
+FORK_HANDOVER_TARGET = 1.2  # the 1 GiB run / dd writing 1 GiB with fsync
 LONG_CHAIN_STEPS = 100
 LONG_NOOP_TARGET = 0.45  # no-op re-run of the 100-step chain / P
 
@@ -643,6 +644,8 @@ class Bench:
                 BIG_TARGET),
             Row("disk usage (du) of that workspace after the run", used / GIB,
                 "bytes written: 1 GiB (a copy would make 2)", written / GIB, DU_TARGET, "GiB"),
+            Row("[P] 1 GiB hand-over: the whole run (write, commit, read)", elapsed,
+                "dd of 1 GiB with fsync", dd, FORK_HANDOVER_TARGET),
         ]
 
     def frame_handover(self) -> list[Row]:
