@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -40,6 +41,17 @@ def write_notebook(path: Path, cells: Sequence[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(notebook, indent=1))
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ctrl_c_reaches_the_processes_tests_start() -> None:
+    """Tests press Ctrl-C (SIGINT) on the runners they start. A suite started in the
+    background by a non-interactive shell (`cmd &`, as CI wrappers do) has SIGINT ignored,
+    and an ignored signal stays ignored in every child: the runners would never see the
+    Ctrl-C the test sends. Give this process Python's own handler, which children reset to
+    the default."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -6,7 +6,8 @@ no network unless the step asks (``--network``: the host network, the only one a
 without a bridge has), all capabilities dropped, no-new-privileges, a pids limit, the
 starting user's uid/gid (files on the host belong to them), inputs and the notebook folder
 read-only, only the step's staging and run folders writable, no Docker socket. Every path
-is mounted at its own path, so the rendered step notebook runs unchanged.
+is mounted at its own path, so the rendered step notebook runs unchanged. (A ready
+container, started before its step is known, mounts whole folders instead: ``ready.py``.)
 
 Containers are tethered to the process that starts them (see ``tether.py``): if it dies,
 the step stops, so a retry never shares its output folders with an orphan. They carry
