@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from mlpipe_jupyter.errors import WorkspaceError
 WORKSPACE_DIRNAME = ".mlpipe"
 HOME_VARIABLE = "MLPIPE_HOME"
 _SCHEMA_VERSION = 6
+SETUP_LOCK_NAME = "mlpipe.db.setup-lock"  # held while a process sets the database up
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -203,21 +206,38 @@ class Workspace:
             self.db_path, timeout=60, check_same_thread=False, isolation_level=None
         )
         connection.row_factory = sqlite3.Row
-        # WAL: readers never block the runner, and a killed writer leaves a readable file.
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
         connection.execute("PRAGMA busy_timeout=60000")
-        version = connection.execute("PRAGMA user_version").fetchone()[0]
-        if version < _SCHEMA_VERSION:
-            # every statement is CREATE ... IF NOT EXISTS: upgrading only adds tables
-            connection.executescript(_SCHEMA)
-            connection.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
-        elif version > _SCHEMA_VERSION:
+        # One process at a time sets the file up: SQLite answers a second process switching
+        # a new database to WAL at the same moment with "database is locked" at once, without
+        # waiting (two first runs of a new workspace, started together, failed so).
+        with self._setup_lock():
+            # WAL: readers never block the runner, and a killed writer leaves a readable file.
+            connection.execute("PRAGMA journal_mode=WAL")
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            if version < _SCHEMA_VERSION:
+                # every statement is CREATE ... IF NOT EXISTS: upgrading only adds tables
+                connection.executescript(_SCHEMA)
+                connection.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        if version > _SCHEMA_VERSION:
             raise WorkspaceError(
                 f"workspace {self.root} was written by a newer mlpipe (schema {version}); "
                 "upgrade mlpipe_jupyter"
             )
         return connection
+
+    @contextmanager
+    def _setup_lock(self) -> Iterator[None]:
+        """An exclusive lock on ``mlpipe.db.setup-lock``, for the moments a process sets the
+        database up (its journal mode and schema)."""
+        import fcntl
+
+        with open(self.root / SETUP_LOCK_NAME, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def transaction(self) -> _Transaction:
         return _Transaction(self)
