@@ -282,7 +282,7 @@ def test_a_fan_out_starts_every_branch_together_once_its_input_is_ready(
     branches = [f"b{i}" for i in range(8)]
     notebook = write_notebook(workspace_dir / "fan.ipynb", [
         "%%mlstep source --output o\n(outputs.o / 'n').write_text('1')",
-        *[f"%%mlstep {name} --input i=source.o --output o\nimport os, time\ntime.sleep(3)\n"
+        *[f"%%mlstep {name} --input i=source.o --output o\nimport os, time\ntime.sleep(5)\n"
           f"(outputs.o / 'pid').write_text(f'{{os.getpid()}} {name}')" for name in branches],
     ])
     result = run_notebook(notebook, store=store, max_parallel=8)
