@@ -240,7 +240,11 @@ def test_the_example_in_the_run_view(lab: str, store: Store, tmp_path: Path) -> 
                 assert view.locator(f".{name}").get_attribute("aria-label"), name
 
             # the same run again: its tab is activated, not a second one opened
-            page.locator(".lm-TabBar-tab", has_text="Launcher").click()
+            # another tab in front: a new Launcher from the tab bar's "+" (JupyterLab makes
+            # none at start-up when a run view opened first)
+            page.locator(".lm-TabBar-addButton:not(.lm-mod-hidden)").first.click()
+            page.locator(".lm-TabBar-tab.lm-mod-current", has_text="Launcher").wait_for(
+                timeout=10_000)
             item.click()
             page.locator(f".lm-TabBar-tab.lm-mod-current[data-id='mlpipe-run-{run_id}']"
                          ).wait_for(timeout=10_000)
