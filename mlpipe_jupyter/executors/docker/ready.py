@@ -146,14 +146,14 @@ class ReadyContainers:
         key = ReadyKey.of(step)
         with self._lock:
             self._expected = max(0, self._expected - 1)
+            if step.task.secrets:  # its kernel starts with them: the waiting ones stay
+                return None
             queued = self._slots.setdefault(key, [])
             slot = queued.pop(0) if queued else None
-            if self.workspace is not None and not self._closed and not step.task.secrets:
+            if self.workspace is not None and not self._closed:
                 while len(queued) < min(LOOKAHEAD, self._expected):
                     queued.append(self._start(key, step))
-        if slot is None or step.task.secrets:
-            if slot is not None:
-                self._discard(slot)
+        if slot is None:
             return None
         slot.done.wait(timeout=START_WAIT_SECONDS)
         taken = slot.container
