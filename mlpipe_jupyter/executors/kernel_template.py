@@ -28,16 +28,23 @@ installed packages (the local executor's environment fingerprint), this file, an
 environment variables read at import time. It retires when the installed packages change
 (checked before forking, and while idle), when its socket is removed, and after
 ``idle_seconds`` without kernels. The client side (starting the template on demand,
-requesting forks, falling back to a normal start) is ``fork_provisioner``.
+requesting forks) is ``template_client``; falling back to a normal start is
+``fork_provisioner``.
+
+The same server, started with the flavor ``STEP``, is the step template: it imports
+``step_process`` (papermill, jupyter_client, the step runner) instead of the kernel's
+modules, and its forks run ``step_process.main`` instead of ipykernel (see that module).
+Its key also covers the package's sources (``template_client.package_identity``).
 
 This module imports nothing but the standard library at module level: the template loads
-it by file path, without importing the ``mlpipe_jupyter`` package (whose modules a step
-imports itself, fresh, with its own environment).
+it by file path, and the kernel template never imports the ``mlpipe_jupyter`` package
+(whose modules a step imports itself, fresh, with its own environment).
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import json
 import os
@@ -71,6 +78,11 @@ KEY_PREFIXES = ("PYTHON", "PYDEVD", "DEBUGPY", "IPY", "JUPYTER", "JPY_", "TRAITL
                 "LD_", "CONDA", "VIRTUAL_ENV")
 KEY_NAMES = ("LANG", "LANGUAGE", "HOME", "QT_API", "MPLBACKEND", "IDE_PROJECT_ROOTS")
 KEY_IGNORED = ("JPY_PARENT_PID", "JPY_SESSION_NAME")  # set per kernel
+# What a template's forks become: kernels (``python -m ipykernel_launcher``), or step
+# processes (``step_process``: papermill and the step runner, imported by the template).
+KERNEL = "kernel"
+STEP = "step"
+STEP_MODULE = "mlpipe_jupyter.executors.step_process"
 DISABLE_VARIABLE = "MLPIPE_FORK_KERNELS"  # "0": local kernels start the usual way
 
 
@@ -105,12 +117,14 @@ def key_environment(env: Mapping[str, str]) -> dict[str, str]:
             if (name.startswith(KEY_PREFIXES) or name in KEY_NAMES) and name not in KEY_IGNORED}
 
 
-def template_key(python: str, fingerprint: str, env: Mapping[str, str]) -> str:
-    """What a template is for: one interpreter, its packages, this file, the variables."""
+def template_key(python: str, fingerprint: str, env: Mapping[str, str], flavor: str = KERNEL,
+                 extra: str = "") -> str:
+    """What a template is for: one interpreter, its packages, this file, the variables,
+    its flavor (``KERNEL`` or ``STEP``) and ``extra`` (what else its imports depend on)."""
     with open(__file__, "rb") as source:
         code = hashlib.sha256(source.read()).hexdigest()
     text = json.dumps([PROTOCOL, os.path.realpath(python), fingerprint, code,
-                       sorted(key_environment(env).items())])
+                       sorted(key_environment(env).items()), flavor, extra])
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
 
 
@@ -126,9 +140,11 @@ class _Connection:
 class Template:
     """The fork server (one thread, one selector)."""
 
-    def __init__(self, socket_path: str, key: str, idle_seconds: float) -> None:
+    def __init__(self, socket_path: str, key: str, idle_seconds: float,
+                 flavor: str = KERNEL) -> None:
         self.socket_path = socket_path
         self.key = key
+        self.flavor = flavor
         self.idle_seconds = idle_seconds
         self.fingerprint = environment_fingerprint()
         self.checked_at = time.monotonic()
@@ -293,7 +309,7 @@ class Template:
 
     def status(self) -> dict[str, Any]:
         """What a test or ``mlpipe`` may ask: who the template is and what it holds."""
-        return {"pid": os.getpid(), "key": self.key, "protocol": PROTOCOL,
+        return {"pid": os.getpid(), "key": self.key, "protocol": PROTOCOL, "flavor": self.flavor,
                 "fingerprint": self.fingerprint, "python": sys.executable,
                 "threads": _thread_count(), "modules": sorted(sys.modules),
                 "children": sorted(self.children), "forks": self.forks,
@@ -436,7 +452,11 @@ def _child(template: Template, fds: list[int], parent: int) -> None:
                 os.close(fd)
         with os.fdopen(spec_fd, "rb") as spec_file:
             spec = json.loads(spec_file.read())
-        code = _run_kernel(spec["argv"], spec["cwd"], spec["env"], parent)
+        _take_environment(spec["cwd"], spec["env"])
+        if template.flavor == STEP:
+            code = _run_step_process(spec["argv"])
+        else:
+            code = _run_kernel(spec["argv"], spec["env"], parent)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:
@@ -455,14 +475,25 @@ def _child(template: Template, fds: list[int], parent: int) -> None:
             os._exit(code)
 
 
-def _run_kernel(argv: list[str], cwd: str, env: dict[str, str], parent: int) -> int:
-    """What ``python -m ipykernel_launcher ARGS`` does, in this already-started Python."""
+def _take_environment(cwd: str, env: dict[str, str]) -> None:
+    """The requester's working folder and environment, in place of the template's."""
     import tempfile
 
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
     tempfile.tempdir = None  # the template's, if something asked for it
+
+
+def _run_step_process(argv: list[str]) -> int:
+    """``step_process.main(ARGS)``, in this already-started Python (a step template's)."""
+    import importlib
+
+    return int(importlib.import_module(STEP_MODULE).main(argv))
+
+
+def _run_kernel(argv: list[str], env: dict[str, str], parent: int) -> int:
+    """What ``python -m ipykernel_launcher ARGS`` does, in this already-started Python."""
     # ``-m`` put the folder first on sys.path and ipykernel_launcher removes it again; the
     # template's first entry ('' from ``-c``) goes the same way. IPython adds '' back.
     if sys.path and sys.path[0] in ("", os.getcwd()):
@@ -483,10 +514,15 @@ def _run_kernel(argv: list[str], cwd: str, env: dict[str, str], parent: int) -> 
 
 
 # -- entry point ------------------------------------------------------------------------------
-def preimport() -> list[str]:
-    """Import what a kernel imports; the modules that failed (optional ones)."""
+def preimport(flavor: str = KERNEL) -> list[str]:
+    """Import what a kernel imports (or, for a step template, the step process's modules
+    and what they load ahead: ``step_process.prepare_template``); the modules that failed
+    (optional ones)."""
     import importlib
 
+    if flavor == STEP:  # not optional: a failure here fails the template's start
+        importlib.import_module(STEP_MODULE).prepare_template()
+        return []
     failed = []
     for name in PREIMPORTS:
         try:
@@ -497,13 +533,23 @@ def preimport() -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    """``SOCKET KEY IDLE_SECONDS``: import, listen, serve until retired or idle."""
+    """``SOCKET KEY IDLE_SECONDS [FLAVOR [PACKAGE_ROOT]]``: import, listen, serve until
+    retired or idle. A step template imports ``mlpipe_jupyter`` from PACKAGE_ROOT (the
+    folder holding the requester's package), so its forks run the requester's code."""
     socket_path, key, idle = argv[0], argv[1], float(argv[2])
+    flavor = argv[3] if len(argv) > 3 else KERNEL
+    if flavor == STEP and len(argv) > 4:
+        sys.path.insert(0, argv[4])
     started = time.monotonic()
-    failed = preimport()
-    template = Template(socket_path, key, idle)
+    failed = preimport(flavor)
+    # What the imports made is shared with every fork until written. A collection in a
+    # fork would walk (and so write, copying their pages) all of it: moved out of the
+    # collector's reach, it stays shared (Python's advice for fork servers).
+    gc.collect()
+    gc.freeze()
+    template = Template(socket_path, key, idle, flavor)
     template.bind()
-    print(f"kernel template {os.getpid()} ready in {time.monotonic() - started:.2f} s on "
+    print(f"{flavor} template {os.getpid()} ready in {time.monotonic() - started:.2f} s on "
           f"{socket_path}" + (f" (not imported: {', '.join(failed)})" if failed else ""),
           flush=True)
     try:
@@ -512,6 +558,6 @@ def main(argv: list[str]) -> int:
         pass
     finally:
         template._close_listener()
-    print(f"kernel template {os.getpid()} stopped after {template.forks} kernels: "
+    print(f"{flavor} template {os.getpid()} stopped after {template.forks} forks: "
           f"{template.retiring or 'idle'}", flush=True)
     return 0

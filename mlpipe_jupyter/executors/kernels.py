@@ -411,7 +411,9 @@ def _pids_using(folders: list[str]) -> list[int]:
 
 
 Job = Any
-JobRunner = Callable[[WarmKernel | None, Job, Exception | None], None]
+# (what the slot started: a WarmKernel, or what the pool's ``start`` returns; the job; the
+# start's error)
+JobRunner = Callable[[Any, Job, Exception | None], None]
 
 
 FORKED_STARTS_PER_CORE = 4
@@ -427,9 +429,12 @@ class KernelPool:
     """
 
     def __init__(self, kernel_name: str, cwd: Path, run_job: JobRunner, max_warm: int,
-                 fork: bool = False) -> None:
+                 fork: bool = False, start: Callable[[], Any] | None = None) -> None:
         self.kernel_name = kernel_name
         self.fork = fork  # kernels forked from the kernel template (start_kernel)
+        # what a slot starts ahead: a kernel (``start_kernel``), or whatever ``start``
+        # returns (a step process): anything with ``shutdown()``
+        self.start = start or (lambda: start_kernel(self.kernel_name, self.cwd, fork=self.fork))
         self.cwd = cwd
         self.run_job = run_job
         self.max_warm = max(1, max_warm)
@@ -510,11 +515,11 @@ class KernelPool:
                     self._to_start -= 1
                     self._waiting += 1
             claimed = False
-            kernel: WarmKernel | None = None
+            kernel: Any = None
             error: Exception | None = None
             try:
                 with self._starting:
-                    kernel = start_kernel(self.kernel_name, self.cwd, fork=self.fork)
+                    kernel = self.start()
             except Exception as exc:
                 error = exc
             job = self._jobs.get()

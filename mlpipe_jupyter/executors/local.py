@@ -1,9 +1,18 @@
 """The ``local`` compute target: step notebooks run by papermill on this machine.
 
-Each step gets a fresh kernel of the current Python, started ahead of need by a
-``KernelPool``; the step runner (``step_runner.run_step_notebook``) executes the step
-notebook on it, in the kernel's thread. A step with secrets gets a kernel of its own,
-started with the secrets' values in its environment (resolved here, on the runner).
+Each step gets a fresh kernel of the current Python and a step process of its own
+(``step_process``): a fork of the per-user step template, which has papermill imported,
+starts the step's kernel (a fork of the kernel template), runs the step notebook on it
+(``step_runner.run_step_notebook``) and reports the outcome. They are started ahead of need
+by a ``KernelPool``, so the next ready step finds its process and kernel up. The runner
+itself imports neither papermill nor jupyter_client: the steps' papermill work spreads over
+the cores instead of queueing for the runner's one GIL.
+
+When the step template cannot serve (fork-started kernels turned off with
+``MLPIPE_FORK_KERNELS=0``, or the template would not start), steps run as they used to: in
+the runner's threads, each on a kernel of its own. A step with secrets always does: its
+kernel is started with the secrets' values in its environment (resolved here, on the
+runner), and no template ever holds them.
 """
 
 from __future__ import annotations
@@ -23,7 +32,12 @@ from mlpipe_jupyter.executors.base import (
     other_limits,
     resource_requests,
 )
-from mlpipe_jupyter.executors.kernel_template import environment_fingerprint, fork_enabled
+from mlpipe_jupyter.executors.kernel_template import (
+    KERNEL,
+    STEP,
+    environment_fingerprint,
+    fork_enabled,
+)
 from mlpipe_jupyter.executors.kernels import (
     KernelPool,
     WarmKernel,
@@ -31,7 +45,9 @@ from mlpipe_jupyter.executors.kernels import (
     kernel_modules,
     start_kernel,
 )
+from mlpipe_jupyter.executors.step_process import StepProcess
 from mlpipe_jupyter.executors.step_runner import load_papermill, run_step_notebook
+from mlpipe_jupyter.executors.template_client import TemplateUnavailable
 from mlpipe_jupyter.model.step import StepHeader
 
 # Extra kernels kept starting beyond the parallel slots, so the next ready step in a chain
@@ -58,14 +74,21 @@ def _load_papermill_after_launch() -> None:
     load_papermill()
 
 
-def _start_template() -> None:
-    try:
-        kernel_modules()  # first: see kernel_modules
-        from mlpipe_jupyter.executors.fork_provisioner import ensure_template
+def _start_templates(flavors: tuple[str, ...]) -> None:
+    """Start the templates (each in a thread: they start in parallel) ahead of the first
+    step process or kernel."""
+    from mlpipe_jupyter.executors.template_client import ensure_template
 
-        ensure_template()
-    except Exception:  # each kernel start tries again, falls back and says why
-        log.debug("the kernel template did not start ahead", exc_info=True)
+    def ensure(flavor: str) -> None:
+        try:
+            ensure_template(flavor)
+        except Exception:  # each fork tries again, falls back and says why
+            log.debug("the %s template did not start ahead", flavor, exc_info=True)
+
+    threads = [threading.Thread(target=ensure, args=(flavor,), daemon=True,
+                                name=f"mlpipe-{flavor}-template") for flavor in flavors]
+    for thread in threads:
+        thread.start()
 
 
 class LocalExecutor(Executor):
@@ -84,6 +107,8 @@ class LocalExecutor(Executor):
         self._lock = threading.Lock()
         self._papermill_loading = False
         self._template_starting = False
+        # steps run in step processes until the step template fails to serve one
+        self._step_processes = fork_enabled()
 
     def environment_fingerprint(self, env: str | None, image: str | None = None) -> str:
         # --env and --image name containers; local steps run in this Python either way.
@@ -105,25 +130,47 @@ class LocalExecutor(Executor):
         self._max_warm = max_parallel + LOOKAHEAD_KERNELS
         if expected_tasks > 0:
             if not self._template_starting and fork_enabled():
-                # the kernel template (per user, started on demand): ready before the kernels
+                # the templates (per user, started on demand): up before the first forks
                 self._template_starting = True
-                threading.Thread(target=_start_template, daemon=True,
-                                 name="mlpipe-kernel-template").start()
+                _start_templates((KERNEL, STEP) if self._step_processes else (KERNEL,))
             self._pool(cwd).reserve(expected_tasks)
-        if not self._papermill_loading:
-            # import while the kernels start, not when the first step is ready
+        if not self._step_processes:
+            self._load_papermill_ahead()
+
+    def _load_papermill_ahead(self) -> None:
+        """For steps run in this process: import papermill while the kernels start, not
+        when the first step is ready."""
+        with self._lock:
+            if self._papermill_loading:
+                return
             self._papermill_loading = True
-            threading.Thread(target=_load_papermill_after_launch, daemon=True,
-                             name="mlpipe-papermill-import").start()
+        threading.Thread(target=_load_papermill_after_launch, daemon=True,
+                         name="mlpipe-papermill-import").start()
 
     def _pool(self, cwd: Path) -> KernelPool:
         with self._lock:
             pool = self._pools.get(cwd)
             if pool is None:
                 pool = KernelPool(self.kernel_name, cwd, self._run_job, self._max_warm,
-                                  fork=True)
+                                  fork=True, start=lambda: self._start_slot(cwd))
                 self._pools[cwd] = pool
             return pool
+
+    def _start_slot(self, cwd: Path) -> StepProcess | WarmKernel:
+        """What a pool slot holds for its step: a step process, else (no step template)
+        a kernel for a step run in this process."""
+        if self._step_processes:
+            try:
+                return StepProcess.start(self.kernel_name, cwd)
+            except TemplateUnavailable as exc:
+                with self._lock:
+                    first = self._step_processes
+                    self._step_processes = False
+                if first:
+                    log.info("steps run in the runner's process: %s", exc)
+                self._load_papermill_ahead()
+        kernel_modules()
+        return start_kernel(self.kernel_name, cwd, fork=True)
 
     def launch(self, submission: Submission) -> None:
         if submission.task.secrets:
@@ -179,8 +226,13 @@ class LocalExecutor(Executor):
         for pool in pools:
             pool.close()
 
-    def _run_job(self, kernel: WarmKernel | None, submission: Submission,
+    def _run_job(self, slot: StepProcess | WarmKernel | None, submission: Submission,
                  start_error: Exception | None) -> None:
-        """In a kernel's thread: the step on its kernel (or why the kernel did not start)."""
+        """In a pool slot's thread: the step in its step process, or in this process on its
+        kernel (or why neither started)."""
+        if isinstance(slot, StepProcess):
+            process = slot
+            submission.execute(lambda: process.run(submission))
+            return
         submission.execute(lambda: run_step_notebook(
-            submission.task, kernel, submission.stop, start_error=start_error))
+            submission.task, slot, submission.stop, start_error=start_error))

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from mlpipe_jupyter.executors import fork_provisioner, kernel_template
+from mlpipe_jupyter.executors import fork_provisioner, kernel_template, template_client
 from mlpipe_jupyter.model.status import StepStatus
 from mlpipe_jupyter.runner.runner import run_notebook
 from mlpipe_jupyter.store import Store
@@ -183,7 +183,7 @@ def test_a_template_that_refuses_or_died_is_replaced_or_bypassed(
     template = _template()["pid"]
 
     # another protocol version: refused, the kernel starts the usual way
-    monkeypatch.setattr(fork_provisioner, "PROTOCOL", kernel_template.PROTOCOL + 1)
+    monkeypatch.setattr(template_client, "PROTOCOL", kernel_template.PROTOCOL + 1)
     refused = run_notebook(notebook, store=store, regenerate=True)
     assert refused.ok, refused.failures
     log = store.runs.log_path(refused.run_id, "one").read_text()
@@ -212,7 +212,7 @@ def test_installed_packages_changing_restart_the_template(
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
         p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p))
-    monkeypatch.setattr(fork_provisioner, "FINGERPRINT_TTL", 0.0)
+    monkeypatch.setattr(template_client, "FINGERPRINT_TTL", 0.0)
     notebook = write_notebook(workspace_dir / "one.ipynb", [f"%%mlstep one --output o\n{PROBE}"])
     before = run_notebook(notebook, store=store)
     assert before.ok, before.failures

@@ -1,0 +1,169 @@
+"""Local steps run in step processes (executors/step_process.py): forks of the per-user
+step template, one per step, each driving a kernel of its own. Real runs, real kernels,
+real templates (kept private by the session fixture ``kernel_templates``).
+
+What a user relies on still holds: every step has its own step process and kernel, which
+are gone after it; the template never runs user code; a step process that dies fails its
+step alone and leaves no kernel behind; when the step template cannot serve, steps run in
+the runner as before. And the point of it: the runner imports neither papermill nor
+jupyter_client."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlpipe_jupyter.executors import step_process, template_client
+from mlpipe_jupyter.executors.kernel_template import STEP
+from mlpipe_jupyter.model.status import StepStatus
+from mlpipe_jupyter.runner.runner import RunResult, run_notebook
+from mlpipe_jupyter.store import Store
+from tests.conftest import step_output, write_notebook
+from tests.leftovers import kernels_of
+
+pytestmark = pytest.mark.slow
+
+# What a step writes about who runs it: its kernel's pid, and the process that started the
+# kernel (the step process), from the kernel's connection file folder: mlpipe-ipc-PID-...
+PROBE = (
+    "import json, os, re, sys\n"
+    "found = re.search(r'mlpipe-ipc-(\\d+)-', ' '.join(sys.argv))\n"
+    "seen = {'pid': os.getpid(), 'requester': int(found.group(1)) if found else None,\n"
+    "        'marker_module': 'step_marker' in sys.modules,\n"
+    "        'variable': 'LEFT_BY_STEP' in globals()}\n"
+    "(outputs.o / 'seen.json').write_text(json.dumps(seen))\n"
+)
+LEAVE = "import step_marker\nLEFT_BY_STEP = 1\nos.environ['LEFT_BY_STEP'] = '1'\n"
+
+
+def _seen(store: Store, run_id: str, step: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(
+        (step_output(store, run_id, step, "o") / "seen.json").read_text())
+    return data
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_for(condition: Any, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_each_step_has_a_step_process_of_its_own_forked_from_a_template_without_user_code(
+        store: Store, workspace_dir: Path) -> None:
+    (workspace_dir / "step_marker.py").write_text("MARK = 1\n")
+    notebook = write_notebook(workspace_dir / "chain.ipynb", [
+        f"%%mlstep first --output o\n{PROBE}{LEAVE}",
+        f"%%mlstep second --output o --after first\n{PROBE}{LEAVE}",
+        f"%%mlstep third --output o --after second\n{PROBE}",
+    ])
+    result = run_notebook(notebook, store=store, max_parallel=1)
+    assert result.ok, result.failures
+    seen = {step: _seen(store, result.run_id, step) for step in ("first", "second", "third")}
+    requesters = [s["requester"] for s in seen.values()]
+    assert None not in requesters and len(set(requesters)) == 3  # one step process each
+    assert os.getpid() not in requesters  # ... none of them the runner
+    assert not any(_alive(pid) for pid in requesters)  # ... and gone after their step
+    for step in ("second", "third"):  # nothing the step before left is visible
+        assert not seen[step]["marker_module"] and not seen[step]["variable"]
+    template = template_client.status(STEP)
+    assert template["flavor"] == STEP and template["threads"] == 1
+    assert template["forks"] >= 3
+    assert "papermill" in template["modules"]  # imported once, there, for every step
+    assert "step_marker" not in template["modules"]  # ... but never the steps' code
+    assert "LEFT_BY_STEP" not in template["environ"]
+    assert not set(requesters) & set(template["children"])
+
+
+def test_the_runner_imports_neither_papermill_nor_jupyter_client(workspace_dir: Path) -> None:
+    notebook = write_notebook(workspace_dir / "two.ipynb", [
+        "%%mlstep one --output o\n(outputs.o / 'v').write_text('1')",
+        "%%mlstep two --input i=one.o --output o\n(outputs.o / 'v').write_text('2')",
+    ])
+    probe = ("import sys\nfrom mlpipe_jupyter.cli.main import main\n"
+             f"code = main(['run', '-q', {str(notebook)!r}])\n"
+             "print(sorted(m for m in ('papermill', 'jupyter_client', 'nbclient', 'zmq')"
+             " if m in sys.modules))\n"
+             "sys.exit(code)\n")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=workspace_dir, text=True,
+                          capture_output=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_step_process_killed_mid_step_fails_its_step_alone_and_leaves_no_kernel(
+        store: Store, workspace_dir: Path) -> None:
+    started = workspace_dir / "victim-requester"
+    notebook = write_notebook(workspace_dir / "kill.ipynb", [
+        "%%mlstep victim --output o\nimport os, re, sys, time, pathlib\n"
+        "found = re.search(r'mlpipe-ipc-(\\d+)-', ' '.join(sys.argv))\n"
+        f"pathlib.Path({str(started)!r}).write_text(found.group(1))\n"
+        "time.sleep(120)",
+        "%%mlstep bystander --output o\nimport time\ntime.sleep(3)\n"
+        "(outputs.o / 'v').write_text('ok')",
+    ])
+    results: list[RunResult] = []
+    runner = threading.Thread(target=lambda: results.append(
+        run_notebook(notebook, store=store, max_parallel=2)))
+    runner.start()
+    _wait_for(lambda: started.exists() and started.read_text().strip(), timeout=120)
+    victim = int(started.read_text())
+    kernels = kernels_of(victim)
+    assert kernels  # the kernel the step process started, forked from the kernel template
+    os.kill(victim, signal.SIGKILL)
+    runner.join(timeout=120)
+    assert results, "the run did not end"
+    result = results[0]
+    assert result.step_status == {"victim": StepStatus.FAILED,
+                                  "bystander": StepStatus.SUCCEEDED}
+    error = store.runs.step_run(result.run_id, "victim").error or ""
+    assert "the step's process ended before the step did (killed by SIGKILL)" in error
+    # the kernel template killed the kernel whose requester went away
+    _wait_for(lambda: not any(_alive(kernel.pid) for kernel in kernels), timeout=30)
+    assert not list((workspace_dir / ".mlpipe" / "staging").glob("*"))
+
+
+def test_without_a_step_template_steps_run_in_the_runner(
+        store: Store, workspace_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def unavailable(*_: Any, **__: Any) -> Any:
+        raise template_client.TemplateUnavailable("no step template in this test")
+
+    monkeypatch.setattr(step_process.StepProcess, "start", unavailable)
+    notebook = write_notebook(workspace_dir / "one.ipynb", [f"%%mlstep one --output o\n{PROBE}"])
+    result = run_notebook(notebook, store=store)
+    assert result.ok, result.failures
+    assert _seen(store, result.run_id, "one")["requester"] == os.getpid()
+    log = store.runs.log_path(result.run_id, "one").read_text()
+    assert "without the kernel template" not in log  # its kernel is still forked
+
+
+def test_an_edited_package_gets_a_new_step_template(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An editable install's edit must reach the next steps: the step template imported
+    the package, so another source makes another template."""
+    monkeypatch.setattr(template_client, "FINGERPRINT_TTL", 0.0)
+    source = Path(step_process.__file__)
+    before = template_client.TemplateAddress(sys.executable, STEP).key
+    info = source.stat()
+    try:
+        os.utime(source, ns=(info.st_atime_ns, info.st_mtime_ns + 1_000_000_000))
+        assert template_client.TemplateAddress(sys.executable, STEP).key != before
+    finally:
+        os.utime(source, ns=(info.st_atime_ns, info.st_mtime_ns))
+    assert template_client.TemplateAddress(sys.executable, STEP).key == before
