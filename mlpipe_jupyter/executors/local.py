@@ -42,7 +42,6 @@ from mlpipe_jupyter.executors.kernels import (
     KernelPool,
     WarmKernel,
     kernel_launched,
-    kernel_modules,
     start_kernel,
 )
 from mlpipe_jupyter.executors.step_process import StepProcess
@@ -169,7 +168,6 @@ class LocalExecutor(Executor):
                 if first:
                     log.info("steps run in the runner's process: %s", exc)
                 self._load_papermill_ahead()
-        kernel_modules()
         return start_kernel(self.kernel_name, cwd, fork=True)
 
     def launch(self, submission: Submission) -> None:

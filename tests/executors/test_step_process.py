@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mlpipe_jupyter.executors import step_process, template_client
 from mlpipe_jupyter.executors.kernel_template import STEP
@@ -167,3 +169,27 @@ def test_an_edited_package_gets_a_new_step_template(monkeypatch: pytest.MonkeyPa
     finally:
         os.utime(source, ns=(info.st_atime_ns, info.st_mtime_ns))
     assert template_client.TemplateAddress(sys.executable, STEP).key == before
+
+
+_folder_names = st.text(alphabet="abcXYZ 019_-.,+=@ éüß€漢😀", min_size=1, max_size=14).filter(
+    lambda name: name.strip(" .") != "" and not name.startswith("-"))
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
+@given(folder=_folder_names)
+def test_a_project_folder_of_any_name_with_local_files_and_modules(
+        store: Store, workspace_dir: Path, folder: str) -> None:
+    """The step process works in the notebook's folder, whatever its name: relative paths
+    and modules next to the notebook resolve as they do in Jupyter."""
+    project = workspace_dir / folder
+    project.mkdir(exist_ok=True)
+    (project / "helper_mod.py").write_text("def twice(x):\n    return 2 * x\n", encoding="utf-8")
+    (project / "data.txt").write_text("21", encoding="utf-8")
+    notebook = write_notebook(project / "nb ünï.ipynb", [
+        "%%mlstep use --output o\nimport helper_mod\n"
+        "value = helper_mod.twice(int(open('data.txt').read()))\n"
+        "(outputs.o / 'v').write_text(str(value))",
+    ])
+    result = run_notebook(notebook, store=store)
+    assert result.ok, result.failures
+    assert (step_output(store, result.run_id, "use", "o") / "v").read_text() == "42"
