@@ -57,6 +57,12 @@ class WarmKernel:
     # (fork_provisioner); the step log says it
     note: str | None = None
 
+    def _wait_for_exit(self, timeout: float = 5.0) -> None:
+        process = getattr(getattr(self.manager, "provisioner", None), "process", None)
+        deadline = time.monotonic() + timeout
+        while process is not None and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+
     def kill(self) -> None:
         """Kill the kernel process now, with what it started (its process group); safe
         from any thread (used for cancel, timeout and a closing worker)."""
@@ -69,6 +75,10 @@ class WarmKernel:
         """Stop the kernel, close its sockets and remove its files (in the owning thread)."""
         try:
             self.client.stop_channels()
+            # killed and waited for here, in 10 ms polls: jupyter_client's shutdown polls
+            # every 0.1 s, and the end of every run waits for its last kernel's
+            self.kill()
+            self._wait_for_exit()
             self.loop.run_until_complete(self.manager.shutdown_kernel(now=True))
         except Exception:  # a kernel that already died has nothing left to shut down
             log.debug("kernel shutdown failed", exc_info=True)
@@ -127,6 +137,7 @@ def start_kernel(kernel_name: str, cwd: Path, startup_timeout: float = 60,
             kernel = WarmKernel(loop=loop, manager=manager, client=client,
                                 note=getattr(manager.provisioner, "fallback_reason", None))
             _remember(kernel)
+            _wait_for_sockets(manager, prefix, startup_timeout)
             client.start_channels()
             loop.run_until_complete(_wait_until_ready(client, manager, startup_timeout))
             return kernel
@@ -152,6 +163,22 @@ def start_kernel(kernel_name: str, cwd: Path, startup_timeout: float = 60,
 
 
 _IMPORT_LOCK = threading.Lock()
+SOCKET_POLL_SECONDS = 0.002
+
+
+def _wait_for_sockets(manager: Any, prefix: str, timeout: float) -> None:
+    """Wait until the kernel has bound the IPC sockets a step needs first (shell, IOPub,
+    control): a client that connects before that retries only after ZMQ's reconnect
+    interval (0.1 s), and a forked kernel binds them ~20 ms after its launch. Returns
+    early if the kernel ends; ``_wait_until_ready`` reports that."""
+    info = manager.get_connection_info()
+    paths = [f"{prefix}-{info[name]}" for name in ("shell_port", "iopub_port", "control_port")]
+    process = getattr(manager.provisioner, "process", None)
+    deadline = time.monotonic() + timeout
+    while not all(os.path.exists(path) for path in paths):
+        if time.monotonic() > deadline or (process is not None and process.poll() is not None):
+            return
+        time.sleep(SOCKET_POLL_SECONDS)
 
 
 async def _wait_until_ready(client: Any, manager: Any, timeout: float) -> None:
