@@ -193,3 +193,40 @@ def test_a_project_folder_of_any_name_with_local_files_and_modules(
     result = run_notebook(notebook, store=store)
     assert result.ok, result.failures
     assert (step_output(store, result.run_id, "use", "o") / "v").read_text() == "42"
+
+
+def test_a_step_canceled_in_its_step_process_reports_canceled_and_leaves_no_kernel(
+        tmp_path: Path) -> None:
+    """A cancel reaches the step process as SIGTERM; it kills the kernel and reports the
+    step canceled (not a dead kernel, which a retry would run again)."""
+    import queue
+
+    from mlpipe_jupyter.executors.base import StepOutcome, StepTask
+    from mlpipe_jupyter.executors.local import LocalExecutor
+
+    marker = tmp_path / "requester"
+    notebook = write_notebook(tmp_path / "nap.ipynb", [
+        "import pathlib, re, sys, time\n"
+        "found = re.search(r'mlpipe-ipc-(\\d+)-', ' '.join(sys.argv))\n"
+        f"pathlib.Path({str(marker)!r}).write_text(found.group(1))\n"
+        "time.sleep(120)"])
+    task = StepTask(run_id="r-cancel", step="nap", attempt=1, step_notebook=notebook,
+                    output_notebook=tmp_path / "out.ipynb", log_path=tmp_path / "log.txt",
+                    cwd=tmp_path)
+    executor = LocalExecutor()
+    outcomes: queue.Queue[StepOutcome] = queue.Queue()
+    try:
+        executor.prepare(tmp_path, 1, 1)
+        executor.submit(task, outcomes.put)
+        _wait_for(lambda: marker.exists() and marker.read_text().strip(), timeout=120)
+        requester = int(marker.read_text())
+        kernels = kernels_of(requester)
+        assert kernels and requester != os.getpid()
+        executor.cancel("r-cancel", "nap")
+        outcome = outcomes.get(timeout=60)
+    finally:
+        executor.close()
+    assert not outcome.ok and outcome.canceled and outcome.error == "canceled"
+    _wait_for(lambda: not any(_alive(kernel.pid) for kernel in kernels), timeout=30)
+    assert not _alive(requester)
+    assert (tmp_path / "out.ipynb").exists()  # the executed notebook, as far as it got
