@@ -46,6 +46,7 @@ from mlpipe_jupyter.executors.kernel_template import (
     STEP,
     environment_fingerprint,
 )
+from mlpipe_jupyter.store.results import process_alive
 
 _SOCKET_PREFIX = {KERNEL: "kt", STEP: "st"}
 START_TIMEOUT = 30.0  # the template's imports take ~1 s; more under load
@@ -361,7 +362,7 @@ class ForkedProcess:
                 if select.select([self._pidfd], [], [], 0)[0]:
                     self.returncode = -signal.SIGKILL
                     self._close_pidfd()
-            elif not _alive(self.pid):
+            elif not process_alive(self.pid):
                 self.returncode = -signal.SIGKILL
 
     def wait(self, timeout: float | None = None) -> int:
@@ -409,16 +410,6 @@ class ForkedProcess:
         with contextlib.suppress(Exception):
             self._close_socket()
             self._close_pidfd()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _stream_fd(value: Any, default: int, close: list[int], pipes: dict[str, Any], name: str,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +23,20 @@ from mlpipe_jupyter.runner.runner import run_notebook
 from mlpipe_jupyter.store import Store
 from mlpipe_jupyter.store.secrets import SecretStore
 from tests.conftest import step_output, write_notebook
+from tests.leftovers import alive, wait_for
 
 pytestmark = pytest.mark.slow
 
 SECRET = "s3cr3t-fork-value-8d1f"
 
 # what a step writes about its process: pid, parent, and what it can see of earlier steps
+# (requester: the process that asked for the kernel, from its connection file's folder,
+# mlpipe-ipc-PID-...: a step process, or the runner for a step with secrets)
 PROBE = (
-    "import json, os, sys\n"
+    "import json, os, re, sys\n"
+    "found = re.search(r'mlpipe-ipc-(\\d+)-', ' '.join(sys.argv))\n"
     "seen = {'pid': os.getpid(), 'ppid': os.getppid(),\n"
+    "        'requester': int(found.group(1)) if found else None,\n"
     "        'marker_module': 'fork_marker' in sys.modules,\n"
     "        'variable': 'LEFT_BY_STEP' in globals(),\n"
     "        'sys_attribute': hasattr(sys, 'left_by_step'),\n"
@@ -101,6 +105,17 @@ def test_each_step_is_a_fresh_process_forked_from_a_template_that_runs_no_user_c
     assert template["forks"] >= 3
     log = store.runs.log_path(result.run_id, "first").read_text()
     assert "without the kernel template" not in log
+    # each step's papermill side ran in a step process of its own (not the runner), gone
+    # after its step, forked from a step template that holds papermill but no user code
+    requesters = [s["requester"] for s in seen.values()]
+    assert None not in requesters and len(set(requesters)) == 3
+    assert os.getpid() not in requesters
+    assert not any(alive(pid) for pid in requesters)
+    steps = template_client.status(kernel_template.STEP)
+    assert steps["flavor"] == kernel_template.STEP and steps["threads"] == 1
+    assert steps["forks"] >= 3 and "papermill" in steps["modules"]
+    assert "fork_marker" not in steps["modules"]
+    assert "LEFT_BY_STEP" not in steps["environ"]
 
 
 def test_secrets_and_environment_variables_stay_in_their_step(
@@ -116,6 +131,7 @@ def test_secrets_and_environment_variables_stay_in_their_step(
     holder, other = _seen(store, result.run_id, "holder"), _seen(store, result.run_id, "other")
     template = _template()
     assert holder["ppid"] == template["pid"]  # a step with secrets is forked too
+    assert holder["requester"] == os.getpid()  # ... for the runner: no template sees secrets
     assert holder["tok"] == SECRET
     assert other["tok"] is None and other["env"] is None
     # the secret reached the kernel alone: never the template's environment or memory
@@ -193,7 +209,7 @@ def test_a_template_that_refuses_or_died_is_replaced_or_bypassed(
 
     # killed outright: its socket is left behind; the next kernel starts a new template
     os.kill(template, signal.SIGKILL)
-    _wait_for(lambda: not _alive(template))
+    wait_for(lambda: not alive(template))
     again = run_notebook(notebook, store=store, regenerate=True)
     assert again.ok, again.failures
     replaced = _template()["pid"]
@@ -226,7 +242,7 @@ def test_installed_packages_changing_restart_the_template(
     new = _template()
     assert new["pid"] != old["pid"] and new["fingerprint"] != old["fingerprint"]
     assert _seen(store, after.run_id, "one")["ppid"] == new["pid"]
-    _wait_for(lambda: not _alive(old["pid"]), timeout=3 * kernel_template.IDLE_CHECK_SECONDS)
+    wait_for(lambda: not alive(old["pid"]), timeout=3 * kernel_template.IDLE_CHECK_SECONDS)
 
 
 def test_the_provisioner_plugs_into_jupyter_client(tmp_path: Path) -> None:
@@ -252,26 +268,6 @@ def test_the_provisioner_plugs_into_jupyter_client(tmp_path: Path) -> None:
     finally:
         manager.shutdown_kernel(now=True)
     assert provisioner.process is None or provisioner.process.poll() is not None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie is gone for our purpose
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _wait_for(condition: Any, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
-
 
 
 def test_a_fan_out_starts_every_branch_together_once_its_input_is_ready(

@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from mlpipe_jupyter.model.status import StepStatus
 from mlpipe_jupyter.runner.runner import RunResult, run_notebook
 from mlpipe_jupyter.store import Store
 from tests.conftest import step_output, write_notebook
-from tests.leftovers import kernels_of
+from tests.leftovers import alive, kernels_of, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -39,59 +38,15 @@ pytestmark = pytest.mark.slow
 PROBE = (
     "import json, os, re, sys\n"
     "found = re.search(r'mlpipe-ipc-(\\d+)-', ' '.join(sys.argv))\n"
-    "seen = {'pid': os.getpid(), 'requester': int(found.group(1)) if found else None,\n"
-    "        'marker_module': 'step_marker' in sys.modules,\n"
-    "        'variable': 'LEFT_BY_STEP' in globals()}\n"
+    "seen = {'pid': os.getpid(), 'requester': int(found.group(1)) if found else None}\n"
     "(outputs.o / 'seen.json').write_text(json.dumps(seen))\n"
 )
-LEAVE = "import step_marker\nLEFT_BY_STEP = 1\nos.environ['LEFT_BY_STEP'] = '1'\n"
 
 
 def _seen(store: Store, run_id: str, step: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(
         (step_output(store, run_id, step, "o") / "seen.json").read_text())
     return data
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _wait_for(condition: Any, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
-def test_each_step_has_a_step_process_of_its_own_forked_from_a_template_without_user_code(
-        store: Store, workspace_dir: Path) -> None:
-    (workspace_dir / "step_marker.py").write_text("MARK = 1\n")
-    notebook = write_notebook(workspace_dir / "chain.ipynb", [
-        f"%%mlstep first --output o\n{PROBE}{LEAVE}",
-        f"%%mlstep second --output o --after first\n{PROBE}{LEAVE}",
-        f"%%mlstep third --output o --after second\n{PROBE}",
-    ])
-    result = run_notebook(notebook, store=store, max_parallel=1)
-    assert result.ok, result.failures
-    seen = {step: _seen(store, result.run_id, step) for step in ("first", "second", "third")}
-    requesters = [s["requester"] for s in seen.values()]
-    assert None not in requesters and len(set(requesters)) == 3  # one step process each
-    assert os.getpid() not in requesters  # ... none of them the runner
-    assert not any(_alive(pid) for pid in requesters)  # ... and gone after their step
-    for step in ("second", "third"):  # nothing the step before left is visible
-        assert not seen[step]["marker_module"] and not seen[step]["variable"]
-    template = template_client.status(STEP)
-    assert template["flavor"] == STEP and template["threads"] == 1
-    assert template["forks"] >= 3
-    assert "papermill" in template["modules"]  # imported once, there, for every step
-    assert "step_marker" not in template["modules"]  # ... but never the steps' code
-    assert "LEFT_BY_STEP" not in template["environ"]
-    assert not set(requesters) & set(template["children"])
 
 
 def test_the_runner_imports_neither_papermill_nor_jupyter_client(workspace_dir: Path) -> None:
@@ -125,7 +80,7 @@ def test_a_step_process_killed_mid_step_fails_its_step_alone_and_leaves_no_kerne
     runner = threading.Thread(target=lambda: results.append(
         run_notebook(notebook, store=store, max_parallel=2)))
     runner.start()
-    _wait_for(lambda: started.exists() and started.read_text().strip(), timeout=120)
+    wait_for(lambda: started.exists() and started.read_text().strip(), timeout=120)
     victim = int(started.read_text())
     kernels = kernels_of(victim)
     assert kernels  # the kernel the step process started, forked from the kernel template
@@ -138,7 +93,7 @@ def test_a_step_process_killed_mid_step_fails_its_step_alone_and_leaves_no_kerne
     error = store.runs.step_run(result.run_id, "victim").error or ""
     assert "the step's process ended before the step did (killed by SIGKILL)" in error
     # the kernel template killed the kernel whose requester went away
-    _wait_for(lambda: not any(_alive(kernel.pid) for kernel in kernels), timeout=30)
+    wait_for(lambda: not any(alive(kernel.pid) for kernel in kernels), timeout=30)
     assert not list((workspace_dir / ".mlpipe" / "staging").glob("*"))
 
 
@@ -218,7 +173,7 @@ def test_a_step_canceled_in_its_step_process_reports_canceled_and_leaves_no_kern
     try:
         executor.prepare(tmp_path, 1, 1)
         executor.submit(task, outcomes.put)
-        _wait_for(lambda: marker.exists() and marker.read_text().strip(), timeout=120)
+        wait_for(lambda: marker.exists() and marker.read_text().strip(), timeout=120)
         requester = int(marker.read_text())
         kernels = kernels_of(requester)
         assert kernels and requester != os.getpid()
@@ -227,6 +182,6 @@ def test_a_step_canceled_in_its_step_process_reports_canceled_and_leaves_no_kern
     finally:
         executor.close()
     assert not outcome.ok and outcome.canceled and outcome.error == "canceled"
-    _wait_for(lambda: not any(_alive(kernel.pid) for kernel in kernels), timeout=30)
-    assert not _alive(requester)
+    wait_for(lambda: not any(alive(kernel.pid) for kernel in kernels), timeout=30)
+    assert not alive(requester)
     assert (tmp_path / "out.ipynb").exists()  # the executed notebook, as far as it got
