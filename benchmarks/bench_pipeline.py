@@ -602,41 +602,25 @@ class Bench:
             FAN_OUT_TARGET,
         )]
 
-    def dd_seconds(self, folder: Path) -> float:
-        """Writing BIG_BLOCKS MiB of zeros with dd (1 MiB blocks, fsync at the end)."""
+    def dd_seconds(self, folder: Path, read_back: bool = False) -> float:
+        """Writing BIG_BLOCKS MiB of zeros with dd (1 MiB blocks, fsync at the end), and with
+        ``read_back`` reading the file back too (1 MiB blocks): what the 1 GiB workload's
+        two steps do to the disk, by dd alone. Median of DD_SAMPLES."""
         target = folder / "dd.bin"
         dd = shutil.which("dd")
 
         def once(_: int) -> float:
             try:
                 if dd:
-                    return run_timed([dd, "if=/dev/zero", f"of={target}", "bs=1M",
-                                      f"count={BIG_BLOCKS}", "conv=fsync"], folder, self.base_env)
+                    elapsed = run_timed([dd, "if=/dev/zero", f"of={target}", "bs=1M",
+                                         f"count={BIG_BLOCKS}", "conv=fsync"], folder, self.base_env)
+                    if read_back:
+                        elapsed += run_timed([dd, f"if={target}", "of=/dev/null", "bs=1M"],
+                                             folder, self.base_env)
+                    return elapsed
                 start = time.perf_counter()
                 write_like_dd(target, BIG_BLOCKS)
-                return time.perf_counter() - start
-            finally:
-                target.unlink(missing_ok=True)
-
-        return median_of(DD_SAMPLES, once)
-
-    def dd_write_read_seconds(self, folder: Path) -> float:
-        """What the workload's two steps do to the disk, by dd alone: write BIG_BLOCKS MiB
-        (1 MiB blocks, fsync), then read the file back (1 MiB blocks)."""
-        target = folder / "dd.bin"
-        dd = shutil.which("dd")
-
-        def once(_: int) -> float:
-            try:
-                start = time.perf_counter()
-                if dd:
-                    for command in ([dd, "if=/dev/zero", f"of={target}", "bs=1M",
-                                     f"count={BIG_BLOCKS}", "conv=fsync"],
-                                    [dd, f"if={target}", "of=/dev/null", "bs=1M"]):
-                        subprocess.run(command, cwd=folder, env=self.base_env, check=True,
-                                       capture_output=True)
-                else:
-                    write_like_dd(target, BIG_BLOCKS)
+                if read_back:
                     with target.open("rb", buffering=0) as handle:
                         while handle.read(MIB):
                             pass
@@ -656,7 +640,7 @@ class Bench:
         try:
             dd = self.dd_seconds(folder)
             self.log(f"dd 1 GiB with fsync (median): {dd:.2f} s")
-            dd_both = self.dd_write_read_seconds(folder)
+            dd_both = self.dd_seconds(folder, read_back=True)
             self.log(f"dd 1 GiB with fsync, then read back (median): {dd_both:.2f} s")
             notebook = write_notebook(folder / "big.ipynb", big_output_pipeline(BIG_BLOCKS))
             elapsed = self.mlpipe_run(notebook, env)

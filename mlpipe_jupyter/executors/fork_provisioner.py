@@ -20,7 +20,6 @@ entry point and selects it for a kernel manager.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import Any
 
@@ -39,7 +38,6 @@ from mlpipe_jupyter.executors.template_client import (  # noqa: F401  (this modu
 
 PROVISIONER_NAME = "mlpipe-fork"
 ENTRY_POINT = "mlpipe_jupyter.executors.fork_provisioner:ForkProvisioner"
-WAIT_POLL_SECONDS = 0.01
 
 
 # -- the provisioner --------------------------------------------------------------------------
@@ -67,14 +65,6 @@ class ForkProvisioner(LocalProvisioner):  # type: ignore[misc]
         self.pgid = process.pid  # a session leader
         self.cwd = cwd
         return self.connection_info
-
-    async def wait(self) -> int | None:
-        # LocalProvisioner polls every 0.1 s; a fork's exit is reported on the template
-        # connection within milliseconds, and every step's end waits for it (a kernel is
-        # shut down, then waited for)
-        while self.process is not None and await self.poll() is None:
-            await asyncio.sleep(WAIT_POLL_SECONDS)
-        return await super().wait()
 
     async def cleanup(self, restart: bool = False) -> None:
         forked: ForkedProcess | None = getattr(self, "_forked", None)

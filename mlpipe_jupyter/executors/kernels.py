@@ -18,6 +18,7 @@ is in a dead owner's folder, with their process groups, and removes the folder.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import queue
@@ -59,9 +60,9 @@ class WarmKernel:
 
     def _wait_for_exit(self, timeout: float = 5.0) -> None:
         process = getattr(getattr(self.manager, "provisioner", None), "process", None)
-        deadline = time.monotonic() + timeout
-        while process is not None and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
+        if process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=timeout)
 
     def kill(self) -> None:
         """Kill the kernel process now, with what it started (its process group); safe
@@ -75,8 +76,9 @@ class WarmKernel:
         """Stop the kernel, close its sockets and remove its files (in the owning thread)."""
         try:
             self.client.stop_channels()
-            # killed and waited for here, in 10 ms polls: jupyter_client's shutdown polls
-            # every 0.1 s, and the end of every run waits for its last kernel's
+            # killed and waited for here (Popen's and ForkedProcess's waits poll every few
+            # ms): jupyter_client's shutdown polls every 0.1 s, and the end of every run
+            # waits for its last kernel's
             self.kill()
             self._wait_for_exit()
             self.loop.run_until_complete(self.manager.shutdown_kernel(now=True))

@@ -125,10 +125,7 @@ class StepProcess:
                     stream.close()
                 except OSError:
                     pass
-        try:
-            self.process.wait(timeout=EXIT_WAIT_SECONDS)
-        except subprocess.TimeoutExpired:
-            pass
+        self._exit_code()
         self.process.close()
 
     def _stop(self) -> None:
