@@ -18,7 +18,6 @@ is in a dead owner's folder, with their process groups, and removes the folder.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 import os
 import queue
@@ -58,11 +57,23 @@ class WarmKernel:
     # (fork_provisioner); the step log says it
     note: str | None = None
 
-    def _wait_for_exit(self, timeout: float = 5.0) -> None:
+    def _wait_for_exit(self, timeout: float = 5.0) -> bool:
+        """Whether the kernel process has ended (waiting up to ``timeout`` for it)."""
         process = getattr(getattr(self.manager, "provisioner", None), "process", None)
-        if process is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=timeout)
+        if process is None:
+            return False
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    async def _release(self) -> None:
+        """For an ended kernel, all that jupyter_client's shutdown would still do: reap it
+        and close its pipes, then its sockets and files. (The shutdown itself would first
+        interrupt, kill and wait for the process that is gone: ~10 ms at every step's end.)"""
+        await self.manager.provisioner.wait()
+        await self.manager.cleanup_resources()
 
     def kill(self) -> None:
         """Kill the kernel process now, with what it started (its process group); safe
@@ -76,12 +87,14 @@ class WarmKernel:
         """Stop the kernel, close its sockets and remove its files (in the owning thread)."""
         try:
             self.client.stop_channels()
-            # killed and waited for here (Popen's and ForkedProcess's waits poll every few
-            # ms): jupyter_client's shutdown polls every 0.1 s, and the end of every run
-            # waits for its last kernel's
+            # killed and waited for here (Popen's wait polls every few ms, ForkedProcess's
+            # wakes when the template reaps it): jupyter_client's shutdown polls every
+            # 0.1 s, and the end of every run waits for its last kernel's
             self.kill()
-            self._wait_for_exit()
-            self.loop.run_until_complete(self.manager.shutdown_kernel(now=True))
+            if self._wait_for_exit():
+                self.loop.run_until_complete(self._release())
+            else:
+                self.loop.run_until_complete(self.manager.shutdown_kernel(now=True))
         except Exception:  # a kernel that already died has nothing left to shut down
             log.debug("kernel shutdown failed", exc_info=True)
             self.kill()

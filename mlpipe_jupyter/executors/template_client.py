@@ -49,6 +49,8 @@ from mlpipe_jupyter.executors.kernel_template import (
 from mlpipe_jupyter.store.results import process_alive
 
 _SOCKET_PREFIX = {KERNEL: "kt", STEP: "st"}
+# ForkedProcess.wait looks again at least this often (it wakes at once on news)
+WAIT_SLICE_SECONDS = 0.1
 START_TIMEOUT = 30.0  # the template's imports take ~1 s; more under load
 CONNECT_TIMEOUT = 10.0
 IDLE_SECONDS = 900.0  # MLPIPE_KERNEL_TEMPLATE_IDLE overrides
@@ -368,11 +370,28 @@ class ForkedProcess:
     def wait(self, timeout: float | None = None) -> int:
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.poll() is None:
-            if deadline is not None and time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired(self.args, timeout or 0)
-            time.sleep(0.02)
+            slice_ = WAIT_SLICE_SECONDS
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise subprocess.TimeoutExpired(self.args, timeout or 0)
+                slice_ = min(slice_, left)
+            self._sleep_until_news(slice_)
         assert self.returncode is not None
         return self.returncode
+
+    def _sleep_until_news(self, seconds: float) -> None:
+        """Sleep until the template says something (the exit comes the moment it reaps
+        the process: a step's end and a run's end wait for it) or, with no template to
+        tell, until the process ends; at most ``seconds``."""
+        watched = self._sock if self._sock is not None else self._pidfd
+        if watched is None:
+            time.sleep(min(seconds, 0.01))  # neither: poll() asks the kernel (os.kill)
+            return
+        try:
+            select.select([watched], [], [], seconds)
+        except (OSError, ValueError):  # closed by another thread meanwhile: poll again
+            pass
 
     def send_signal(self, signum: int) -> None:
         if self.poll() is not None:
