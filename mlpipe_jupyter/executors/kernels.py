@@ -109,6 +109,20 @@ class WarmKernel:
 kernel_launched = threading.Event()
 
 
+# A step kernel keeps its input history in memory, as nbclient's kernels do (its
+# ``ipython_hist_file``): ``In``, ``_i`` and ``%history`` work as usual, but no cell is
+# committed to the user's IPython history database. The kernels of a fan-out, a sweep or a
+# schedule all committing every cell to that one SQLite file meet "database is locked"
+# (ipython/ipython#10753, #12202), fill the user's interactive history with step code, and
+# pay ~2 ms a cell here for it.
+IN_MEMORY_HISTORY = "--HistoryManager.hist_file=:memory:"
+
+
+def _kernel_arguments(manager: Any) -> list[str]:
+    """What a step kernel is started with beyond its kernel spec (IPython kernels only)."""
+    return [IN_MEMORY_HISTORY] if manager.ipykernel else []
+
+
 def start_kernel(kernel_name: str, cwd: Path, startup_timeout: float = 60,
                  env: dict[str, str] | None = None, fork: bool = False) -> WarmKernel:
     """Start a kernel in ``cwd`` and wait until it answers, in the calling thread.
@@ -138,12 +152,12 @@ def start_kernel(kernel_name: str, cwd: Path, startup_timeout: float = 60,
         try:
             if fork and fork_enabled():
                 use_fork_provisioner(manager)
-            extra: dict[str, Any] = {}
+            extra: dict[str, Any] = {"extra_arguments": _kernel_arguments(manager)}
             if env:
                 # what the kernel's process writes itself (a subprocess, a C library) bypasses
                 # the step runner: it is masked on its way to this process's own output
-                extra = {"env": {**os.environ, **env}, "stdout": subprocess.PIPE,
-                         "stderr": subprocess.STDOUT}
+                extra.update(env={**os.environ, **env}, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT)
             loop.run_until_complete(manager.start_kernel(cwd=str(cwd), **extra))
             kernel_launched.set()
             if env:

@@ -185,3 +185,24 @@ def test_a_step_canceled_in_its_step_process_reports_canceled_and_leaves_no_kern
     wait_for(lambda: not any(alive(kernel.pid) for kernel in kernels), timeout=30)
     assert not alive(requester)
     assert (tmp_path / "out.ipynb").exists()  # the executed notebook, as far as it got
+
+
+def test_step_cells_stay_out_of_the_users_ipython_history(
+        workspace_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As with nbclient's kernels, a step's history is in memory: ``In`` works in the step,
+    and the user's IPython history database never gets the step's code (parallel kernels
+    committing to it meet "database is locked")."""
+    ipython_dir = tmp_path / "ipython"
+    monkeypatch.setenv("IPYTHONDIR", str(ipython_dir))
+    marker = "step_marker_5eb1"
+    notebook = write_notebook(workspace_dir / "history.ipynb", [
+        f"%%mlstep one --output o\n{marker} = 1\n"
+        f"assert any({marker!r} in cell for cell in In), In\n"
+        "(outputs.o / 'v').write_text('1')",
+        f"%%mlstep two --output o\n{marker} = 2\n(outputs.o / 'v').write_text('2')",
+    ])
+    result = run_notebook(notebook)
+    assert result.ok, result.failures
+    for database in ipython_dir.rglob("*.sqlite"):
+        assert marker.encode() not in database.read_bytes(), database
+
