@@ -100,7 +100,11 @@ export class MlpipePanel extends Widget {
   }
 
   private drawList(): void {
-    const focused = (document.activeElement as HTMLElement | null)?.dataset?.runId;
+    // a re-render (a run started or ended, a tick) keeps the keyboard focus where it was:
+    // on the same run's row, or on its checkbox
+    const active = document.activeElement as HTMLElement | null;
+    const focused = active?.dataset?.runId;
+    const onCheck = !!active?.classList.contains('mlpipe-run-check');
     this.listBox.replaceChildren();
     const head = el('div', this.listBox, undefined, 'mlpipe-head');
     el('span', head, 'Pipeline runs', 'mlpipe-title');
@@ -167,24 +171,18 @@ export class MlpipePanel extends Widget {
         }
       }, { capture: true });
       if (focused === run.id) {
-        item.focus();
+        (onCheck ? check : item).focus();
       }
     }
   }
 
   /** Tick (or untick) a run for a comparison. */
   private pick(runId: string, on: boolean): void {
-    const focused = document.activeElement as HTMLElement | null;
-    const refocus = focused?.classList.contains('mlpipe-run-check') ? focused.dataset.runId : null;
     this.picked = this.picked.filter(id => id !== runId);
     if (on) {
       this.picked.push(runId);
     }
     this.drawList();
-    if (refocus) {
-      this.listBox.querySelector<HTMLInputElement>(
-        `.mlpipe-run-check[data-run-id="${CSS.escape(refocus)}"]`)?.focus();
-    }
   }
 
   /** The parameter sweeps (the "Sweeps" section). */
