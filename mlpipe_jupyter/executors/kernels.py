@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlpipe_jupyter.errors import ExecutorError
-from mlpipe_jupyter.store.results import process_alive
+from mlpipe_jupyter.processes import process_alive
 
 if TYPE_CHECKING:
     import asyncio

@@ -46,7 +46,7 @@ from mlpipe_jupyter.executors.kernel_template import (
     STEP,
     environment_fingerprint,
 )
-from mlpipe_jupyter.store.results import process_alive
+from mlpipe_jupyter.processes import process_alive
 
 _SOCKET_PREFIX = {KERNEL: "kt", STEP: "st"}
 # ForkedProcess.wait looks again at least this often (it wakes at once on news)

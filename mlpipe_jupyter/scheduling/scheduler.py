@@ -38,6 +38,7 @@ from mlpipe_jupyter.errors import MlpipeError, NotFoundError
 from mlpipe_jupyter.model.schedule_policies import RUN_ONCE, SKIP, plan_due, retry_delay
 from mlpipe_jupyter.model.status import RunStatus
 from mlpipe_jupyter.model.sweep import SweepSyntaxError
+from mlpipe_jupyter.processes import process_alive
 from mlpipe_jupyter.scheduling.schedules import (
     CANCELED,
     DATASET,
@@ -60,7 +61,6 @@ from mlpipe_jupyter.scheduling.triggering import (
     started_status,
 )
 from mlpipe_jupyter.store import SchedulerLease, Store
-from mlpipe_jupyter.store.results import process_alive
 from mlpipe_jupyter.store.schedules import Advance, DueCheck, NewFiring
 from mlpipe_jupyter.store.sweeps import is_sweep_id
 

@@ -29,10 +29,10 @@ from mlpipe_jupyter.errors import NotFoundError
 from mlpipe_jupyter.model.status import RunStatus
 from mlpipe_jupyter.model.sweep import SweepSpec
 from mlpipe_jupyter.model.values import parameter_texts
+from mlpipe_jupyter.processes import process_alive
 from mlpipe_jupyter.runner.sweep import member_run_id
 from mlpipe_jupyter.scheduling.publishing import PublishedPipeline
 from mlpipe_jupyter.store import Store, SweepRecord
-from mlpipe_jupyter.store.results import process_alive
 from mlpipe_jupyter.store.runs import RunRecord, new_run_id
 from mlpipe_jupyter.store.sweeps import is_sweep_id, new_sweep_id
 from mlpipe_jupyter.store.workspace import HOME_VARIABLE, Workspace

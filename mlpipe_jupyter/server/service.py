@@ -26,6 +26,7 @@ from mlpipe_jupyter.model.status import RunStatus
 from mlpipe_jupyter.model.sweep import SweepSpec
 from mlpipe_jupyter.model.values import literal_mapping, parameter_texts
 from mlpipe_jupyter.notebook import load_pipeline, may_define_pipeline
+from mlpipe_jupyter.processes import process_alive
 from mlpipe_jupyter.runner.background import BackgroundRun
 from mlpipe_jupyter.runner.compare import Comparison, check_refs, compare_runs
 from mlpipe_jupyter.runner.compare import chart_spec as compare_chart_spec
@@ -48,7 +49,6 @@ from mlpipe_jupyter.server.payloads import (
 )
 from mlpipe_jupyter.server.scheduling import SchedulingService
 from mlpipe_jupyter.store import RunRecord, Store, SweepRecord
-from mlpipe_jupyter.store.results import process_alive
 from mlpipe_jupyter.store.workspace import WORKSPACE_DIRNAME, Workspace, find_workspace_dir
 from mlpipe_jupyter.validation import module_code
 

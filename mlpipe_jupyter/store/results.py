@@ -15,18 +15,9 @@ import socket
 import time
 from pathlib import Path
 
+from mlpipe_jupyter.processes import process_alive
 from mlpipe_jupyter.store.datasets import make_read_only
 from mlpipe_jupyter.store.workspace import Workspace
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class ResultStore:

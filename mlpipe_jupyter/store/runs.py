@@ -16,7 +16,7 @@ from typing import Any
 from mlpipe_jupyter.errors import NotFoundError
 from mlpipe_jupyter.model.status import RunStatus, StepStatus
 from mlpipe_jupyter.model.values import read_stored_values, stored_values
-from mlpipe_jupyter.store.results import process_alive
+from mlpipe_jupyter.processes import process_alive
 from mlpipe_jupyter.store.workspace import Workspace
 
 RUN_ALIASES = ("latest", "last")

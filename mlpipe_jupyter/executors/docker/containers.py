@@ -37,8 +37,8 @@ from mlpipe_jupyter.executors.docker.tether import EXIT_STARTER_GONE
 from mlpipe_jupyter.executors.masking import Masker
 from mlpipe_jupyter.executors.step_runner import stopped_outcome
 from mlpipe_jupyter.executors.stop_signal import TIMED_OUT
+from mlpipe_jupyter.processes import process_alive
 from mlpipe_jupyter.render import notebook_error
-from mlpipe_jupyter.store.results import process_alive
 
 log = logging.getLogger(__name__)
 
