@@ -639,9 +639,9 @@ class Bench:
 
     def big_output(self) -> list[Row]:
         """Workloads 5 and 6: a 1 GiB output passed to the next step, and the disk it uses.
-        This disk's speed drifts by ±20% within minutes: each sample times dd and the mlpipe
+        This disk's speed drifts by ±30% within minutes: each sample times dd and the mlpipe
         run one right after the other, and the rows take the medians of DD_SAMPLES."""
-        folder, env = self.workload_dir("big")
+        folder, _ = self.workload_dir("big")  # dd's folder; each run gets a workspace of its own
         free = shutil.disk_usage(folder).free
         if free < FREE_SPACE_NEEDED:
             self.log(f"skipping the 1 GiB workload: {free / GIB:.1f} GiB free in {folder}")
