@@ -84,6 +84,16 @@ KERNEL = "kernel"
 STEP = "step"
 STEP_MODULE = "mlpipe_jupyter.executors.step_process"
 DISABLE_VARIABLE = "MLPIPE_FORK_KERNELS"  # "0": local kernels start the usual way
+# Set ("1") in a process forked from its own template (a step container's runner,
+# ``docker/kernel_host``): that template is the one to ask; it never starts another.
+HOSTED_VARIABLE = "MLPIPE_TEMPLATE_HOSTED"
+_SOCKET_PREFIX = {KERNEL: "kt", STEP: "st"}
+
+
+def socket_name(flavor: str, key: str) -> str:
+    """The file name of the socket of a template of ``flavor`` and ``key``, in the runtime
+    folder."""
+    return f"{_SOCKET_PREFIX[flavor]}-{key}.sock"
 
 
 def fork_enabled() -> bool:
@@ -367,13 +377,17 @@ class Template:
                 return
             if pid == 0:
                 return
-            connection = self.children.pop(pid, None)
-            if connection is None:
-                continue
-            connection.child = None
-            self.last_active = time.monotonic()
-            if connection.sock.fileno() >= 0:
-                self._reply(connection, {"exit": os.waitstatus_to_exitcode(status)})
+            self._ended(pid, status)
+
+    def _ended(self, pid: int, status: int) -> None:
+        """A fork ended (reaped): its requester is told its exit status."""
+        connection = self.children.pop(pid, None)
+        if connection is None:
+            return
+        connection.child = None
+        self.last_active = time.monotonic()
+        if connection.sock.fileno() >= 0:
+            self._reply(connection, {"exit": os.waitstatus_to_exitcode(status)})
 
     # -- in the child, right after the fork --------------------------------------------------
     def close_in_child(self) -> None:

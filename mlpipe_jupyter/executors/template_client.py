@@ -48,7 +48,6 @@ from mlpipe_jupyter.executors.kernel_template import (
 )
 from mlpipe_jupyter.processes import process_alive
 
-_SOCKET_PREFIX = {KERNEL: "kt", STEP: "st"}
 # ForkedProcess.wait looks again at least this often (it wakes at once on news)
 WAIT_SLICE_SECONDS = 0.1
 START_TIMEOUT = 30.0  # the template's imports take ~1 s; more under load
@@ -136,10 +135,10 @@ class TemplateAddress:
         self.key = kernel_template.template_key(python, current_fingerprint(), os.environ,
                                                 flavor=flavor, extra=extra)
         folder = runtime_dir()
-        prefix = _SOCKET_PREFIX[flavor]
-        self.socket_path = str(folder / f"{prefix}-{self.key}.sock")
-        self.lock_path = str(folder / f"{prefix}-{self.key}.lock")
-        self.log_path = str(folder / f"{prefix}-{self.key}.log")
+        self.socket_path = str(folder / kernel_template.socket_name(flavor, self.key))
+        stem = self.socket_path[:-len(".sock")]
+        self.lock_path = f"{stem}.lock"
+        self.log_path = f"{stem}.log"
         if len(self.socket_path) > 100:
             raise TemplateUnavailable(f"the socket path {self.socket_path} is too long")
 
@@ -179,6 +178,8 @@ _spawned: list[subprocess.Popen[bytes]] = []
 
 def connect(address: TemplateAddress, start: bool = True) -> socket.socket:
     """A connection to the template (started first when missing and ``start``)."""
+    if os.environ.get(kernel_template.HOSTED_VARIABLE) == "1":
+        start = False  # this process's template is the one it was forked from
     try:
         return _connect(address.socket_path)
     except OSError as exc:

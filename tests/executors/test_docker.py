@@ -389,3 +389,70 @@ def test_later_steps_run_in_ready_containers_that_isolate_them_and_none_is_left(
     failed = run_notebook(broken, store=store, compute="docker")
     assert failed.status is RunStatus.FAILED
     assert not docker_engine.containers.list(all=True, filters={"label": f"{LABEL_RUN}={failed.run_id}"})
+
+
+HOST_PROBE = """
+import json, os, sys
+host = os.getppid()
+command = open(f'/proc/{host}/cmdline', 'rb').read().split(b'\\0')
+status = open(f'/proc/{host}/status').read()
+threads = int(status.split('Threads:')[1].split()[0])
+runner_modules = sorted(m for m in sys.modules
+                        if m.startswith(('papermill', 'nbclient', 'mlpipe_jupyter.executors')))
+(outputs.o / 'seen.json').write_text(json.dumps({
+    'pid': os.getpid(), 'host': host, 'host_command': [c.decode() for c in command],
+    'host_threads': threads, 'runner_modules': runner_modules,
+    'host_has_secret': bool(os.environ.get('TOK')) and os.environ['TOK'].encode() in
+                       open(f'/proc/{host}/environ', 'rb').read(),
+    'secret': os.environ.get('TOK')}))
+"""
+
+
+def test_a_docker_steps_kernel_is_forked_from_a_host_that_holds_no_step(
+        docker_engine: Any, store: Store, workspace_dir: Path) -> None:
+    """In each step's container, the runner and the kernel are forks of one kernel host
+    (``docker/kernel_host.py``) that imported a kernel's modules once: the kernel holds
+    none of the runner's modules, the host runs one thread and never sees the secret."""
+    from mlpipe_jupyter.store.secrets import SecretStore
+
+    secret = "s3cr3t-\u00e9t\u00e9-value"
+    SecretStore(store.workspace).set_value("tok", secret)
+    notebook = write_notebook(workspace_dir / "host.ipynb", [
+        f"%%mlstep holder --output o --secret tok\n{HOST_PROBE}",
+        *[f"%%mlstep plain{i} --output o --after {'holder' if i == 0 else f'plain{i - 1}'}\n"
+          f"{HOST_PROBE}" for i in range(3)],
+    ])
+    result = run_notebook(notebook, store=store, compute="docker")
+    assert result.ok, result.failures
+    steps = ["holder", "plain0", "plain1", "plain2"]
+    seen = {step: json.loads((step_output(store, result.run_id, step, "o") / "seen.json")
+                             .read_text()) for step in steps}
+    for step, probe in seen.items():
+        assert any(part.endswith("/kernel_host.py") for part in probe["host_command"]), probe
+        assert probe["host_threads"] == 1, step
+        assert probe["runner_modules"] == [], step
+        assert not probe["host_has_secret"], step
+        log = store.runs.log_path(result.run_id, step).read_text()
+        assert "without the kernel template" not in log and "Debugger warning" not in log
+    assert seen["holder"]["secret"] == secret
+    assert all(seen[step]["secret"] is None for step in steps[1:])
+    assert not docker_engine.containers.list(
+        all=True, filters={"label": f"{LABEL_RUN}={result.run_id}"})
+
+
+def test_where_the_kernel_host_cannot_start_the_plain_runner_takes_over(tmp_path: Path) -> None:
+    """No socket for the host (here: a temporary folder too deep for a Unix socket's path,
+    elsewhere an image whose Python is too old): the container's command becomes
+    ``python3 -m in_container``, and says why. Run on this Python, without a container."""
+    from mlpipe_jupyter.executors.docker import kernel_host
+
+    deep = tmp_path / ("d" * 120)
+    deep.mkdir()
+    env = {**os.environ, "TMPDIR": str(deep),
+           "PYTHONPATH": str(Path(kernel_host.__file__).resolve().parents[3])}
+    done = subprocess.run(kernel_host.host_command(kernel_host.__file__, ["only-one-argument"]),
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert "mlpipe: no kernel template in this container (OSError" in done.stderr
+    assert "the kernel starts the usual way" in done.stderr
+    assert "Usage: ``python3 -m mlpipe_jupyter.executors.docker.in_container" in done.stderr
+    assert done.returncode == 2  # in_container's own answer to a wrong command line

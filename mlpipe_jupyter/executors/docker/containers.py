@@ -33,6 +33,7 @@ from typing import Any
 
 import mlpipe_jupyter
 from mlpipe_jupyter.executors.base import StepOutcome, StepTask, canceled_outcome
+from mlpipe_jupyter.executors.docker.kernel_host import HOST_FILE_NAME, host_command
 from mlpipe_jupyter.executors.docker.tether import EXIT_STARTER_GONE
 from mlpipe_jupyter.executors.masking import Masker
 from mlpipe_jupyter.executors.step_runner import stopped_outcome
@@ -48,7 +49,7 @@ LABEL_HOST = "org.mlpipe.runner-host"
 LABEL_PID = "org.mlpipe.runner-pid"
 PACKAGE_MOUNT = "/opt/mlpipe/lib"
 TETHER = f"{PACKAGE_MOUNT}/mlpipe_jupyter/executors/docker/tether.py"
-IN_CONTAINER = "mlpipe_jupyter.executors.docker.in_container"  # the step's papermill
+KERNEL_HOST = f"{PACKAGE_MOUNT}/mlpipe_jupyter/executors/docker/{HOST_FILE_NAME}"
 OUTCOME_FILE = "outcome.json"  # in the step folder: the outcome in_container reports
 STOP_GRACE_SECONDS = 3
 PIDS_LIMIT = 1024
@@ -198,8 +199,9 @@ class StepContainer:
         """Create and start the container running ``in_container ARGUMENTS``, its stdin
         attached (the tether); False when stopped first."""
         task = self.step.task
-        # -I -S: the tether needs only the standard library; skipping site saves ~70 ms
-        command = ["python3", "-I", "-S", TETHER, "python3", "-m", IN_CONTAINER, *arguments]
+        # -I -S: the tether needs only the standard library; skipping site saves ~70 ms.
+        # Under it, the kernel host: the runner and the kernel forked from one Python.
+        command = ["python3", "-I", "-S", TETHER, *host_command(KERNEL_HOST, arguments)]
         with self._lock:
             if self._stopped.is_set():
                 return False

@@ -1,11 +1,16 @@
-"""The command a step's container runs: the step runner on a kernel that starts while
+"""The step runner of a step's container: the step, on a kernel that starts while
 papermill is still being imported.
 
-In a fresh container nothing is warm: importing papermill (~0.5 s) and starting the kernel
-(~0.7 s) both come after ``docker start``. The kernel is another process, so starting it
-first and importing papermill meanwhile overlaps the two; then ``run_step_notebook`` runs
-the step on it, as the local executor does. The step's output goes to stdout/stderr, which
-the executor streams into the step's log.
+In a fresh container nothing is warm: importing papermill (~0.3 s) and starting the kernel
+both come after ``docker start``. The kernel is another process, so starting it first and
+importing papermill meanwhile overlaps the two; then ``run_step_notebook`` runs the step on
+it, as the local executor does. The step's output goes to stdout/stderr, which the executor
+streams into the step's log.
+
+The container runs this under ``kernel_host``: this runner is a fork of a kernel template
+that imported ipykernel's stack once for both, and its kernel is forked from that template
+(``HOSTED_VARIABLE`` says so). Run on its own (``python3 -m``), it starts the kernel the
+usual way.
 
 The task comes as ``StepTask.to_dict`` JSON (its timeout is the container's business, so
 it has none); the outcome goes, as ``StepOutcome.to_dict`` JSON, to OUTCOME_PATH. Exit
@@ -141,10 +146,13 @@ def _load_papermill_in_background() -> tuple[threading.Thread, dict[str, Any]]:
 
 
 def _start_kernel(kernel_name: str, secrets: dict[str, str]) -> tuple[Any, Exception | None]:
+    from mlpipe_jupyter.executors.kernel_template import HOSTED_VARIABLE
     from mlpipe_jupyter.executors.kernels import start_kernel
 
+    # under a kernel host (``kernel_host``), the kernel is forked from it
+    hosted = os.environ.get(HOSTED_VARIABLE) == "1"
     try:
-        return start_kernel(kernel_name, Path.cwd(), env=secrets or None), None
+        return start_kernel(kernel_name, Path.cwd(), env=secrets or None, fork=hosted), None
     except Exception as exc:
         return None, exc
 
