@@ -30,8 +30,9 @@ Workloads and targets (``ratio`` = mlpipe time / baseline, PASS when ratio <= ta
    Baseline: 1.3 x dd time + 2 T. Target <= 1.
 6. **1 GiB disk usage**: ``du`` of that workspace after the run, against the 1 GiB written.
    A copied output would be ~2 GiB. Target <= 1.5 (no copy).
-7. **docker overhead**: the chain with ``--compute docker`` and locally, both cold; the
-   difference per step against T. Target <= 0.3 (skip with ``--no-docker``).
+7. **docker overhead**: the chain with ``--compute docker`` and locally, both cold (medians
+   of 3, interleaved); the difference per step against T. Target <= 0.3 (skip with
+   ``--no-docker``).
 8. **dask fan-out**: the fan-out workload with ``--compute dask://...`` on a local cluster
    of 2 one-thread worker processes (started and stopped by the benchmark), against the same
    workload on the local executor with ``--max-parallel 2`` (the same parallelism).
@@ -95,6 +96,8 @@ BIG_BLOCKS = 1024  # 1 MiB blocks: 1 GiB
 T_SAMPLES = 3  # papermill runs of the trivial notebook (median)
 RERUN_SAMPLES = 3  # no-op and edit re-runs (median)
 DD_SAMPLES = 3  # samples of dd and of the 1 GiB run (median)
+# cold docker and local chains (median): one docker chain moves by ~1 s from run to run
+DOCKER_SAMPLES = 3
 MAX_TMPDIR_LENGTH = 50  # Unix socket paths must stay under ~100 characters
 FREE_SPACE_NEEDED = 3 * GIB  # for the 1 GiB workload (dd file and result, one at a time)
 
@@ -392,6 +395,13 @@ def run_timed(command: Sequence[str], cwd: Path, env: dict[str, str]) -> float:
         tail = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
         raise BenchmarkError(f"{' '.join(command)} exited with {done.returncode}:\n{tail}")
     return elapsed
+
+
+def _busy_cpu_seconds() -> float:
+    """CPU time all processes of the machine spent busy so far (Linux ``/proc/stat``)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def median_of(samples: int, measure: Callable[[int], float]) -> float:
@@ -742,12 +752,18 @@ class Bench:
     def docker_overhead(self) -> list[Row]:
         """Workload 7: the chain with ``--compute docker`` against the same chain run locally,
         both cold in fresh workspaces; the difference per step is the containers' cost."""
-        timings = {}
-        for compute in ("local", "docker"):
-            folder, env = self.workload_dir(f"chain-{compute}")
-            notebook = write_notebook(folder / "chain.ipynb", chain_pipeline(CHAIN_STEPS))
-            timings[compute] = self.mlpipe_run(notebook, env, "--compute", compute)
-            self.log(f"mlpipe chain on {compute}: {timings[compute]:.2f} s")
+        samples: dict[str, list[float]] = {"local": [], "docker": []}
+        for sample in range(DOCKER_SAMPLES):  # interleaved: both see the same machine
+            for compute in ("local", "docker"):
+                folder, env = self.workload_dir(f"chain-{compute}-{sample}")
+                notebook = write_notebook(folder / "chain.ipynb", chain_pipeline(CHAIN_STEPS))
+                samples[compute].append(self.mlpipe_run(notebook, env, "--compute", compute))
+        timings = {compute: statistics.median(values) for compute, values in samples.items()}
+        for compute, values in samples.items():
+            self.log(f"mlpipe chain on {compute} (median): {timings[compute]:.2f} s "
+                     f"({', '.join(f'{v:.2f}' for v in values)})")
+        self.log(f"the engine alone: a container running `true` costs "
+                 f"{self.container_floor_cpu():.2f} s of CPU (create, start, wait, remove)")
         per_step = (timings["docker"] - timings["local"]) / CHAIN_STEPS
         return [
             Row(f"docker overhead per step, chain of {CHAIN_STEPS} (docker {timings['docker']:.1f} s"
@@ -756,6 +772,18 @@ class Bench:
             Row(f"[P] docker chain of {CHAIN_STEPS}: time per step more than local", per_step,
                 "P", self.p, FORK_DOCKER_TARGET),
         ]
+
+    def container_floor_cpu(self, containers: int = 10) -> float:
+        """The machine's CPU (all processes: engine, runtime, client) per container that
+        runs ``true`` in the base image, from creation to removal: what any docker step
+        pays before its own processes."""
+        from mlpipe_jupyter.executors.docker.bootstrap import base_image_tag
+
+        busy = _busy_cpu_seconds()
+        for _ in range(containers):
+            subprocess.run(["docker", "run", "--rm", "--init", "--network", "none",
+                            base_image_tag(), "true"], check=True, capture_output=True)
+        return (_busy_cpu_seconds() - busy) / containers
 
     def dask_fan_out(self) -> list[Row]:
         """Workload 8: the fan-out on a 2-worker local Dask cluster against the local

@@ -85,9 +85,9 @@ def main(argv: list[str]) -> int:
     try:
         kernel_template = _load_kernel_template()
         template = _host_template(kernel_template)
+        runner = os.fork()
     except Exception as exc:  # an older Python (no send_fds, ...), a broken install
         _plain_runner(argv, exc)
-    runner = os.fork()
     if runner == 0:  # never returns
         _run_runner(template, argv)
     template.runner = runner
