@@ -55,6 +55,10 @@ CONNECT_TIMEOUT = 10.0
 IDLE_SECONDS = 900.0  # MLPIPE_KERNEL_TEMPLATE_IDLE overrides
 RETRY_AFTER_FAILED_START = 30.0  # a template that would not start is not tried again sooner
 FINGERPRINT_TTL = 2.0
+# A template's lock and log files stay after it stops, for its next start with the same key.
+# Every package install or source edit makes a new key, so a starting template removes the
+# files of other keys whose template is not running and that were not touched for this long.
+STALE_FILES_SECONDS = 24 * 3600.0
 
 _BOOT = (
     "import importlib.util, sys\n"
@@ -222,6 +226,7 @@ def _start(address: TemplateAddress) -> socket.socket:
             _spawned.remove(process)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(address.socket_path)  # a dead template's
+    remove_stale_files(Path(address.socket_path).parent, keep=address.key)
     idle = os.environ.get("MLPIPE_KERNEL_TEMPLATE_IDLE", str(IDLE_SECONDS))
     with open(address.log_path, "ab") as log:
         process = subprocess.Popen(
@@ -309,6 +314,55 @@ def stop_all(folder: Path | None = None) -> int:
         except (OSError, TemplateUnavailable, ValueError):
             continue
     return asked
+
+
+def remove_stale_files(folder: Path, keep: str = "", older_than: float = STALE_FILES_SECONDS
+                       ) -> list[str]:
+    """Remove the socket, lock and log files of templates (other than key ``keep``) that
+    are not running and whose files are all older than ``older_than`` seconds; the names
+    removed. A key whose lock another process holds (starting that template) is left."""
+    removed: list[str] = []
+    now = time.time()
+    keys: dict[str, list[Path]] = {}
+    for path in folder.glob("[ks]t-*.*"):
+        if path.suffix in (".sock", ".lock", ".log"):
+            keys.setdefault(path.stem, []).append(path)
+    for stem, paths in keys.items():
+        if stem.split("-", 1)[-1] == keep or not _all_older(paths, now - older_than):
+            continue
+        socket_path = folder / f"{stem}.sock"
+        if socket_path.exists() and _answers(socket_path):
+            continue
+        lock_path = folder / f"{stem}.lock"
+        try:
+            lock = open(lock_path, "a+b")  # noqa: SIM115  (held across the removal)
+        except OSError:
+            continue
+        with lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # being started right now
+                continue
+            for path in (socket_path, folder / f"{stem}.log", lock_path):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed.append(path.name)
+    return removed
+
+
+def _all_older(paths: list[Path], cutoff: float) -> bool:
+    try:
+        return all(path.lstat().st_mtime < cutoff for path in paths)
+    except OSError:  # removed meanwhile
+        return False
+
+
+def _answers(socket_path: Path) -> bool:
+    try:
+        with _connect(str(socket_path)):
+            return True
+    except OSError:
+        return False
 
 
 # -- a forked kernel ----------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -292,3 +293,40 @@ def test_a_fan_out_starts_every_branch_together_once_its_input_is_ready(
     assert len(pids) == 8
     assert all("without the kernel template" not in store.runs.log_path(result.run_id, name).read_text()
                for name in branches)
+
+
+def test_files_of_templates_long_stopped_are_removed_and_no_other(tmp_path: Path) -> None:
+    """Every install or source edit makes a new template key; the lock, log and dead socket
+    files of old keys go once they are a day old, not those of a running template, of one
+    being started (its lock held), of a recent one or of the key being started."""
+    import fcntl
+    import socket
+
+    day_ago = time.time() - template_client.STALE_FILES_SECONDS - 60
+
+    def files(stem: str, old: bool = True, sock: bool = False) -> None:
+        for suffix in (".lock", ".log", *((".sock",) if sock else ())):
+            path = tmp_path / f"{stem}{suffix}"
+            if not path.exists():
+                path.write_text("")
+            if old:
+                os.utime(path, (day_ago, day_ago))
+
+    files("kt-dead0000000000000000", sock=True)  # killed: its socket stayed
+    files("st-stopped000000000000")
+    files("kt-recent0000000000000", old=False)
+    files("kt-keep00000000000000")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(tmp_path / "kt-running000000000000.sock"))
+    listener.listen(1)
+    files("kt-running000000000000", sock=True)
+    files("st-starting00000000000")
+    with listener, open(tmp_path / "st-starting00000000000.lock", "a+b") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        removed = template_client.remove_stale_files(tmp_path, keep="keep00000000000000")
+    assert sorted(removed) == ["kt-dead0000000000000000.lock", "kt-dead0000000000000000.log",
+                               "kt-dead0000000000000000.sock", "st-stopped000000000000.lock",
+                               "st-stopped000000000000.log"]
+    assert sorted({p.stem for p in tmp_path.iterdir()}) == [
+        "kt-keep00000000000000", "kt-recent0000000000000", "kt-running000000000000",
+        "st-starting00000000000"]
