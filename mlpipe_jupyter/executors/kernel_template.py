@@ -53,8 +53,8 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NoReturn
 
 PROTOCOL = 1
 ENV_CHECK_SECONDS = 2.0  # at most this often, the installed packages are re-read (~5 ms)
@@ -448,16 +448,14 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _child(template: Template, fds: list[int], parent: int) -> None:
+def _child(template: Template, fds: list[int], parent: int) -> NoReturn:
     """Become the kernel the requester described; never returns."""
-    code = 1
-    try:
+
+    def become() -> int:
         template.close_in_child()
         os.setsid()
         _die_with_parent(parent)
-        for signum in (signal.SIGCHLD, signal.SIGTERM):
-            signal.signal(signum, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        reset_signals()
         stdin, stdout, stderr, spec_fd = fds
         for target, fd in enumerate((stdin, stdout, stderr)):
             os.dup2(fd, target)
@@ -468,9 +466,27 @@ def _child(template: Template, fds: list[int], parent: int) -> None:
             spec = json.loads(spec_file.read())
         _take_environment(spec["cwd"], spec["env"])
         if template.flavor == STEP:
-            code = _run_step_process(spec["argv"])
-        else:
-            code = _run_kernel(spec["argv"], spec["env"], parent)
+            return _run_step_process(spec["argv"])
+        return _run_kernel(spec["argv"], spec["env"], parent)
+
+    run_and_exit(become)
+
+
+def reset_signals() -> None:
+    """In a fork of the template: the signal handling of a new Python, not the template's."""
+    for signum in (signal.SIGCHLD, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def run_and_exit(body: Callable[[], int]) -> NoReturn:
+    """End this forked process with ``body``'s exit status, as a Python ending ``main``
+    would: ``sys.exit`` honoured, an exception printed, atexit handlers run and the standard
+    streams flushed; then ``os._exit``, so nothing of the template's (its ``finally``
+    blocks, its listener) runs in the fork."""
+    code = 1
+    try:
+        code = body()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:

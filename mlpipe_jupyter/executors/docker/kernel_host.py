@@ -89,7 +89,7 @@ def main(argv: list[str]) -> int:
     except Exception as exc:  # an older Python (no send_fds, ...), a broken install
         _plain_runner(argv, exc)
     if runner == 0:  # never returns
-        _run_runner(template, argv)
+        _run_runner(kernel_template, template, argv)
     template.runner = runner
     template.children[runner] = None  # the template serves while the runner lives
     try:
@@ -196,28 +196,13 @@ def _exit_status(code: int) -> int:
     return code if code >= 0 else 128 - code
 
 
-def _run_runner(template: Any, argv: list[str]) -> NoReturn:
+def _run_runner(kernel_template: ModuleType, template: Any, argv: list[str]) -> NoReturn:
     """In the fork: drop the template's part, run the step runner; never returns."""
-    code = 1
-    try:
+
+    def run() -> int:
         template.close_in_child()
-        for signum in (signal.SIGCHLD, signal.SIGTERM):
-            signal.signal(signum, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        code = int(importlib.import_module(RUNNER_MODULE).main(argv))
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except BaseException:
-        import traceback
+        kernel_template.reset_signals()
+        return int(importlib.import_module(RUNNER_MODULE).main(argv))
 
-        traceback.print_exc()
-    finally:
-        try:
-            import atexit
-
-            atexit._run_exitfuncs()  # the runner's (its kernels' files)
-            for stream in (sys.stdout, sys.stderr):
-                with contextlib.suppress(Exception):
-                    stream.flush()
-        finally:
-            os._exit(code)
+    kernel_template.run_and_exit(run)
+    raise AssertionError("run_and_exit returned")  # it ends the process
