@@ -88,3 +88,22 @@ def dismiss_news(page: object) -> None:
     no = page.locator(".jp-toast-button", has_text="No")  # type: ignore[attr-defined]
     if no.count():
         no.first.click()
+
+
+def settle(page: object) -> None:
+    """Wait until JupyterLab's start has stopped moving the keyboard focus: the app restored
+    (``window.jupyterapp``, exposed by ``mlpipe_lab``) and, when it opens the Launcher in an
+    empty main area, the Launcher activated. Until then a focus a test gives (a runs-list
+    checkbox) can be taken away by the Launcher's activation, as it can from a user who
+    starts typing before JupyterLab has finished opening."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "() => window.jupyterapp !== undefined", timeout=90_000)
+    page.evaluate("() => window.jupyterapp.restored.then(() => true)")  # type: ignore[attr-defined]
+    try:
+        page.wait_for_function(  # type: ignore[attr-defined]
+            "() => !!(document.activeElement && document.activeElement.closest('.jp-Launcher'))",
+            timeout=5_000)
+    except PlaywrightTimeout:
+        pass  # no Launcher opened (the main area was not empty): nothing moves the focus

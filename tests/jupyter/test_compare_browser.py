@@ -21,7 +21,7 @@ import pytest
 
 from mlpipe_jupyter.store import Store
 from tests.conftest import write_notebook
-from tests.jupyter.lab import CHROMIUM, dismiss_news, mlpipe_lab
+from tests.jupyter.lab import CHROMIUM, dismiss_news, mlpipe_lab, settle
 
 pytestmark = pytest.mark.slow
 
@@ -60,6 +60,7 @@ def _sidebar(page: Any, lab: str) -> Any:
         tab.click()
     panel = page.locator("#mlpipe-panel")
     panel.locator(".mlpipe-run-item").first.wait_for(timeout=30_000)
+    settle(page)
     dismiss_news(page)
     return panel
 
