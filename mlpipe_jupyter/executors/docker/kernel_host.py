@@ -96,6 +96,9 @@ def main(argv: list[str]) -> int:
         template.serve()
     finally:
         template._close_listener()
+        # its private folder (in a container's /tmp it would go with the container; run
+        # elsewhere it would stay)
+        shutil.rmtree(os.path.dirname(template.socket_path), ignore_errors=True)
     return int(template.runner_exit)
 
 
