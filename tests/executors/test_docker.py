@@ -440,18 +440,22 @@ def test_a_docker_steps_kernel_is_forked_from_a_host_that_holds_no_step(
         all=True, filters={"label": f"{LABEL_RUN}={result.run_id}"})
 
 
-def test_a_kernel_host_run_outside_a_container_leaves_no_folder(tmp_path: Path) -> None:
+def test_a_kernel_host_run_outside_a_container_leaves_no_folder() -> None:
     """The host's private socket folder goes when it ends (in a container it would go with
     the container's /tmp; run on a machine it would stay)."""
+    import tempfile
+
     from mlpipe_jupyter.executors.docker import kernel_host
 
-    env = {**os.environ, "TMPDIR": str(tmp_path),
-           "PYTHONPATH": str(Path(kernel_host.__file__).resolve().parents[3])}
-    done = subprocess.run(kernel_host.host_command(kernel_host.__file__, ["only-one-argument"]),
-                          capture_output=True, text=True, env=env, timeout=120)
-    assert done.returncode == 2, done.stderr  # in_container's answer, from the forked runner
-    assert "no kernel template" not in done.stderr  # the host did start
-    assert not list(tmp_path.glob("mlpipe-host-*"))
+    # a short folder: pytest's tmp_path can be too deep for a Unix socket's path
+    with tempfile.TemporaryDirectory(prefix="mlpipe-t-", dir="/tmp") as short:
+        env = {**os.environ, "TMPDIR": short,
+               "PYTHONPATH": str(Path(kernel_host.__file__).resolve().parents[3])}
+        done = subprocess.run(kernel_host.host_command(kernel_host.__file__, ["one-argument"]),
+                              capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 2, done.stderr  # in_container's answer, from the runner
+        assert "no kernel template" not in done.stderr  # the host did start
+        assert not list(Path(short).glob("mlpipe-host-*"))
 
 
 def test_where_the_kernel_host_cannot_start_the_plain_runner_takes_over(tmp_path: Path) -> None:
