@@ -53,7 +53,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NoReturn
 
 PROTOCOL = 1
@@ -61,22 +61,29 @@ ENV_CHECK_SECONDS = 2.0  # at most this often, the installed packages are re-rea
 IDLE_CHECK_SECONDS = 5.0
 MAX_REQUEST = 1 << 16
 
-# What a started kernel imports beyond ``ipykernel.kernelapp`` (the debugger, completion,
-# tornado's queues, psutil): imported ahead too, so a fork does not import them. Each is
-# optional (another ipykernel version may lack one).
+# What a started kernel imports beyond ``ipykernel.kernelapp`` (completion, tornado's
+# queues, psutil): imported ahead too, so a fork does not import them. Each is optional
+# (another ipykernel version may lack one).
 PREIMPORTS = (
     "ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.zmqshell", "ipykernel.debugger",
     "IPython.core.completerlib", "tornado.gen", "tornado.locks", "tornado.queues",
-    "tornado.platform.asyncio", "psutil", "faulthandler", "gzip", "http.server",
-    "xmlrpc.client",
+    "tornado.platform.asyncio", "psutil", "faulthandler",
 )
+# Step kernels run without the Jupyter debugger. Papermill never attaches one, and
+# debugpy's import (with pydevd, which loads these modules too) is ~0.25 s of CPU: paid
+# once per template locally, but once per step in a step's container. ``debugpy`` is
+# hidden while ipykernel is imported, so ipykernel finds it missing and starts no
+# debugger; a step's own ``import debugpy`` still works. MLPIPE_KERNEL_DEBUGGER=1 keeps it.
+DEBUGGER_VARIABLE = "MLPIPE_KERNEL_DEBUGGER"
+DEBUGGER_PREIMPORTS = ("gzip", "http.server", "xmlrpc.client")
 
 # Environment variables read while those modules are imported (or by the interpreter at
 # start): a template serves only kernels whose environment has the same values. Other
 # variables (a step's secrets, MLPIPE_*, PATH) are set in the kernel after the fork.
 KEY_PREFIXES = ("PYTHON", "PYDEVD", "DEBUGPY", "IPY", "JUPYTER", "JPY_", "TRAITLETS", "LC_",
                 "LD_", "CONDA", "VIRTUAL_ENV")
-KEY_NAMES = ("LANG", "LANGUAGE", "HOME", "QT_API", "MPLBACKEND", "IDE_PROJECT_ROOTS")
+KEY_NAMES = ("LANG", "LANGUAGE", "HOME", "QT_API", "MPLBACKEND", "IDE_PROJECT_ROOTS",
+             DEBUGGER_VARIABLE)
 KEY_IGNORED = ("JPY_PARENT_PID", "JPY_SESSION_NAME")  # set per kernel
 # What a template's forks become: kernels (``python -m ipykernel_launcher``), or step
 # processes (``step_process``: papermill and the step runner, imported by the template).
@@ -88,6 +95,12 @@ DISABLE_VARIABLE = "MLPIPE_FORK_KERNELS"  # "0": local kernels start the usual w
 # ``docker/kernel_host``): that template is the one to ask; it never starts another.
 HOSTED_VARIABLE = "MLPIPE_TEMPLATE_HOSTED"
 _SOCKET_PREFIX = {KERNEL: "kt", STEP: "st"}
+
+
+def hosted() -> bool:
+    """Whether this process was forked from a template of its own (``HOSTED_VARIABLE``):
+    that template is the one to ask for kernels, and none is to be started."""
+    return os.environ.get(HOSTED_VARIABLE) == "1"
 
 
 def socket_name(flavor: str, key: str) -> str:
@@ -162,7 +175,8 @@ class Template:
         self.retiring: str | None = None  # why no more forks are served
         self.selector = selectors.DefaultSelector()
         self.connections: dict[int, _Connection] = {}  # by fd
-        self.children: dict[int, _Connection] = {}  # by pid
+        # by pid; None for a child watched for no requester (``watch``)
+        self.children: dict[int, _Connection | None] = {}
         self.listener: socket.socket | None = None
         self.inode = 0
         self.wake_r, self.wake_w = os.pipe()
@@ -191,6 +205,11 @@ class Template:
         signal.set_wakeup_fd(self.wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.signal(signal.SIGTERM, _raise_exit)
+
+    def watch(self, pid: int) -> None:
+        """Serve on while ``pid``, a child forked by this process outside any request, lives;
+        its end comes to ``_ended`` as a fork's does."""
+        self.children[pid] = None
 
     # -- the loop --------------------------------------------------------------------------
     def serve(self) -> None:
@@ -553,13 +572,30 @@ def preimport(flavor: str = KERNEL) -> list[str]:
     if flavor == STEP:  # not optional: a failure here fails the template's start
         importlib.import_module(STEP_MODULE).prepare_template()
         return []
+    with_debugger = os.environ.get(DEBUGGER_VARIABLE) == "1"
     failed = []
-    for name in PREIMPORTS:
-        try:
-            importlib.import_module(name)
-        except Exception:
-            failed.append(name)
+    with contextlib.nullcontext() if with_debugger else _debugpy_hidden():
+        for name in PREIMPORTS + (DEBUGGER_PREIMPORTS if with_debugger else ()):
+            try:
+                importlib.import_module(name)
+            except Exception:
+                failed.append(name)
     return failed
+
+
+@contextlib.contextmanager
+def _debugpy_hidden() -> Iterator[None]:
+    """``import debugpy`` fails inside (ipykernel then has no debugger) and works again
+    after, unless it was imported before."""
+    if "debugpy" in sys.modules:
+        yield
+        return
+    sys.modules["debugpy"] = None  # type: ignore[assignment]  # how Python marks a module missing
+    try:
+        yield
+    finally:
+        if sys.modules.get("debugpy", "") is None:
+            del sys.modules["debugpy"]
 
 
 def main(argv: list[str]) -> int:
@@ -582,12 +618,8 @@ def main(argv: list[str]) -> int:
     print(f"{flavor} template {os.getpid()} ready in {time.monotonic() - started:.2f} s on "
           f"{socket_path}" + (f" (not imported: {', '.join(failed)})" if failed else ""),
           flush=True)
-    try:
+    with contextlib.suppress(SystemExit):  # SIGTERM; serve closes its listener either way
         template.serve()
-    except SystemExit:
-        pass
-    finally:
-        template._close_listener()
     print(f"{flavor} template {os.getpid()} stopped after {template.forks} forks: "
           f"{template.retiring or 'idle'}", flush=True)
     return 0

@@ -182,7 +182,7 @@ _spawned: list[subprocess.Popen[bytes]] = []
 
 def connect(address: TemplateAddress, start: bool = True) -> socket.socket:
     """A connection to the template (started first when missing and ``start``)."""
-    if os.environ.get(kernel_template.HOSTED_VARIABLE) == "1":
+    if kernel_template.hosted():
         start = False  # this process's template is the one it was forked from
     try:
         return _connect(address.socket_path)

@@ -271,6 +271,48 @@ def test_the_provisioner_plugs_into_jupyter_client(tmp_path: Path) -> None:
     assert provisioner.process is None or provisioner.process.poll() is not None
 
 
+def _forked_kernel_report(cwd: Path) -> dict[str, Any]:
+    """What a kernel forked through jupyter_client reports: its kernel_info's features, and
+    whether debugpy was loaded at its start and can be imported by its code."""
+    from jupyter_client.manager import KernelManager
+
+    manager = KernelManager(kernel_name="python3")
+    assert fork_provisioner.use_fork_provisioner(manager)
+    manager.start_kernel(cwd=str(cwd))
+    try:
+        assert manager.provisioner.fallback_reason is None  # type: ignore[union-attr]
+        client = manager.client()
+        client.start_channels()
+        client.wait_for_ready(timeout=60)
+        info = client.kernel_info(reply=True, timeout=30)["content"]
+        found: list[str] = []
+        reply = client.execute_interactive(
+            "import sys\nloaded = 'debugpy' in sys.modules\nimport debugpy\n"
+            "print(loaded, callable(debugpy.listen))", timeout=30,
+            output_hook=lambda msg: found.append(msg["content"].get("text", "")))
+        assert reply["content"]["status"] == "ok"
+        client.stop_channels()
+    finally:
+        manager.shutdown_kernel(now=True)
+    loaded, importable = "".join(found).split()
+    return {"features": info.get("supported_features", []), "loaded": loaded == "True",
+            "importable": importable == "True"}
+
+
+def test_step_kernels_start_without_the_debugger_unless_asked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Papermill never attaches a debugger: a forked kernel starts without debugpy (its
+    import is ~0.25 s of CPU per docker step), says so in kernel_info, and its code may
+    still import debugpy. MLPIPE_KERNEL_DEBUGGER=1 gets a template that loads it."""
+    plain = _forked_kernel_report(tmp_path)
+    assert "debugger" not in plain["features"]
+    assert not plain["loaded"] and plain["importable"]
+    monkeypatch.setenv(kernel_template.DEBUGGER_VARIABLE, "1")
+    with_debugger = _forked_kernel_report(tmp_path)
+    assert "debugger" in with_debugger["features"]
+    assert with_debugger["loaded"] and with_debugger["importable"]
+
+
 def test_a_fan_out_starts_every_branch_together_once_its_input_is_ready(
         store: Store, workspace_dir: Path) -> None:
     """With --max-parallel 8, the eight branches after a shared step all start (each on a

@@ -35,6 +35,7 @@ import mlpipe_jupyter
 from mlpipe_jupyter.executors.base import StepOutcome, StepTask, canceled_outcome
 from mlpipe_jupyter.executors.docker.kernel_host import HOST_FILE_NAME, host_command
 from mlpipe_jupyter.executors.docker.tether import EXIT_STARTER_GONE
+from mlpipe_jupyter.executors.kernel_template import DEBUGGER_VARIABLE
 from mlpipe_jupyter.executors.masking import Masker
 from mlpipe_jupyter.executors.step_runner import stopped_outcome
 from mlpipe_jupyter.executors.stop_signal import TIMED_OUT
@@ -148,6 +149,12 @@ def package_mount() -> dict[str, dict[str, str]]:
     return {str(package): {"bind": f"{PACKAGE_MOUNT}/mlpipe_jupyter", "mode": "ro"}}
 
 
+def _kernel_options() -> dict[str, str]:
+    """The starter's kernel settings that the container's kernel host reads."""
+    value = os.environ.get(DEBUGGER_VARIABLE)
+    return {DEBUGGER_VARIABLE: value} if value else {}
+
+
 def _limits(step: ContainerStep) -> dict[str, Any]:
     from docker.types import DeviceRequest
 
@@ -209,7 +216,8 @@ class StepContainer:
                 self.step.image, command,
                 user=f"{os.getuid()}:{os.getgid()}",
                 environment={"HOME": "/tmp", "USER": "mlpipe", "PYTHONPATH": PACKAGE_MOUNT,
-                             "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"},
+                             "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
+                             **_kernel_options()},
                 working_dir=str(task.cwd.resolve()),
                 volumes=mounts,
                 network_mode="host" if task.network else "none",

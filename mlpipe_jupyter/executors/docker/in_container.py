@@ -146,13 +146,11 @@ def _load_papermill_in_background() -> tuple[threading.Thread, dict[str, Any]]:
 
 
 def _start_kernel(kernel_name: str, secrets: dict[str, str]) -> tuple[Any, Exception | None]:
-    from mlpipe_jupyter.executors.kernel_template import HOSTED_VARIABLE
+    from mlpipe_jupyter.executors.kernel_template import hosted
     from mlpipe_jupyter.executors.kernels import start_kernel
 
-    # under a kernel host (``kernel_host``), the kernel is forked from it
-    hosted = os.environ.get(HOSTED_VARIABLE) == "1"
-    try:
-        return start_kernel(kernel_name, Path.cwd(), env=secrets or None, fork=hosted), None
+    try:  # under a kernel host (``kernel_host``), the kernel is forked from it
+        return start_kernel(kernel_name, Path.cwd(), env=secrets or None, fork=hosted()), None
     except Exception as exc:
         return None, exc
 

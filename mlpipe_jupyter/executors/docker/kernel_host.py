@@ -91,11 +91,10 @@ def main(argv: list[str]) -> int:
     if runner == 0:  # never returns
         _run_runner(kernel_template, template, argv)
     template.runner = runner
-    template.children[runner] = None  # the template serves while the runner lives
+    template.watch(runner)  # the template serves while the runner lives
     try:
         template.serve()
     finally:
-        template._close_listener()
         # its private folder (in a container's /tmp it would go with the container; run
         # elsewhere it would stay)
         shutil.rmtree(os.path.dirname(template.socket_path), ignore_errors=True)
@@ -162,7 +161,9 @@ def _stderr_kept_unless_failing() -> Iterator[_Kept]:
 
 
 def _hosting_class(kernel_template: ModuleType) -> type:
-    """``kernel_template.Template`` with a runner: what it ends with, and how it stops."""
+    """``kernel_template.Template`` with a runner: what it ends with, and how it stops.
+    Made here, not at module level: ``kernel_template`` is loaded by path when this runs,
+    and where it cannot be, this process becomes the plain runner."""
 
     class HostingTemplate(kernel_template.Template):  # type: ignore[misc, name-defined]
         runner: int | None = None
@@ -187,7 +188,7 @@ def _hosting_class(kernel_template: ModuleType) -> type:
             self.runner = None
             self.runner_exit = _exit_status(os.waitstatus_to_exitcode(status))
             self.retiring = "the step runner ended"
-            self._close_listener()
+            self._close_listener()  # no more forks: nobody is left to ask for one
             for kernel in list(self.children):  # its kernel, had it not stopped it
                 kernel_template._kill_group(kernel)
 
