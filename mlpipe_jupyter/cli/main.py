@@ -37,6 +37,29 @@ def _store(create: bool = False) -> Any:
 
 # -- commands ------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
+    from mlpipe_jupyter.executors import head_start
+
+    if args.compute in (None, "local"):  # the default target: steps that name none run here
+        # the first local step's process forks now, while this command imports and plans
+        head_start.begin(Path(args.notebook))
+    try:
+        return _run_command(args)
+    finally:
+        _end_head_start()
+
+
+def _end_head_start() -> None:
+    """End the head start's step process if no step took it (all reused, or none local)."""
+    from mlpipe_jupyter.executors import head_start
+
+    unused = head_start.discard()
+    if unused is not None:
+        from mlpipe_jupyter.executors.step_process import StepProcess
+
+        StepProcess(unused).shutdown()
+
+
+def _run_command(args: argparse.Namespace) -> int:
     from mlpipe_jupyter.cli.progress import ProgressPrinter
     from mlpipe_jupyter.model.parameters import parse_assignments
     from mlpipe_jupyter.runner.planning import Selection
@@ -362,12 +385,46 @@ def cmd_datastore(args: argparse.Namespace) -> int:
 
 
 # -- parser ----------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
+class _OnlyCommand:
+    """Subparsers that build one command's parser and skip the rest: what a command line
+    naming that command needs. Building all ~60 parsers (argparse looks up a translation
+    for each help string) took ~60 ms of every command."""
+
+    def __init__(self, subparsers: Any, command: str) -> None:
+        self.subparsers = subparsers
+        self.command = command
+        self.found = False
+
+    def add_parser(self, name: str, **kwargs: Any) -> Any:
+        if name != self.command:
+            return _SKIPPED
+        self.found = True
+        return self.subparsers.add_parser(name, **kwargs)
+
+
+class _Skipped:
+    """A skipped command's parser: whatever is called on it (``add_argument``,
+    ``add_subparsers``, ``set_defaults`` ...) does nothing and returns it again."""
+
+    def __getattr__(self, _name: str) -> Any:
+        return self._ignore
+
+    def _ignore(self, *_args: Any, **_kwargs: Any) -> _Skipped:
+        return self
+
+
+_SKIPPED = _Skipped()
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``mlpipe`` parser; with ``command``, one holding only that command (the whole
+    parser when there is no such command, so that the error lists them all)."""
     parser = argparse.ArgumentParser(
         prog="mlpipe", description="Notebook-native ML pipelines: run notebooks as pipelines."
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    sub: Any = subparsers if command is None else _OnlyCommand(subparsers, command)
 
     run = sub.add_parser("run", help="run a notebook as a pipeline")
     run.add_argument("notebook")
@@ -490,11 +547,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_compute_parser(sub, cmd_compute)
     add_datastore_parser(sub, cmd_datastore)
     add_secret_parser(sub)
+    if isinstance(sub, _OnlyCommand) and not sub.found:
+        return build_parser()
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else argv
+    named = arguments[0] if arguments and not arguments[0].startswith("-") else None
+    args = build_parser(named).parse_args(arguments)
     try:
         code = int(args.func(args))
         sys.stdout.flush()  # here, where a reader that went away is handled below

@@ -23,6 +23,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from mlpipe_jupyter.executors import head_start
 from mlpipe_jupyter.executors.base import (
     Executor,
     StepOutcome,
@@ -160,6 +161,9 @@ class LocalExecutor(Executor):
         a kernel for a step run in this process."""
         if self._step_processes:
             try:
+                ahead = head_start.take(cwd, self.kernel_name)  # the command's, if any
+                if ahead is not None:
+                    return StepProcess(ahead)
                 return StepProcess.start(self.kernel_name, cwd)
             except TemplateUnavailable as exc:
                 with self._lock:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -40,13 +41,9 @@ from pathlib import Path
 from typing import Any
 
 from mlpipe_jupyter.executors.base import StepOutcome, StepTask, Submission
-from mlpipe_jupyter.executors.kernel_template import STEP
+from mlpipe_jupyter.executors.head_start import step_process_fork
 from mlpipe_jupyter.executors.stop_signal import CANCELED, StopSignal
-from mlpipe_jupyter.executors.template_client import (
-    ForkedProcess,
-    TemplateAddress,
-    fork_process,
-)
+from mlpipe_jupyter.executors.template_client import ForkedProcess
 
 # After a cancel's SIGTERM, the step process has this long to kill its kernel and report.
 STOP_GRACE_SECONDS = 5.0
@@ -78,10 +75,7 @@ class StepProcess:
     def start(cls, kernel_name: str, cwd: Path) -> StepProcess:
         """Fork one now; raises ``TemplateUnavailable`` (with the reason) when the step
         template cannot serve."""
-        address = TemplateAddress(sys.executable, STEP)
-        process = fork_process(address, ["--kernel", kernel_name], dict(os.environ), str(cwd),
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        return cls(process)
+        return cls(step_process_fork(kernel_name, cwd))
 
     @property
     def pid(self) -> int:
@@ -177,21 +171,36 @@ def main(argv: list[str]) -> int:
         threading.Thread(target=stop.set, args=(CANCELED,), daemon=True).start()
 
     signal.signal(signal.SIGTERM, canceled)
-    kernel: WarmKernel | None = None
-    error: Exception | None = None
-    try:
-        kernel = start_kernel(kernel_name, Path.cwd(), fork=True)
-    except Exception as exc:  # reported as the step's outcome, once it has a step
-        error = exc
-    try:
-        line = sys.stdin.buffer.readline()
-        if not line:  # not needed after all
-            return 0
-        task = StepTask.from_dict(json.loads(line)["task"])
-        outcome = run_step_notebook(task, kernel, stop, start_error=error)
-        with os.fdopen(outcome_fd, "wb") as out:
-            out.write(json.dumps({"outcome": outcome.to_dict()}).encode("utf-8") + b"\n")
+    job: queue.Queue[bytes] = queue.Queue(maxsize=1)
+    status = [1]  # the exit status: 0 once the outcome is written (a raise prints, and stays 1)
+
+    def step() -> None:
+        # the kernel is started, used and shut down by this one thread (``kernels``)
+        kernel: WarmKernel | None = None
+        error: Exception | None = None
+        try:
+            kernel = start_kernel(kernel_name, Path.cwd(), fork=True)
+        except Exception as exc:  # reported as the step's outcome, once it has a step
+            error = exc
+        try:
+            task = StepTask.from_dict(json.loads(job.get())["task"])
+            outcome = run_step_notebook(task, kernel, stop, start_error=error)
+            with os.fdopen(outcome_fd, "wb") as out:
+                out.write(json.dumps({"outcome": outcome.to_dict()}).encode("utf-8") + b"\n")
+            status[0] = 0
+        finally:
+            if kernel is not None:
+                kernel.shutdown()
+
+    worker = threading.Thread(target=step, name="mlpipe-step")
+    worker.start()
+    line = sys.stdin.buffer.readline()
+    if not line:
+        # Not needed after all (a head start no step took, a run that ended first): end now,
+        # even while the kernel is still starting, rather than wait for it. The exit kills
+        # a started kernel and removes its files (``kernels``); one still being forked is
+        # killed by the kernel template when this process's connection to it closes.
         return 0
-    finally:
-        if kernel is not None:
-            kernel.shutdown()
+    job.put(line)
+    worker.join()
+    return status[0]

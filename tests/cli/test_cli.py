@@ -44,6 +44,29 @@ def test_bad_parameter_and_missing_notebook(workspace_dir: Path) -> None:
     assert not (workspace_dir / ".mlpipe").exists()
 
 
+def test_commands_help_and_mistakes_name_what_exists(workspace_dir: Path) -> None:
+    """A command line builds only its command's parser; help, a mistyped command and an
+    unknown compute target still say what there is."""
+    top = run_cli("--help", cwd=workspace_dir)
+    assert top.returncode == 0 and "COMMAND" in top.stdout
+    run_help = run_cli("run", "--help", cwd=workspace_dir)
+    assert run_help.returncode == 0 and "--max-parallel N" in run_help.stdout
+    nested = run_cli("dataset", "--help", cwd=workspace_dir)
+    assert nested.returncode == 0 and "register" in nested.stdout
+    typo = run_cli("rnu", "x.ipynb", cwd=workspace_dir)
+    assert typo.returncode == 2
+    assert "invalid choice: 'rnu'" in typo.stderr
+    for command in ("'run'", "'schedule'", "'secret'", "'datastore'"):
+        assert command in typo.stderr
+    missing = run_cli("logs", "latest", cwd=workspace_dir)
+    assert missing.returncode == 2 and "usage: mlpipe logs" in missing.stderr
+    notebook = write_notebook(workspace_dir / "c.ipynb", ["%%mlstep a --output o\npass"])
+    wrong = run_cli("run", str(notebook), "--compute", "nowhere", cwd=workspace_dir)
+    assert wrong.returncode == 2
+    assert "unknown compute target 'nowhere' (known: dask, docker, local" in wrong.stderr
+    assert not (workspace_dir / ".mlpipe").exists()
+
+
 @pytest.mark.slow
 def test_example_through_the_cli(workspace_dir: Path) -> None:
     assert run_cli("dataset", "register", "iris", str(IRIS), "--tabular").returncode == 0

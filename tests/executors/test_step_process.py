@@ -28,7 +28,7 @@ from mlpipe_jupyter.executors.kernel_template import STEP
 from mlpipe_jupyter.model.status import StepStatus
 from mlpipe_jupyter.runner.runner import RunResult, run_notebook
 from mlpipe_jupyter.store import Store
-from tests.conftest import step_output, write_notebook
+from tests.conftest import run_cli, step_output, write_notebook
 from tests.leftovers import alive, kernels_of, wait_for
 
 pytestmark = pytest.mark.slow
@@ -63,6 +63,30 @@ def test_the_runner_imports_neither_papermill_nor_jupyter_client(workspace_dir: 
                           capture_output=True, timeout=300, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_command_forks_the_first_step_process_while_it_plans(workspace_dir: Path) -> None:
+    """``mlpipe run`` asks for the first step's process as it starts (``head_start``): the
+    step runs in that very fork (one fork for a one-step run). A re-run that reuses the
+    step forks one too, before it knows, and ends it with the command."""
+    notebook = write_notebook(workspace_dir / "one.ipynb", [f"%%mlstep only --output o\n{PROBE}"])
+    template_client.ensure_template(STEP)
+    forks = template_client.status(STEP)["forks"]
+    done = run_cli("run", "-q", "--json", str(notebook), cwd=workspace_dir)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["steps"] == {"only": "succeeded"}
+    assert template_client.status(STEP)["forks"] == forks + 1
+    again = run_cli("run", "-q", "--json", str(notebook), cwd=workspace_dir)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["steps"] == {"only": "reused"}
+    status = template_client.status(STEP)
+    assert status["forks"] == forks + 2
+    assert status["children"] == []  # ended with the command, not left to the template
+    # likewise with the default target named
+    named = run_cli("run", "-q", "--compute", "local", str(notebook), "--regenerate",
+                    cwd=workspace_dir)
+    assert named.returncode == 0, named.stderr
+    assert template_client.status(STEP)["forks"] == forks + 3
 
 
 def test_a_step_process_killed_mid_step_fails_its_step_alone_and_leaves_no_kernel(

@@ -43,6 +43,17 @@ def test_a_run_that_succeeds_leaves_nothing(box: Sandbox) -> None:
     assert box.leftovers() == NOTHING
 
 
+def test_a_rerun_that_reuses_every_step_leaves_nothing(box: Sandbox) -> None:
+    """The command forks the first step's process as it starts (``head_start``), before it
+    knows that every step will be reused: that process and its kernel, still starting,
+    end with the command."""
+    notebook = box.notebook("quick", QUICK)
+    assert box.run(notebook) == 0
+    for _ in range(3):
+        assert box.run(notebook) == 0
+        assert box.leftovers() == NOTHING
+
+
 def test_a_run_whose_step_fails_leaves_nothing(box: Sandbox) -> None:
     assert box.run(box.notebook("failing", FAILING)) == 1
     assert box.leftovers() == NOTHING
