@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from functools import lru_cache
-from importlib.metadata import entry_points
 from typing import Any
 
 from mlpipe_jupyter.errors import ExecutorError
@@ -27,6 +26,8 @@ _BUILTIN = {
 @lru_cache(maxsize=1)
 def known_executors() -> dict[str, str]:
     """Executor names with the ``module:Class`` that implements them (scanned once: ~25 ms)."""
+    from importlib.metadata import entry_points  # ~20 ms to import: only when needed
+
     found = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
     return {**found, **_BUILTIN}
 
