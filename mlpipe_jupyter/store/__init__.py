@@ -25,8 +25,9 @@ if TYPE_CHECKING:
     from mlpipe_jupyter.store.sweeps import SweepMember, SweepRecord, SweepStore
 
 # Each store's module is imported when first used: a command needs a few of the eleven
-# (a run: runs, datasets, environments, results), and importing them all took ~25 ms more
-# of every command. ``from mlpipe_jupyter.store import RunRecord`` still works.
+# (a run: runs, datasets, environments, results, notification settings), and importing
+# them all took ~25 ms more of every command. ``from mlpipe_jupyter.store import RunRecord``
+# still works.
 _MODULE_OF = {
     "DatasetStore": "datasets", "DatasetVersion": "datasets",
     "EnvironmentStore": "environments",
