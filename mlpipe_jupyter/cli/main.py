@@ -45,18 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         return _run_command(args)
     finally:
-        _end_head_start()
-
-
-def _end_head_start() -> None:
-    """End the head start's step process if no step took it (all reused, or none local)."""
-    from mlpipe_jupyter.executors import head_start
-
-    unused = head_start.discard()
-    if unused is not None:
-        from mlpipe_jupyter.executors.step_process import StepProcess
-
-        StepProcess(unused).shutdown()
+        head_start.end_unused()  # if no step took it (all reused, or none local)
 
 
 def _run_command(args: argparse.Namespace) -> int:

@@ -9,10 +9,11 @@ and its kernel starts on the other core while the command plans: the first cell 
 local run runs ~0.2 s sooner (a cold chain, an edited step, a large hand-over).
 
 The process is only a head start: it holds no step yet. The first step process the local
-executor needs for the same folder and kernel takes it (``take``); a run that needs none
-(all reused, all in containers) ends it (``discard``), as the executor ends a step process
-it started for a step that then did not run. If the template cannot fork it, nothing
-happens here: the executor asks again, falls back and says why, as always.
+executor needs for the same folder and kernel takes it (``take``). A run that needs none
+(all reused, all in containers) ends it (``end_unused``), as the executor ends a step
+process it started for a step that then did not run; the command never waits for a fork
+still on its way (a step template starting from cold). If the template cannot fork it,
+nothing happens here: the executor asks again, falls back and says why, as always.
 
 Only the command line begins one: a process that goes on after its run (a kernel, the
 Jupyter server) starts its step processes when the run is planned.
@@ -28,7 +29,12 @@ import threading
 from pathlib import Path
 
 from mlpipe_jupyter.executors.kernel_template import STEP, fork_enabled
-from mlpipe_jupyter.executors.template_client import ForkedProcess, TemplateAddress, fork_process
+from mlpipe_jupyter.executors.template_client import (
+    ForkedProcess,
+    TemplateAddress,
+    connect,
+    fork_process,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +52,47 @@ class _HeadStart:
         self.kernel_name = kernel_name
         self.process: ForkedProcess | None = None
         self.done = threading.Event()
+        self.unwanted = False  # ended before its fork came: the fork ends on arrival
         threading.Thread(target=self._fork, daemon=True, name="mlpipe-head-start").start()
 
     def _fork(self) -> None:
+        process = None
         try:
-            self.process = step_process_fork(self.kernel_name, self.cwd)
+            # the template first (started if missing: ~1 s from cold), and no fork asked
+            # for if the command no longer wants one by then: a command that ends (a run
+            # with every step reused) leaves no fork behind, only a warm template
+            with connect(TemplateAddress(sys.executable, STEP)):
+                pass
+            if not self.unwanted:
+                process = step_process_fork(self.kernel_name, self.cwd)
         except Exception:  # the executor will try again, and report why if it fails
             log.debug("no head start for the first step", exc_info=True)
-        finally:
+        with _lock:
+            self.process = process
             self.done.set()
+            unwanted = self.unwanted
+        if unwanted and process is not None:
+            _end(process)
 
     def result(self, timeout: float | None) -> ForkedProcess | None:
         return self.process if self.done.wait(timeout) else None
+
+    def end(self) -> None:
+        """End its process now, or, while the fork is still on its way (the template
+        starting from cold), as soon as it arrives: the command never waits for it."""
+        with _lock:
+            if not self.done.is_set():
+                self.unwanted = True
+                return
+        if self.process is not None:
+            _end(self.process)
+
+
+def _end(process: ForkedProcess) -> None:
+    """End a step process that holds no step (end-of-file: it exits at once)."""
+    from mlpipe_jupyter.executors.step_process import StepProcess
+
+    StepProcess(process).shutdown()
 
 
 _lock = threading.Lock()
@@ -97,10 +132,12 @@ def take(cwd: Path, kernel_name: str) -> ForkedProcess | None:
     return pending.result(TAKE_WAIT_SECONDS)
 
 
-def discard() -> ForkedProcess | None:
-    """The head start's process that nobody took, to be ended by the caller (None when
-    there is none)."""
+def end_unused() -> None:
+    """End the head start's process if no step took it (every step reused, or none
+    local). A fork still on its way is not waited for: it ends itself when it arrives, and
+    if this process has exited by then, the template ends it (its requester is gone)."""
     global _pending
     with _lock:
         pending, _pending = _pending, None
-    return pending.result(TAKE_WAIT_SECONDS) if pending is not None else None
+    if pending is not None:
+        pending.end()
