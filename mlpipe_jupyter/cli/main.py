@@ -37,11 +37,12 @@ def _store(create: bool = False) -> Any:
 
 # -- commands ------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.compute not in (None, "local"):  # "local", the default target, is the one
+        return _run_command(args)             # that runs steps naming none here
     from mlpipe_jupyter.executors import head_start
 
-    if args.compute in (None, "local"):  # the default target: steps that name none run here
-        # the first local step's process forks now, while this command imports and plans
-        head_start.begin(Path(args.notebook))
+    # the first local step's process forks now, while this command imports and plans
+    head_start.begin(Path(args.notebook))
     try:
         return _run_command(args)
     finally:
