@@ -68,7 +68,8 @@ def test_the_runner_imports_neither_papermill_nor_jupyter_client(workspace_dir: 
 def test_the_command_forks_the_first_step_process_while_it_plans(workspace_dir: Path) -> None:
     """``mlpipe run`` asks for the first step's process as it starts (``head_start``): the
     step runs in that very fork (one fork for a one-step run). A re-run that reuses the
-    step forks one too, before it knows, and ends it with the command."""
+    step forks at most one, before it knows (none if the command has ended before the
+    fork was asked for), and ends it with the command."""
     notebook = write_notebook(workspace_dir / "one.ipynb", [f"%%mlstep only --output o\n{PROBE}"])
     template_client.ensure_template(STEP)
     forks = template_client.status(STEP)["forks"]
@@ -80,13 +81,13 @@ def test_the_command_forks_the_first_step_process_while_it_plans(workspace_dir: 
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["steps"] == {"only": "reused"}
     status = template_client.status(STEP)
-    assert status["forks"] == forks + 2
+    assert status["forks"] in (forks + 1, forks + 2)
     assert status["children"] == []  # ended with the command, not left to the template
     # likewise with the default target named
     named = run_cli("run", "-q", "--compute", "local", str(notebook), "--regenerate",
                     cwd=workspace_dir)
     assert named.returncode == 0, named.stderr
-    assert template_client.status(STEP)["forks"] == forks + 3
+    assert template_client.status(STEP)["forks"] == status["forks"] + 1
 
 
 def _step_template_running() -> bool:
