@@ -330,6 +330,12 @@ class Template:
             elif op == "fork":
                 self._fork(connection, request, fds)
                 fds = []  # closed by _fork
+            elif op == "signal":
+                # for a requester that cannot signal its fork itself (it runs in another
+                # PID namespace: a container's); no reply, as for os.kill
+                if connection.child is not None:
+                    with contextlib.suppress(OSError, ValueError, TypeError):
+                        os.kill(connection.child, int(request.get("signum", 0)))
             else:
                 self._reply(connection, {"error": f"unknown request {op!r}"})
         finally:
@@ -405,8 +411,13 @@ class Template:
             return
         connection.child = None
         self.last_active = time.monotonic()
+        report = self.exit_report(pid, os.waitstatus_to_exitcode(status))
         if connection.sock.fileno() >= 0:
-            self._reply(connection, {"exit": os.waitstatus_to_exitcode(status)})
+            self._reply(connection, report)
+
+    def exit_report(self, pid: int, code: int) -> dict[str, Any]:
+        """What the requester of fork ``pid`` is told once it ended with ``code``."""
+        return {"exit": code}
 
     # -- in the child, right after the fork --------------------------------------------------
     def close_in_child(self) -> None:
@@ -483,10 +494,13 @@ def _child(template: Template, fds: list[int], parent: int) -> NoReturn:
                 os.close(fd)
         with os.fdopen(spec_fd, "rb") as spec_file:
             spec = json.loads(spec_file.read())
-        _take_environment(spec["cwd"], spec["env"])
+        # the requester's environment, or (``inherit_env``: a requester outside this
+        # container) the template's with the requester's additions
+        env = {**os.environ, **spec["env"]} if spec.get("inherit_env") else spec["env"]
+        _take_environment(spec["cwd"], env)
         if template.flavor == STEP:
             return _run_step_process(spec["argv"])
-        return _run_kernel(spec["argv"], spec["env"], parent)
+        return _run_kernel(spec["argv"], env, parent)
 
     run_and_exit(become)
 

@@ -36,6 +36,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,18 @@ class TemplateAddress:
     def name(self) -> str:
         """What the messages call it: "the kernel template", "the step template"."""
         return f"the {self.flavor} template"
+
+
+@dataclass(frozen=True)
+class SocketAddress:
+    """A template known by its socket alone, started by someone else (a docker lane's step
+    template, in its container): never started from here, and its forks live in another
+    PID namespace."""
+
+    socket_path: str
+    key: str
+    flavor: str = STEP
+    name: str = "the container's step template"
 
 
 _identity_lock = threading.Lock()
@@ -372,8 +385,10 @@ class ForkedProcess:
     comes from the template (its parent); if the template is gone, from a pidfd."""
 
     def __init__(self, pid: int, sock: socket.socket, stdout: Any = None,
-                 stderr: Any = None, stdin: Any = None) -> None:
-        self.pid = pid
+                 stderr: Any = None, stdin: Any = None, remote: bool = False) -> None:
+        self.pid = pid  # in the template's PID namespace: with ``remote``, not ours
+        self.remote = remote
+        self.exit_report: dict[str, Any] = {}  # the template's whole exit message
         self.args: list[str] = []
         self.stdin = stdin
         self.stdout = stdout
@@ -382,8 +397,9 @@ class ForkedProcess:
         self._sock: socket.socket | None = sock
         self._buffer = b""
         self._pidfd: int | None = None
-        with contextlib.suppress(OSError, AttributeError):
-            self._pidfd = os.pidfd_open(pid)
+        if not remote:
+            with contextlib.suppress(OSError, AttributeError):
+                self._pidfd = os.pidfd_open(pid)
         self._lock = threading.Lock()
 
     def poll(self) -> int | None:
@@ -411,11 +427,14 @@ class ForkedProcess:
                 with contextlib.suppress(ValueError):
                     message = json.loads(line)
                     if "exit" in message:
+                        self.exit_report = message
                         self.returncode = int(message["exit"])
                         self._close_pidfd()
                         return
         if self._sock is None:  # no template to tell: ask the kernel itself
-            if self._pidfd is not None:
+            if self.remote:  # its template (and so the fork) is gone
+                self.returncode = -signal.SIGKILL
+            elif self._pidfd is not None:
                 if select.select([self._pidfd], [], [], 0)[0]:
                     self.returncode = -signal.SIGKILL
                     self._close_pidfd()
@@ -450,6 +469,13 @@ class ForkedProcess:
 
     def send_signal(self, signum: int) -> None:
         if self.poll() is not None:
+            return
+        if self.remote:
+            sock = self._sock
+            if sock is not None:
+                message = {"protocol": PROTOCOL, "op": "signal", "signum": int(signum)}
+                with contextlib.suppress(OSError):
+                    sock.sendall(json.dumps(message).encode("utf-8") + b"\n")
             return
         if self._pidfd is not None:
             with contextlib.suppress(ProcessLookupError):
@@ -525,14 +551,26 @@ def fork_kernel(cmd: list[str], env: Mapping[str, str], cwd: str, stdout: Any = 
     return process
 
 
-def fork_process(address: TemplateAddress, args: Sequence[str], env: Mapping[str, str],
-                 cwd: str, stdin: Any = None, stdout: Any = None,
+def fork_process(address: TemplateAddress | SocketAddress, args: Sequence[str],
+                 env: Mapping[str, str], cwd: str, stdin: Any = None, stdout: Any = None,
                  stderr: Any = None) -> ForkedProcess:
     """A fork of the template at ``address`` (started first when missing), given ``args``,
     the working folder ``cwd`` and the environment ``env``; its standard streams follow
     ``Popen``'s conventions (stdin None is /dev/null). Raises TemplateUnavailable (with
-    the reason) when the template cannot do it."""
-    sock = connect(address)
+    the reason) when the template cannot do it.
+
+    A ``SocketAddress`` template is in a container: it is never started from here, the
+    fork keeps the template's (the container's) environment with ``env`` added, and it is
+    signaled through the template, its PID being the container's."""
+    remote = isinstance(address, SocketAddress)
+    if remote:
+        try:
+            sock = _connect(address.socket_path)
+        except OSError as exc:
+            raise TemplateUnavailable(f"{address.name} does not answer ({exc})") from exc
+    else:
+        assert isinstance(address, TemplateAddress)
+        sock = connect(address)
     close: list[int] = []
     pipes: dict[str, Any] = {}
     try:
@@ -548,7 +586,8 @@ def fork_process(address: TemplateAddress, args: Sequence[str], env: Mapping[str
                             [stdin_fd, out_fd, err_fd, spec_read])
             if "pid" in reply:
                 # the environment goes to the fork alone, never through the template
-                spec = json.dumps({"argv": list(args), "cwd": cwd, "env": dict(env)}).encode()
+                spec = json.dumps({"argv": list(args), "cwd": cwd, "env": dict(env),
+                                   "inherit_env": remote}).encode()
                 with os.fdopen(spec_write, "wb") as spec_file:
                     spec_write = -1
                     spec_file.write(spec)
@@ -572,7 +611,7 @@ def fork_process(address: TemplateAddress, args: Sequence[str], env: Mapping[str
             with contextlib.suppress(OSError):
                 os.close(fd)
     return ForkedProcess(int(reply["pid"]), sock, pipes.get("stdout"), pipes.get("stderr"),
-                         pipes.get("stdin"))
+                         pipes.get("stdin"), remote=remote)
 
 
 def _ipykernel_command(cmd: list[str]) -> tuple[str, list[str]]:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -354,42 +356,84 @@ def test_a_run_if_step_in_docker_runs_without_the_failed_steps_folder(
         store.runs.step_run(result.run_id, "alert").result_id]
 
 
-def test_later_steps_run_in_ready_containers_that_isolate_them_and_none_is_left(
-        docker_engine: Any, store: Store, workspace_dir: Path) -> None:
-    """A chain on docker: each step after the first finds a container started ahead of it
-    (papermill imported, kernel up) and runs alone in it; inputs stay read-only; containers
-    started for steps that then never ran (the chain failed) are removed with the run."""
-    chain = [
-        "%%mlstep s0 --output o\n(outputs.o / 'n').write_text('1')",
-        *[f"%%mlstep s{i} --input i=s{i - 1}.o --output o\nimport os, sys\n"
-          f"n = int((inputs.i / 'n').read_text())\n(outputs.o / 'n').write_text(str(n + 1))\n"
-          f"(outputs.o / 'seen').write_text(f\"{{os.getpid()}} {{'marker' in sys.modules}}\")\n"
-          "sys.modules['marker'] = sys\n"
-          "try:\n    (inputs.i / 'x').write_text('x')\nexcept OSError as exc:\n"
-          "    (outputs.o / 'ro').write_text(type(exc).__name__)\n" for i in range(1, 5)],
-    ]
-    notebook = write_notebook(workspace_dir / "ready.ipynb", chain)
-    result = run_notebook(notebook, store=store, compute="docker")
-    assert result.ok, result.failures
-    logs = {f"s{i}": store.runs.log_path(result.run_id, f"s{i}").read_text() for i in range(5)}
-    assert "ready container" not in logs["s0"]  # nothing was running before it
-    readied = [name for name, text in logs.items() if "in a ready container" in text]
-    assert len(readied) >= 3, logs  # under heavy load one may still start its own
-    seen = [(step_output(store, result.run_id, f"s{i}", "o") / "seen").read_text().split()
-            for i in range(1, 5)]
-    assert all(marker == "False" for _, marker in seen)  # nothing of the step before
-    assert (step_output(store, result.run_id, "s4", "o") / "n").read_text() == "5"
-    assert {(step_output(store, result.run_id, f"s{i}", "o") / "ro").read_text()
-            for i in range(1, 5)} == {"OSError"}
-    assert not docker_engine.containers.list(all=True, filters={"label": f"{LABEL_RUN}={result.run_id}"})
+LANE_PROBE = """
+import json, os, pathlib, subprocess, sys
+def sleepers():
+    found = []
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            if open(f'/proc/{pid}/cmdline', 'rb').read().startswith(b'sleep'):
+                found.append(pid)
+        except OSError:
+            pass
+    return found
+me = STEP
+seen = {
+    'pid': os.getpid(),
+    'marker': 'lane_marker' in sys.modules,
+    'env': os.environ.get('LANE_MARK'),
+    'left': sorted(str(p) for folder in ('/tmp', '/var/tmp', '/dev/shm')
+                   for p in pathlib.Path(folder).glob('left-by-*')),
+    'sleepers': sleepers(),
+}
+sys.modules['lane_marker'] = sys
+os.environ['LANE_MARK'] = me
+for folder in ('/tmp', '/var/tmp', '/dev/shm'):
+    pathlib.Path(folder, 'left-by-' + me).write_text('x')
+subprocess.Popen(['sleep', '300'], start_new_session=True)  # a daemon, in a session of its own
+try:
+    (inputs.i / 'x').write_text('x') if inputs.i else None
+except OSError as exc:
+    seen['read_only'] = type(exc).__name__
+(outputs.o / 'seen.json').write_text(json.dumps(seen))
+"""
 
-    broken = write_notebook(workspace_dir / "broken.ipynb", [
-        "%%mlstep a --output o\nraise ValueError('on purpose')",
-        *[f"%%mlstep b{i} --input i=a.o --output o\npass" for i in range(3)],
-    ])
-    failed = run_notebook(broken, store=store, compute="docker")
-    assert failed.status is RunStatus.FAILED
-    assert not docker_engine.containers.list(all=True, filters={"label": f"{LABEL_RUN}={failed.run_id}"})
+
+def test_a_runs_docker_steps_share_a_lane_that_leaves_nothing_of_one_step_to_the_next(
+        docker_engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A docker chain runs in one lane container, each step in a new step process and
+    kernel; between steps the lane kills what a step left running and empties /tmp,
+    /var/tmp and /dev/shm, but never the workspace folders mounted under /tmp (the
+    workspace is put there on purpose). Inputs stay read-only; no container is left, and
+    a failed run removes its lane too."""
+    project = Path(tempfile.mkdtemp(prefix="mlpipe-lane-test-", dir="/tmp"))
+    try:
+        monkeypatch.chdir(project)
+        monkeypatch.setenv("MLPIPE_HOME", str(project / ".mlpipe"))
+        store = Store.open(create=True)
+        cells = [f"%%mlstep s0 --output o\ninputs = type('N', (), {{'i': None}})\n"
+                 f"{LANE_PROBE.replace('STEP', repr('s0'))}"]
+        cells += [f"%%mlstep s{i} --input i=s{i - 1}.o --output o\n"
+                  f"{LANE_PROBE.replace('STEP', repr(f's{i}'))}" for i in range(1, 4)]
+        result = run_notebook(write_notebook(project / "lane.ipynb", cells), store=store,
+                              compute="docker")
+        assert result.ok, result.failures
+        logs = [store.runs.log_path(result.run_id, f"s{i}").read_text() for i in range(4)]
+        lanes = {line.split("lane container ")[1].split(",")[0]
+                 for log in logs for line in log.splitlines() if "lane container" in line}
+        assert len(lanes) == 1, logs  # one container served the chain
+        assert "its 1st step" in logs[0] and "its 4th step" in logs[3]
+        seen = [json.loads((step_output(store, result.run_id, f"s{i}", "o") / "seen.json")
+                           .read_text()) for i in range(4)]
+        for probe in seen:
+            assert probe["marker"] is False and probe["env"] is None, probe
+            assert probe["left"] == [] and probe["sleepers"] == [], probe
+        assert len({probe["pid"] for probe in seen}) == 4
+        assert {probe.get("read_only") for probe in seen[1:]} == {"OSError"}
+        assert not docker_engine.containers.list(
+            all=True, filters={"label": f"{LABEL_RUN}={result.run_id}"})
+
+        broken = write_notebook(project / "broken.ipynb", [
+            "%%mlstep a --output o\nraise ValueError('on purpose')",
+            *[f"%%mlstep b{i} --input i=a.o --output o\npass" for i in range(3)],
+        ])
+        failed = run_notebook(broken, store=store, compute="docker")
+        assert failed.status is RunStatus.FAILED
+        assert not docker_engine.containers.list(
+            all=True, filters={"label": f"{LABEL_RUN}={failed.run_id}"})
+        store.close()
+    finally:
+        shutil.rmtree(project, ignore_errors=True)
 
 
 HOST_PROBE = """

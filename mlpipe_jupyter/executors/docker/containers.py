@@ -118,13 +118,18 @@ class ContainerExit:
         if self.exit_code == EXIT_STARTER_GONE:
             return "the process that started the container went away; the step was stopped"
         if self.oom or self.exit_code == 137 and memory_bytes:
-            limit = f" ({memory_bytes / 1024**2:.0f} MiB, --memory)" if memory_bytes else ""
-            return f"the container was killed for using more memory than its limit{limit}"
+            return memory_message(memory_bytes)
         if self.exit_code == 138:
             return "the kernel died (exit 138), most likely out of memory"
         if self.reported is not None and self.reported.error:
             return self.reported.error  # e.g. the kernel died, or could not start
         return f"the container exited with code {self.exit_code}; see the step's log"
+
+
+def memory_message(memory_bytes: int | None) -> str:
+    """What a step killed by its container's memory limit reads."""
+    limit = f" ({memory_bytes / 1024**2:.0f} MiB, --memory)" if memory_bytes else ""
+    return f"the container was killed for using more memory than its limit{limit}"
 
 
 def _mounts(step: ContainerStep) -> dict[str, dict[str, str]]:
@@ -199,12 +204,13 @@ class StepContainer:
                 return ContainerExit(exit_code=-1, stopped=True)
             return self.finish(json.dumps(dict(secrets or {})), secrets)
         finally:
-            self._remove()
+            self.remove()
 
     def start(self, arguments: list[str], mounts: dict[str, dict[str, str]], run_id: str,
-              step_name: str) -> bool:
-        """Create and start the container running ``in_container ARGUMENTS``, its stdin
-        attached (the tether); False when stopped first."""
+              step_name: str, environment: Mapping[str, str] | None = None) -> bool:
+        """Create and start the container running ``in_container ARGUMENTS`` (or, with
+        ``--lane``, a lane's step template) under the kernel host, with ``environment``
+        added, its stdin attached (the tether); False when stopped first."""
         task = self.step.task
         # -I -S: the tether needs only the standard library; skipping site saves ~70 ms.
         # Under it, the kernel host: the runner and the kernel forked from one Python.
@@ -217,7 +223,7 @@ class StepContainer:
                 user=f"{os.getuid()}:{os.getgid()}",
                 environment={"HOME": "/tmp", "USER": "mlpipe", "PYTHONPATH": PACKAGE_MOUNT,
                              "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
-                             **_kernel_options()},
+                             **_kernel_options(), **(environment or {})},
                 working_dir=str(task.cwd.resolve()),
                 volumes=mounts,
                 network_mode="host" if task.network else "none",
@@ -242,7 +248,7 @@ class StepContainer:
         import requests.exceptions
 
         step, task, container = self.step, self.step.task, self._container
-        _send_line(self._tether, first_line)
+        self.send_line(first_line)
         follower = threading.Thread(target=_follow_logs,
                                     args=(container, task.log_path, Masker((secrets or {}).values())),
                                     daemon=True, name="mlpipe-container-log")
@@ -260,6 +266,18 @@ class StepContainer:
         return ContainerExit(exit_code, oom=oom, timed_out=timed_out,
                              stopped=self._stopped.is_set(),
                              reported=_read_outcome(task, step.outcome_path))
+
+    def send_line(self, text: str) -> None:
+        """The one line the tether hands to the command's stdin."""
+        _send_line(self._tether, text)
+
+    def last_output(self, lines: int = 5) -> str:
+        """The end of the container's output, on one line (why it ended early)."""
+        try:
+            text = self._container.logs(tail=lines).decode("utf-8", "replace")
+        except Exception:
+            return "(its output is gone)"
+        return " / ".join(line.strip() for line in text.splitlines() if line.strip()) or "no output"
 
     def stop(self) -> None:
         """Stop the step (a cancel): the container gets SIGTERM, then SIGKILL."""
@@ -280,7 +298,8 @@ class StepContainer:
             return False
         return bool(self._container.attrs.get("State", {}).get("Running"))
 
-    def _remove(self) -> None:
+    def remove(self) -> None:
+        """Close the tether and remove the container (whatever runs in it ends)."""
         if self._tether is not None:
             try:
                 self._tether.close()

@@ -1,10 +1,13 @@
-"""The ``docker`` compute target: each step's papermill notebook in its own container.
+"""The ``docker`` compute target: each step's papermill notebook in a container of its image.
 
 What a container may do (network, capabilities, mounts, user) and how it is tethered to
 this process is ``containers.py``'s business, shared with Dask workers. This executor
 picks the image of each step — its own (``--image``, papermill added) or its
-environment's — building it once, and runs containers on a thread pool; how a container
-ended becomes an outcome in ``ContainerExit.outcome``.
+environment's — building it once, and runs steps on a thread pool: in a lane of the run
+(``lanes.py``: a container that serves the run's steps one after another, cleaned
+between them) or, for a step with secrets or inputs outside the lane's folders, in a
+container of its own; how that container ended becomes an outcome in
+``ContainerExit.outcome``.
 Containers a killed runner left behind on this host are removed when the next runner
 starts.
 """
@@ -36,7 +39,7 @@ from mlpipe_jupyter.executors.docker.containers import (
 )
 from mlpipe_jupyter.executors.docker.engine import docker_client
 from mlpipe_jupyter.executors.docker.images import ensure_env_image, ensure_step_image
-from mlpipe_jupyter.executors.docker.ready import ReadyContainers
+from mlpipe_jupyter.executors.docker.lanes import Lanes, remove_dead_lane_folders
 from mlpipe_jupyter.model.step import StepHeader
 from mlpipe_jupyter.store.environments import EnvironmentStore, parse_env_ref
 from mlpipe_jupyter.store.secrets import SecretStore
@@ -48,7 +51,7 @@ __all__ = ["LABEL_RUN", "DockerExecutor"]
 
 
 class DockerExecutor(Executor):
-    """Runs each step in a fresh container of its environment's image."""
+    """Runs each step in a container of its environment's image: a lane's, or its own."""
 
     name = "docker"
 
@@ -60,7 +63,7 @@ class DockerExecutor(Executor):
         self._client: Any = None
         self._images: dict[tuple[str | None, str | None], str] = {}  # (env, image) -> id
         self._pool: ThreadPoolExecutor | None = None
-        self._ready: ReadyContainers | None = None  # created with the first prepare
+        self._lanes: Lanes | None = None  # created with the first prepare
 
     # -- before the run ---------------------------------------------------------------------
     @property
@@ -73,7 +76,9 @@ class DockerExecutor(Executor):
         self.remove_leftovers()
 
     def remove_leftovers(self) -> int:
-        """Remove containers of runners on this host that are no longer alive."""
+        """Remove containers of runners on this host that are no longer alive (and their
+        lanes' socket folders)."""
+        remove_dead_lane_folders()
         return remove_dead_containers(self.client)
 
     def environment_fingerprint(self, env: str | None, image: str | None = None) -> str:
@@ -117,12 +122,12 @@ class DockerExecutor(Executor):
     def prepare(self, cwd: Path, expected_tasks: int, max_parallel: int) -> None:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="mlpipe-docker")
-        self._ready_containers().expect(expected_tasks)
+        self._lanes_of_run()
 
-    def _ready_containers(self) -> ReadyContainers:
-        if self._ready is None:
-            self._ready = ReadyContainers(self.client, self.workspace)
-        return self._ready
+    def _lanes_of_run(self) -> Lanes:
+        if self._lanes is None:
+            self._lanes = Lanes(self.client, self.workspace)
+        return self._lanes
 
     # -- running ----------------------------------------------------------------------------
     def launch(self, submission: Submission) -> None:
@@ -138,9 +143,9 @@ class DockerExecutor(Executor):
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-        if self._ready is not None:
-            self._ready.close()
-            self._ready = None
+        if self._lanes is not None:
+            self._lanes.close()
+            self._lanes = None
 
     def _run(self, submission: Submission) -> StepOutcome:
         """In a pool thread: the task's container, from creation to removal."""
@@ -150,18 +155,27 @@ class DockerExecutor(Executor):
         except SecretError as exc:
             return StepOutcome(task, ok=False, error=str(exc))
         step = container_step(task, self._image(task.env, task.image))
-        ready = self._ready_containers().take(step)  # and the next step's starts
-        if ready is not None:
-            _say(task, f"step {task.step} in a ready container (started ahead, "
-                       f"{ready.short_id})")
-            with submission.stop.watch(ready.stop):
-                ended = ready.run_step(step)
-            return ended.outcome(task, canceled=submission.stop.canceled)
+        lanes = self._lanes_of_run()
+        lane = lanes.take(step)
+        if lane is not None:
+            try:
+                _say(task, f"step {task.step} in lane container {lane.short_id}, its "
+                           f"{_ordinal(lane.served + 1)} step (cleaned after each)")
+                outcome = lane.run(submission)
+            finally:
+                lanes.give_back(lane)
+            if outcome is not None:
+                return outcome
         container = StepContainer(self.client, step)
         # a cancel while the image was looked up stops the container at once
         with submission.stop.watch(container.stop):
             ended = container.run(secrets)
         return ended.outcome(task, canceled=submission.stop.canceled)
+
+
+def _ordinal(number: int) -> str:
+    suffix = "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    return f"{number}{suffix}"
 
 
 def _say(task: StepTask, line: str) -> None:

@@ -25,9 +25,8 @@ tether from the starter's attached stdin: they go into the kernel's environment 
 starts, and the step runner masks them in the log, the output notebook and the outcome.
 
 Usage: ``python3 -m mlpipe_jupyter.executors.docker.in_container OUTCOME_PATH TASK_JSON``;
-the working folder is the container's. ``... in_container --ready KERNEL_NAME`` is a ready
-container (``ready.py``): it imports papermill and starts the kernel first, then reads its
-job, the task and the outcome path, as one JSON line on stdin.
+the working folder is the container's. (A lane's container runs the steps of a run in
+step processes instead: ``lanes.py``.)
 """
 
 from __future__ import annotations
@@ -39,8 +38,6 @@ import threading
 import traceback
 from pathlib import Path
 from typing import Any
-
-READY_FLAG = "--ready"  # ``--ready KERNEL_NAME``: a ready container, its step to come
 
 
 def _papermill_command(notebook: str, output: str, kernel: str,
@@ -88,8 +85,6 @@ def _read_secrets() -> dict[str, str]:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) == 2 and argv[0] == READY_FLAG:
-        return _ready(kernel_name=argv[1])
     if len(argv) != 2:
         sys.stderr.write(__doc__ or "")
         return 2
@@ -108,25 +103,6 @@ def main(argv: list[str]) -> int:
     loaded = _load_papermill_in_background()
     kernel, start_error = _start_kernel(task.kernel_name, secrets)
     return _execute(task, Path(outcome_path), kernel, start_error, loaded, secrets)
-
-
-def _ready(kernel_name: str) -> int:
-    """A ready container (``ready.py``): papermill imported and the kernel started before
-    the step is known; then the job line on stdin (``{"task": ..., "outcome": PATH}``) says
-    which step to run. A ready container serves steps without secrets only: its kernel
-    started before any secret could reach it."""
-    from mlpipe_jupyter.executors.base import StepTask
-
-    loaded = _load_papermill_in_background()
-    kernel, start_error = _start_kernel(kernel_name, {})
-    line = sys.stdin.readline()
-    if not line.strip():  # the starter went away, or closed it unused: nothing to run
-        if kernel is not None:
-            kernel.shutdown()
-        return 0
-    job = json.loads(line)
-    return _execute(StepTask.from_dict(job["task"]), Path(job["outcome"]), kernel,
-                    start_error, loaded, {})
 
 
 def _load_papermill_in_background() -> tuple[threading.Thread, dict[str, Any]]:

@@ -42,6 +42,10 @@ from types import ModuleType
 from typing import Any, NoReturn
 
 RUNNER_MODULE = "mlpipe_jupyter.executors.docker.in_container"
+# ``--lane SOCKET``: the first fork is a lane's step template instead (``lane_server``)
+LANE_FLAG = "--lane"
+LANE_MODULE = "mlpipe_jupyter.executors.docker.lane_server"
+EXIT_NO_TEMPLATE = 3  # a lane whose kernel template could not be set up
 HOST_FILE_NAME = "kernel_host.py"
 # ``python3 -c BOOT PATH ARGS``: loads this file by path (``-m`` would import the package
 # first, and every kernel forked from here would inherit it).
@@ -82,14 +86,20 @@ def _plain_runner(argv: list[str], why: BaseException) -> NoReturn:
 
 
 def main(argv: list[str]) -> int:
+    lane = argv[:1] == [LANE_FLAG]
     try:
         kernel_template = _load_kernel_template()
         template = _host_template(kernel_template)
         runner = os.fork()
     except Exception as exc:  # an older Python (no send_fds, ...), a broken install
+        if lane:  # the runner takes the step to a container of its own, which falls back
+            sys.stderr.write(f"mlpipe: this container cannot serve as a lane: no kernel "
+                             f"template ({type(exc).__name__}: {exc})\n")
+            return EXIT_NO_TEMPLATE
         _plain_runner(argv, exc)
     if runner == 0:  # never returns
-        _run_runner(kernel_template, template, argv)
+        _run_runner(kernel_template, template, LANE_MODULE if lane else RUNNER_MODULE,
+                    argv[1:] if lane else argv)
     template.runner = runner
     template.watch(runner)  # the template serves while the runner lives
     try:
@@ -200,13 +210,15 @@ def _exit_status(code: int) -> int:
     return code if code >= 0 else 128 - code
 
 
-def _run_runner(kernel_template: ModuleType, template: Any, argv: list[str]) -> NoReturn:
-    """In the fork: drop the template's part, run the step runner; never returns."""
+def _run_runner(kernel_template: ModuleType, template: Any, module: str,
+                argv: list[str]) -> NoReturn:
+    """In the fork: drop the template's part, run ``module``'s ``main(argv)`` (the step
+    runner, or a lane's step template); never returns."""
 
     def run() -> int:
         template.close_in_child()
         kernel_template.reset_signals()
-        return int(importlib.import_module(RUNNER_MODULE).main(argv))
+        return int(importlib.import_module(module).main(argv))
 
     kernel_template.run_and_exit(run)
     raise AssertionError("run_and_exit returned")  # it ends the process

@@ -1,0 +1,208 @@
+"""A lane's step template: in a container that serves a run's docker steps one after another.
+
+A docker step used to pay for a whole container of its own: the engine's work, a Python,
+ipykernel's and papermill's imports (~0.7 s of CPU on a 2-core machine, most of a docker
+step's cost beyond a local one). A lane pays that once. Its container runs ``kernel_host``
+with ``--lane SOCKET``: the kernel host imports a kernel's modules and forks this module,
+which imports what a step process needs (``step_process.prepare_template``) and serves,
+on SOCKET (in a folder of the runner's, mounted into the container), the step processes of
+the run's steps, exactly as the per-user step template serves local ones. Each step still
+gets a new step process and a new kernel (forked from the kernel host), so no module,
+variable or environment change of one step reaches the next.
+
+What a container adds to a process, a step could leave behind for the next one: files in
+its writable folders (``/tmp``, ``/var/tmp``, ``/dev/shm``; the rest of the image is the
+root user's, and the steps run as the starting user) and processes (a server a step
+started). So a lane runs **one step at a time**, and when a step's process has ended,
+before its runner hears of it, every process but the lane's own (the init, the tether, the
+kernel host, this template) is killed and those folders are emptied: the next step finds
+the container as a fresh one would be, apart from the imports held by its templates. The
+step's memory limit is the container's, as before (one step at a time), and the report
+says whether the kernel (or anything else in the container) was killed for memory.
+
+The cleaning runs only inside a container that says it is a lane (``LANE_VARIABLE``, and
+Docker's ``/.dockerenv``): run anywhere else, it would kill the user's processes.
+
+Usage (by ``kernel_host``, as its first fork): ``main([SOCKET])``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import re
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from mlpipe_jupyter.executors.kernel_template import STEP, Template, _Connection
+
+LANE_KEY = "lane"  # the only template a lane's socket leads to: no other key to tell apart
+LANE_VARIABLE = "MLPIPE_LANE"  # "1" in a lane's container (``lanes.py`` sets it)
+WRITABLE_FOLDERS = ("/tmp", "/var/tmp", "/dev/shm")
+# cgroup v1 and v2: the container's own memory controller, its count of OOM kills
+OOM_FILES = ("/sys/fs/cgroup/memory/memory.oom_control", "/sys/fs/cgroup/memory.events")
+KILL_ROUNDS = 50  # a process may fork while the others are killed: look again, this often
+
+
+def main(argv: list[str]) -> int:
+    from mlpipe_jupyter.executors.step_process import prepare_template
+
+    socket_path = argv[0]
+    prepare_template()
+    gc.collect()
+    gc.freeze()  # shared with the step processes, as in the per-user template
+    lane = LaneTemplate(socket_path, LANE_KEY, idle_seconds=float("inf"), flavor=STEP)
+    lane.bind()
+    with contextlib.suppress(SystemExit):  # SIGTERM: the container is being stopped
+        lane.serve()
+    return 0
+
+
+class LaneTemplate(Template):
+    """A step template that forks one step process at a time and cleans the container
+    after each."""
+
+    def _fork(self, connection: _Connection, request: Any, fds: list[int]) -> None:
+        if self.children:
+            for fd in fds:
+                os.close(fd)
+            self._reply(connection, {"error": "the lane runs one step at a time"})
+            return
+        super()._fork(connection, request, fds)
+
+    def exit_report(self, pid: int, code: int) -> dict[str, Any]:
+        return {**super().exit_report(pid, code), **clean_container()}
+
+
+def in_lane_container() -> bool:
+    """Whether this process runs in a lane's container, where cleaning is safe."""
+    return os.environ.get(LANE_VARIABLE) == "1" and os.path.exists("/.dockerenv")
+
+
+def clean_container() -> dict[str, Any]:
+    """Kill every process but the lane's own and empty the writable folders (but for the
+    kernel host's runtime folder); the container's OOM kill count. Nothing outside a lane."""
+    if not in_lane_container():
+        return {"cleaned": False}
+    killed = _kill_others()
+    removed = _empty_folders(keep=_runtime_folder())
+    return {"cleaned": True, "killed": killed, "removed": removed, "oom_kills": oom_kills()}
+
+
+def _lane_pids() -> set[int]:
+    """PID 1, this process and its ancestors (the tether, the kernel host)."""
+    keep = {1, os.getpid()}
+    pid = os.getpid()
+    while pid > 1:
+        pid = _parent(pid)
+        keep.add(pid)
+    return keep
+
+
+def _parent(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    # the command (2nd field) may hold spaces and parentheses: split after its last ")"
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _alive_others(keep: set[int]) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in keep:
+            continue
+        try:
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if state not in ("Z", "X"):  # a zombie is dead already; its parent reaps it
+            found.append(int(entry))
+    return found
+
+
+def _kill_others() -> int:
+    keep = _lane_pids()
+    killed: set[int] = set()
+    for _ in range(KILL_ROUNDS):
+        others = _alive_others(keep)
+        if not others:
+            break
+        for pid in others:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+        time.sleep(0.001)
+    return len(killed)
+
+
+def _runtime_folder() -> str:
+    """The kernel host's runtime folder (its kernel template's socket): kept."""
+    return os.path.realpath(os.environ.get("MLPIPE_RUNTIME_DIR", "/nonexistent"))
+
+
+def _empty_folders(keep: str) -> int:
+    """Empty the writable folders, never touching what is mounted into them (the
+    workspace's folders are, when they live under /tmp on the host): a folder holding a
+    mount is emptied around it."""
+    mounts = _mount_points()
+    return sum(_empty(folder, mounts | {keep}) for folder in WRITABLE_FOLDERS)
+
+
+def _empty(folder: str, kept: set[str]) -> int:
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        path = os.path.realpath(entry.path) if not entry.is_symlink() else entry.path
+        if path in kept:
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                if any(other.startswith(path + os.sep) for other in kept):
+                    removed += _empty(path, kept)  # a mount (or the runtime folder) inside
+                    continue
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+            removed += 1
+        except OSError:
+            pass  # not the step's to leave (the image's own): it was there before
+    return removed
+
+
+def _mount_points() -> set[str]:
+    """Every mount point in this container (``/proc/self/mountinfo``'s fifth field)."""
+    points = set()
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as mountinfo:
+            for line in mountinfo:
+                fields = line.split()
+                if len(fields) > 4:
+                    # spaces, tabs, newlines and backslashes come as octal escapes
+                    points.add(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)),
+                                      fields[4]))
+    except OSError:
+        pass
+    return points
+
+
+def oom_kills() -> int:
+    """How many processes the container's memory limit has killed so far (-1: unknown)."""
+    for path in OOM_FILES:
+        try:
+            for line in Path(path).read_text().splitlines():
+                name, _, value = line.partition(" ")
+                if name == "oom_kill":
+                    return int(value)
+        except (OSError, ValueError):
+            continue
+    return -1
+
