@@ -6,8 +6,8 @@ no network unless the step asks (``--network``: the host network, the only one a
 without a bridge has), all capabilities dropped, no-new-privileges, a pids limit, the
 starting user's uid/gid (files on the host belong to them), inputs and the notebook folder
 read-only, only the step's staging and run folders writable, no Docker socket. Every path
-is mounted at its own path, so the rendered step notebook runs unchanged. (A ready
-container, started before its step is known, mounts whole folders instead: ``ready.py``.)
+is mounted at its own path, so the rendered step notebook runs unchanged. (A lane, a
+container that serves several steps of a run, mounts whole folders instead: ``lanes.py``.)
 
 Containers are tethered to the process that starts them (see ``tether.py``): if it dies,
 the step stops, so a retry never shares its output folders with an orphan. They carry
@@ -242,8 +242,7 @@ class StepContainer:
 
     def finish(self, first_line: str, secrets: Mapping[str, str] | None = None
                ) -> ContainerExit:
-        """Send the started container its first line (secrets, or a ready container's
-        job), stream its output into the step's log and wait for its end (up to the
+        """Send the started container its first line (the secrets), stream its output into the step's log and wait for its end (up to the
         step's timeout). The caller removes it."""
         import requests.exceptions
 
@@ -291,7 +290,7 @@ class StepContainer:
                 log.debug("stopping a container failed", exc_info=True)
 
     def alive(self) -> bool:
-        """Whether the container is still running (a ready one that did not end early)."""
+        """Whether the container is still running (a lane that did not end early)."""
         try:
             self._container.reload()
         except Exception:
@@ -332,8 +331,8 @@ def engine_error_message(exc: BaseException) -> str:
 
 
 def _send_line(tether: Any, text: str) -> None:
-    """The one line the tether hands to ``in_container``: the secrets (``{}`` when none),
-    or a ready container's job."""
+    """The one line the tether hands to ``in_container``: the secrets (``{}`` when none;
+    a lane gets ``{}`` and ignores it)."""
     line = (text + "\n").encode()
     sock = getattr(tether, "_sock", tether)
     if hasattr(sock, "sendall"):

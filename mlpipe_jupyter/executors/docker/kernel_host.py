@@ -1,10 +1,10 @@
-"""A step container's first process: a kernel template whose first fork is the step runner.
+"""A step container's first process: a kernel template whose first fork is the step runner
+(or, in a lane, the lane's step template).
 
 Nothing is warm in a fresh container. Its step runner (``in_container``) and the step's
 kernel used to import ipykernel's stack each on their own: jupyter_client, ZMQ, tornado,
 traitlets, IPython, ~0.5 s of CPU apiece (~1.7 s for the runner, papermill and the kernel
-together). On two cores, with the next steps' ready containers starting alongside, that
-CPU is most of what a docker step costs beyond a local one.
+together). On two cores that CPU was most of what a docker step cost beyond a local one.
 
 Here it is imported once. This process loads ``kernel_template`` by file (so it never
 imports this package), imports what a kernel imports, and binds a kernel template's socket
@@ -21,8 +21,14 @@ runner's exit status; a kernel dies with its template. Where the template cannot
 up (an image whose Python lacks what it needs), this process becomes the plain command,
 ``python3 -m ...in_container ARGS`` (``os.execvp``), and the kernel starts the usual way.
 
-Usage: ``python3 -c BOOT THIS_FILE ARGS`` (``host_command``), ARGS as ``in_container``'s.
-Standard library only at module level: it runs before anything else is imported.
+A lane's container (``lanes.py``) runs ``--lane SOCKET``: the first fork is then the lane's
+step template (``lane_server.main([SOCKET])``), whose step processes get their kernels
+from this template in the same way, one step after another. A lane that cannot set up
+the template exits with ``EXIT_NO_TEMPLATE``: its steps get containers of their own.
+
+Usage: ``python3 -c BOOT THIS_FILE ARGS`` (``host_command``), ARGS as ``in_container``'s
+(or ``--lane SOCKET``). Standard library only at module level: it runs before anything
+else is imported.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ What stays per step, as with a container per step:
   step's; a step killed for memory is reported as such, and its lane is replaced;
 - read-only inputs: a lane mounts what any step of its run may use as whole folders, the
   notebook's folder, the workspace's results and data read-only, the run's step folders
-  and the staging folder writable (as ready containers did); a step whose inputs lie
+  and the staging folder writable; a step whose inputs lie
   elsewhere (a dataset registered in place, an input cache) gets a container of its own.
 
 Steps with secrets get a container of their own, as before: their values reach a kernel

@@ -12,7 +12,7 @@ whoever the starter was and wherever it ran. This script sees end-of-file and st
 command, and the container ends with it.
 
 The starter's first line on that stdin is the step's secrets, as JSON (``{}`` when it has
-none), or a ready container's job (``ready.py``): this script hands that line to the
+none; a lane's container gets ``{}`` and ignores it): this script hands that line to the
 command's stdin, which ``in_container`` reads, and nothing else. So secret values reach the step's kernel without being in the
 container's configuration (``docker inspect``), its image or its command line.
 """
@@ -60,7 +60,7 @@ def main(argv: list[str]) -> int:
     if not argv:
         sys.stderr.write("usage: tether.py COMMAND [ARG...]\n")
         return 2
-    # the command starts at once (a ready container's gets its kernel up while it waits);
+    # the command starts at once (its imports overlap the wait for the first line);
     # its stdin gets the starter's first line whenever that comes
     child = subprocess.Popen(argv, stdin=subprocess.PIPE, start_new_session=True)
     assert child.stdin is not None
