@@ -629,6 +629,7 @@ class Bench:
         two steps do to the disk, by dd alone. One sample."""
         target = folder / "dd.bin"
         dd = shutil.which("dd")
+        os.sync()  # what the last sample deleted or wrote is not this one's to flush
         try:
             if dd:
                 elapsed = run_timed([dd, "if=/dev/zero", f"of={target}", "bs=1M",
@@ -666,6 +667,7 @@ class Bench:
                 run_folder, run_env = self.workload_dir(f"big-{sample}")
                 notebook = write_notebook(run_folder / "big.ipynb",
                                           big_output_pipeline(BIG_BLOCKS))
+                os.sync()  # as before each dd
                 runs.append(self.mlpipe_run(notebook, run_env))
                 if sample == 0:
                     used = disk_usage(run_folder / ".mlpipe")

@@ -420,6 +420,9 @@ class Template:
         return {"exit": code}
 
     # -- in the child, right after the fork --------------------------------------------------
+    def prepare_child(self) -> None:
+        """In a fork, once the template's part is closed: what a kind of template adds."""
+
     def close_in_child(self) -> None:
         """Close everything of the template's (the listener, the other requesters'
         connections, the selector, the wake-up pipe)."""
@@ -457,6 +460,15 @@ def _thread_count() -> int:
         return threading.active_count()
 
 
+def first_to_kill_for_memory() -> None:
+    """Make this process the first the kernel's OOM killer picks (``oom_score_adj`` 1000;
+    raising it needs no privilege): in a container shared by its steps, a step's kernel
+    or step process goes before the templates that serve the next steps."""
+    with contextlib.suppress(OSError):
+        with open("/proc/self/oom_score_adj", "w", encoding="ascii") as adjust:
+            adjust.write("1000")
+
+
 def _kill_group(pid: int) -> None:
     with contextlib.suppress(OSError):
         os.killpg(pid, signal.SIGKILL)
@@ -483,6 +495,7 @@ def _child(template: Template, fds: list[int], parent: int) -> NoReturn:
 
     def become() -> int:
         template.close_in_child()
+        template.prepare_child()
         os.setsid()
         _die_with_parent(parent)
         reset_signals()

@@ -436,6 +436,35 @@ def test_a_runs_docker_steps_share_a_lane_that_leaves_nothing_of_one_step_to_the
         shutil.rmtree(project, ignore_errors=True)
 
 
+def test_a_lane_survives_a_crashed_kernel_and_a_memory_limited_step_runs_alone(
+        docker_engine: Any, store: Store, workspace_dir: Path) -> None:
+    """One step at a time: a kernel that exits (os._exit) fails its step alone and the next
+    step runs in the same lane; a step with a memory limit gets a container of its own (a
+    lane's step template would count against its limit) and fits in it."""
+    notebook = write_notebook(workspace_dir / "faults.ipynb", [
+        "%%mlstep crash --output o\nimport os\nos._exit(3)",
+        "%%mlstep after_crash --output o\n(outputs.o / 'ok').write_text('1')",
+        "%%mlstep limited --output o --memory 256m\n(outputs.o / 'ok').write_text('1')",
+        "%%mlstep after_limited --output o\n(outputs.o / 'ok').write_text('1')",
+    ])
+    result = run_notebook(notebook, store=store, compute="docker", max_parallel=1)
+    status = {name: store.runs.step_run(result.run_id, name) for name in
+              ("crash", "after_crash", "limited", "after_limited")}
+    assert status["crash"].status is StepStatus.FAILED
+    assert "kernel died" in (status["crash"].error or "")
+    assert all(status[name].status is StepStatus.SUCCEEDED
+               for name in ("after_crash", "limited", "after_limited"))
+
+    def lane(name: str) -> str | None:
+        text = store.runs.log_path(result.run_id, name).read_text()
+        return text.split("lane container ")[1].split(",")[0] if "lane container" in text else None
+
+    assert lane("crash") == lane("after_crash") == lane("after_limited") is not None
+    assert lane("limited") is None
+    assert not docker_engine.containers.list(
+        all=True, filters={"label": f"{LABEL_RUN}={result.run_id}"})
+
+
 HOST_PROBE = """
 import json, os, sys
 host = os.getppid()

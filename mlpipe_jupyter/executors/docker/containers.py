@@ -118,18 +118,13 @@ class ContainerExit:
         if self.exit_code == EXIT_STARTER_GONE:
             return "the process that started the container went away; the step was stopped"
         if self.oom or self.exit_code == 137 and memory_bytes:
-            return memory_message(memory_bytes)
+            limit = f" ({memory_bytes / 1024**2:.0f} MiB, --memory)" if memory_bytes else ""
+            return f"the container was killed for using more memory than its limit{limit}"
         if self.exit_code == 138:
             return "the kernel died (exit 138), most likely out of memory"
         if self.reported is not None and self.reported.error:
             return self.reported.error  # e.g. the kernel died, or could not start
         return f"the container exited with code {self.exit_code}; see the step's log"
-
-
-def memory_message(memory_bytes: int | None) -> str:
-    """What a step killed by its container's memory limit reads."""
-    limit = f" ({memory_bytes / 1024**2:.0f} MiB, --memory)" if memory_bytes else ""
-    return f"the container was killed for using more memory than its limit{limit}"
 
 
 def _mounts(step: ContainerStep) -> dict[str, dict[str, str]]:

@@ -52,6 +52,7 @@ RUNNER_MODULE = "mlpipe_jupyter.executors.docker.in_container"
 LANE_FLAG = "--lane"
 LANE_MODULE = "mlpipe_jupyter.executors.docker.lane_server"
 EXIT_NO_TEMPLATE = 3  # a lane whose kernel template could not be set up
+LANE_VARIABLE = "MLPIPE_LANE"  # "1" in a lane's container (``lanes.py`` sets it)
 HOST_FILE_NAME = "kernel_host.py"
 # ``python3 -c BOOT PATH ARGS``: loads this file by path (``-m`` would import the package
 # first, and every kernel forked from here would inherit it).
@@ -188,6 +189,10 @@ def _hosting_class(kernel_template: ModuleType) -> type:
         def bind(self) -> None:
             super().bind()
             signal.signal(signal.SIGTERM, self._stop_runner)
+
+        def prepare_child(self) -> None:
+            if os.environ.get(LANE_VARIABLE) == "1":  # a lane's: its kernels die first
+                kernel_template.first_to_kill_for_memory()
 
         def _stop_runner(self, *_: Any) -> None:
             """SIGTERM goes on to the runner, which stops its step; this serves on until

@@ -17,8 +17,8 @@ started). So a lane runs **one step at a time**, and when a step's process has e
 before its runner hears of it, every process but the lane's own (the init, the tether, the
 kernel host, this template) is killed and those folders are emptied: the next step finds
 the container as a fresh one would be, apart from the imports held by its templates. The
-step's memory limit is the container's, as before (one step at a time), and the report
-says whether the kernel (or anything else in the container) was killed for memory.
+step processes and kernels are the first the OOM killer picks (``oom_score_adj``), so
+memory pressure ends a step, not the templates that serve the next ones.
 
 The cleaning runs only inside a container that says it is a lane (``LANE_VARIABLE``, and
 Docker's ``/.dockerenv``): run anywhere else, it would kill the user's processes.
@@ -38,13 +38,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mlpipe_jupyter.executors.kernel_template import STEP, Template, _Connection
+from mlpipe_jupyter.executors.docker.kernel_host import LANE_VARIABLE
+from mlpipe_jupyter.executors.kernel_template import (
+    STEP,
+    Template,
+    _Connection,
+    first_to_kill_for_memory,
+)
 
 LANE_KEY = "lane"  # the only template a lane's socket leads to: no other key to tell apart
-LANE_VARIABLE = "MLPIPE_LANE"  # "1" in a lane's container (``lanes.py`` sets it)
 WRITABLE_FOLDERS = ("/tmp", "/var/tmp", "/dev/shm")
-# cgroup v1 and v2: the container's own memory controller, its count of OOM kills
-OOM_FILES = ("/sys/fs/cgroup/memory/memory.oom_control", "/sys/fs/cgroup/memory.events")
 KILL_ROUNDS = 50  # a process may fork while the others are killed: look again, this often
 
 
@@ -74,6 +77,9 @@ class LaneTemplate(Template):
             return
         super()._fork(connection, request, fds)
 
+    def prepare_child(self) -> None:
+        first_to_kill_for_memory()  # the step process; the template serves on
+
     def exit_report(self, pid: int, code: int) -> dict[str, Any]:
         return {**super().exit_report(pid, code), **clean_container()}
 
@@ -85,12 +91,13 @@ def in_lane_container() -> bool:
 
 def clean_container() -> dict[str, Any]:
     """Kill every process but the lane's own and empty the writable folders (but for the
-    kernel host's runtime folder); the container's OOM kill count. Nothing outside a lane."""
+    kernel host's runtime folder); what was done. Nothing outside a lane."""
     if not in_lane_container():
         return {"cleaned": False}
-    killed = _kill_others()
+    killed, left = _kill_others()
     removed = _empty_folders(keep=_runtime_folder())
-    return {"cleaned": True, "killed": killed, "removed": removed, "oom_kills": oom_kills()}
+    # processes that outlived every round (forking faster than killed): not clean
+    return {"cleaned": not left, "killed": killed, "left": left, "removed": removed}
 
 
 def _lane_pids() -> set[int]:
@@ -126,11 +133,13 @@ def _alive_others(keep: set[int]) -> list[int]:
     return found
 
 
-def _kill_others() -> int:
+def _kill_others() -> tuple[int, int]:
+    """SIGKILL every process but the lane's, until none is left (or ``KILL_ROUNDS``);
+    how many were killed, how many are still there."""
     keep = _lane_pids()
     killed: set[int] = set()
+    others = _alive_others(keep)
     for _ in range(KILL_ROUNDS):
-        others = _alive_others(keep)
         if not others:
             break
         for pid in others:
@@ -138,7 +147,9 @@ def _kill_others() -> int:
                 os.kill(pid, signal.SIGKILL)
                 killed.add(pid)
         time.sleep(0.001)
-    return len(killed)
+        # a killed process runs until the kernel has delivered the signal: look again
+        others = _alive_others(keep)
+    return len(killed), len(others)
 
 
 def _runtime_folder() -> str:
@@ -192,17 +203,3 @@ def _mount_points() -> set[str]:
     except OSError:
         pass
     return points
-
-
-def oom_kills() -> int:
-    """How many processes the container's memory limit has killed so far (-1: unknown)."""
-    for path in OOM_FILES:
-        try:
-            for line in Path(path).read_text().splitlines():
-                name, _, value = line.partition(" ")
-                if name == "oom_kill":
-                    return int(value)
-        except (OSError, ValueError):
-            continue
-    return -1
-

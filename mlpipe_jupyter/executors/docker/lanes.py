@@ -14,8 +14,10 @@ What stays per step, as with a container per step:
 - the container as a fresh one would be: after each step, before the next can start, the
   lane kills whatever the step left running and empties the container's writable folders
   (``lane_server``); a lane that could not be cleaned is removed, never reused;
-- the limits: a lane runs one step at a time, so the container's memory limit is the
-  step's; a step killed for memory is reported as such, and its lane is replaced;
+- the limits: a lane runs one step at a time, so its CPU and GPU limits are the step's.
+  A step with a memory limit (``--memory``) gets a container of its own, as before: in a
+  lane, the lane's step template (~40 MiB with papermill imported) would count against
+  the step's limit, and a limit a step fits in alone could kill it in a lane;
 - read-only inputs: a lane mounts what any step of its run may use as whole folders, the
   notebook's folder, the workspace's results and data read-only, the run's step folders
   and the staging folder writable; a step whose inputs lie
@@ -38,7 +40,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +48,10 @@ from mlpipe_jupyter.executors.base import StepOutcome, Submission
 from mlpipe_jupyter.executors.docker.containers import (
     ContainerStep,
     StepContainer,
-    memory_message,
     package_mount,
 )
-from mlpipe_jupyter.executors.docker.kernel_host import LANE_FLAG
-from mlpipe_jupyter.executors.docker.lane_server import LANE_KEY, LANE_VARIABLE
+from mlpipe_jupyter.executors.docker.kernel_host import LANE_FLAG, LANE_VARIABLE
+from mlpipe_jupyter.executors.docker.lane_server import LANE_KEY
 from mlpipe_jupyter.executors.step_process import StepProcess
 from mlpipe_jupyter.executors.template_client import (
     SocketAddress,
@@ -99,7 +100,6 @@ class Lane:
         self.socket_path = folder / SOCKET_NAME
         self.served = 0
         self.broken = False  # never reused again
-        self._oom_kills = 0  # the container's count after the last step
 
     @property
     def short_id(self) -> str:
@@ -152,24 +152,11 @@ class Lane:
             return None
         self.served += 1
         try:
-            outcome = process.run(submission)
+            return process.run(submission)
         finally:
             process.shutdown()  # it ends; the lane cleans the container, then tells us
-        return self._checked(outcome, process.process.exit_report)
-
-    def _checked(self, outcome: StepOutcome, report: dict[str, Any]) -> StepOutcome:
-        """The outcome, with what the lane saw after the step: a kill for memory; a lane
-        that could not clean up (or is gone) is not used again."""
-        if not report.get("cleaned"):
-            self.broken = True
-        kills = int(report.get("oom_kills", -1))
-        if kills > self._oom_kills:
-            self._oom_kills = kills
-            self.broken = True  # the OOM killer may have taken one of the lane's own
-            if not outcome.ok and not outcome.canceled and not outcome.timed_out:
-                limit = outcome.task.resources.memory_bytes
-                return replace(outcome, error=memory_message(limit))
-        return outcome
+            if not process.process.exit_report.get("cleaned"):
+                self.broken = True  # not cleaned, or the lane is gone: never used again
 
     def remove(self) -> None:
         """Remove the container (whatever runs in it ends) and the socket's folder."""
@@ -193,7 +180,7 @@ class Lanes:
     def take(self, step: ContainerStep) -> Lane | None:
         """A free lane for ``step``, or a new one (started here, so waited for); None when
         the step needs a container of its own."""
-        if self.workspace is None or step.task.secrets:
+        if self.workspace is None or step.task.secrets or step.task.resources.memory_bytes:
             return None
         key = LaneKey.of(step)
         with self._lock:
