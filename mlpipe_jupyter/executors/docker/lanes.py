@@ -183,20 +183,24 @@ class Lanes:
         if self.workspace is None or step.task.secrets or step.task.resources.memory_bytes:
             return None
         key = LaneKey.of(step)
+        found: Lane | None = None
         with self._lock:
             if self._closed or self._unavailable:
                 return None
             free = self._free.setdefault(key, [])
-            while free:
-                lane = free.pop()
-                if lane.serves(step):
-                    return lane
-                self._retire(lane)
-        lane = self._start(step)
-        if lane is not None and not lane.serves(step):  # inputs outside the whole folders
-            self.give_back(lane)
+            # a free lane of the key serves the step unless its inputs lie elsewhere: then
+            # no lane of the run would, and the lane stays free for the next step
+            found = next((lane for lane in reversed(free) if lane.serves(step)), None)
+            if found is not None:
+                free.remove(found)
+                return found
+            if free:
+                return None
+        started = self._start(step)
+        if started is not None and not started.serves(step):  # inputs outside its folders
+            self.give_back(started)
             return None
-        return lane
+        return started
 
     def give_back(self, lane: Lane) -> None:
         """A lane whose step ended: free again, or removed when broken or the run is over."""
