@@ -21,7 +21,11 @@ needs to be safe and a kernel needs to be fresh:
 * the requester keeps its connection open while the kernel lives: the template reports the
   kernel's exit status on it, and kills the kernel (its process group) when the connection
   drops (the requester died). A kernel dies with the template (``PR_SET_PDEATHSIG`` and
-  ipykernel's parent poller): nothing outlives its owner.
+  ipykernel's parent poller): nothing outlives its owner;
+* a requester in another PID namespace (a docker lane's runner, outside the lane's
+  container) signals its fork through the connection (``{"op": "signal"}``), and asks for
+  the template's environment with its additions (``inherit_env`` in the pipe's spec)
+  instead of sending its own.
 
 The template is keyed on what its imports depend on (``template_key``): the interpreter, the
 installed packages (the local executor's environment fingerprint), this file, and the

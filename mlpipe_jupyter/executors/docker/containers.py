@@ -261,6 +261,11 @@ class StepContainer:
                              stopped=self._stopped.is_set(),
                              reported=_read_outcome(task, step.outcome_path))
 
+    @property
+    def short_id(self) -> str:
+        """The container's short id ("" before it is created)."""
+        return str(getattr(self._container, "short_id", "") or "")
+
     def send_line(self, text: str) -> None:
         """The one line the tether hands to the command's stdin."""
         _send_line(self._tether, text)
@@ -381,3 +386,10 @@ def remove_dead_containers(client: Any, labels: Iterable[str] = ()) -> int:
                 continue
             removed += 1
     return removed
+
+
+def say_in_log(task: StepTask, line: str) -> None:
+    """A line of ours in the step's log, before its output."""
+    task.log_path.parent.mkdir(parents=True, exist_ok=True)
+    with task.log_path.open("a", encoding="utf-8") as out:
+        out.write(f"--- mlpipe: {line} ---\n")

@@ -24,7 +24,6 @@ from mlpipe_jupyter.errors import ExecutorError, SecretError
 from mlpipe_jupyter.executors.base import (
     Executor,
     StepOutcome,
-    StepTask,
     Submission,
     Unapplied,
     other_limits,
@@ -159,8 +158,6 @@ class DockerExecutor(Executor):
         lane = lanes.take(step)
         if lane is not None:
             try:
-                _say(task, f"step {task.step} in lane container {lane.short_id}, its "
-                           f"{_ordinal(lane.served + 1)} step (cleaned after each)")
                 outcome = lane.run(submission)
             finally:
                 lanes.give_back(lane)
@@ -171,15 +168,3 @@ class DockerExecutor(Executor):
         with submission.stop.watch(container.stop):
             ended = container.run(secrets)
         return ended.outcome(task, canceled=submission.stop.canceled)
-
-
-def _ordinal(number: int) -> str:
-    suffix = "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
-    return f"{number}{suffix}"
-
-
-def _say(task: StepTask, line: str) -> None:
-    """A line of ours in the step's log, before its output."""
-    task.log_path.parent.mkdir(parents=True, exist_ok=True)
-    with task.log_path.open("a", encoding="utf-8") as out:
-        out.write(f"--- mlpipe: {line} ---\n")

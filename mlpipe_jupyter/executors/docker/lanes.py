@@ -49,6 +49,7 @@ from mlpipe_jupyter.executors.docker.containers import (
     ContainerStep,
     StepContainer,
     package_mount,
+    say_in_log,
 )
 from mlpipe_jupyter.executors.docker.kernel_host import LANE_FLAG, LANE_VARIABLE
 from mlpipe_jupyter.executors.docker.lane_server import LANE_KEY
@@ -101,10 +102,6 @@ class Lane:
         self.served = 0
         self.broken = False  # never reused again
 
-    @property
-    def short_id(self) -> str:
-        return str(getattr(self.container._container, "short_id", "") or "")
-
     def begin(self) -> str | None:
         """Start the container and wait for its step template; None when it serves, else
         why not."""
@@ -147,10 +144,12 @@ class Lane:
                 SocketAddress(str(self.socket_path), LANE_KEY), ["--kernel", task.kernel_name],
                 {}, str(task.cwd.resolve()), stdin=subprocess.PIPE, stdout=subprocess.PIPE))
         except TemplateUnavailable as exc:
-            log.info("lane %s cannot serve step %s: %s", self.short_id, task.step, exc)
+            log.info("lane %s cannot serve step %s: %s", self.container.short_id, task.step, exc)
             self.broken = True
             return None
         self.served += 1
+        say_in_log(task, f"step {task.step} in lane container {self.container.short_id}, its "
+                         f"{_ordinal(self.served)} step (cleaned after each)")
         try:
             return process.run(submission)
         finally:
@@ -277,6 +276,11 @@ class Lanes:
             remover.start()
         for remover in removers:
             remover.join()
+
+
+def _ordinal(number: int) -> str:
+    suffix = "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    return f"{number}{suffix}"
 
 
 def remove_dead_lane_folders() -> int:
