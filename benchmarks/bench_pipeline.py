@@ -26,7 +26,8 @@ Workloads and targets (``ratio`` = mlpipe time / baseline, PASS when ratio <= ta
 5. **1 GiB output**: a step writes a 1 GiB file in 1 MiB blocks of zeros then fsyncs (the
    same work as ``dd if=/dev/zero bs=1M count=1024 conv=fsync``); the next step checks its
    size and streams all of it back in 1 MiB reads into a page-aligned buffer, as dd does.
-   Three samples, each dd right before the run (the disk's speed drifts); medians.
+   Five samples of dd, of dd with the read and of the run, back to back after a sync in a
+   rotating order; the best of each (this VM's disk is bimodal: see ``big_output``).
    Baseline: 1.3 x dd time + 2 T. Target <= 1.
 6. **1 GiB disk usage**: ``du`` of that workspace after the run, against the 1 GiB written.
    A copied output would be ~2 GiB. Target <= 1.5 (no copy).
@@ -95,7 +96,8 @@ FAN_OUT_SLEEP = 2.0  # seconds each fan-out step sleeps
 BIG_BLOCKS = 1024  # 1 MiB blocks: 1 GiB
 T_SAMPLES = 3  # papermill runs of the trivial notebook (median)
 RERUN_SAMPLES = 3  # no-op and edit re-runs (median)
-DD_SAMPLES = 3  # samples of dd and of the 1 GiB run (median)
+DD_SAMPLES = 3  # samples of dd and of the 1 GiB run
+BIG_SAMPLES = 5  # samples of each 1 GiB measure (the best counts: see ``big_output``)
 # cold docker and local chains (median): one docker chain moves by ~1 s from run to run
 DOCKER_SAMPLES = 3
 MAX_TMPDIR_LENGTH = 50  # Unix socket paths must stay under ~100 characters
@@ -650,8 +652,12 @@ class Bench:
 
     def big_output(self) -> list[Row]:
         """Workloads 5 and 6: a 1 GiB output passed to the next step, and the disk it uses.
-        This disk's speed drifts by ±30% within minutes: each sample times dd and the mlpipe
-        run one right after the other, and the rows take the medians of DD_SAMPLES."""
+        This disk (a VM's) is bimodal: it writes a GiB in ~0.5 s until its cache is full,
+        then in ~2-2.8 s, and which mode a write meets changes within seconds. Each sample
+        times dd, dd with the read and the mlpipe run one right after the other (after a
+        sync, in a rotating order), and each row takes the best of BIG_SAMPLES: every
+        measure in the disk's fast mode, the same floor for all (a median of bimodal
+        samples compares luck)."""
         folder, _ = self.workload_dir("big")  # dd's folder; each run gets a workspace of its own
         free = shutil.disk_usage(folder).free
         if free < FREE_SPACE_NEEDED:
@@ -661,24 +667,32 @@ class Bench:
         dd_both: list[float] = []
         runs: list[float] = []
         try:
-            for sample in range(DD_SAMPLES):
-                dd_alone.append(self.dd_once(folder))
-                dd_both.append(self.dd_once(folder, read_back=True))
+            def mlpipe_once(sample: int) -> None:
                 run_folder, run_env = self.workload_dir(f"big-{sample}")
                 notebook = write_notebook(run_folder / "big.ipynb",
                                           big_output_pipeline(BIG_BLOCKS))
                 os.sync()  # as before each dd
                 runs.append(self.mlpipe_run(notebook, run_env))
                 if sample == 0:
+                    nonlocal used
                     used = disk_usage(run_folder / ".mlpipe")
                 remove_tree(run_folder)  # the 1 GiB files go now, not at the end
-            dd, both, elapsed = (statistics.median(values)
-                                 for values in (dd_alone, dd_both, runs))
-            self.log(f"dd 1 GiB with fsync (median): {dd:.2f} s "
-                     f"({', '.join(f'{value:.2f}' for value in dd_alone)})")
-            self.log(f"dd 1 GiB with fsync, then read back (median): {both:.2f} s")
-            self.log(f"mlpipe 1 GiB output (median): {elapsed:.2f} s "
-                     f"({', '.join(f'{value:.2f}' for value in runs)})")
+
+            measures: list[Callable[[int], None]] = [
+                lambda _: dd_alone.append(self.dd_once(folder)),
+                lambda _: dd_both.append(self.dd_once(folder, read_back=True)),
+                mlpipe_once,
+            ]
+            used = 0
+            for sample in range(BIG_SAMPLES):
+                for index in range(len(measures)):
+                    measures[(index + sample) % len(measures)](sample)
+            dd, both, elapsed = (min(values) for values in (dd_alone, dd_both, runs))
+            for label, values in (("dd 1 GiB with fsync", dd_alone),
+                                  ("dd 1 GiB with fsync, then read back", dd_both),
+                                  ("mlpipe 1 GiB output", runs)):
+                self.log(f"{label} (best of {BIG_SAMPLES}): {min(values):.2f} s "
+                         f"({', '.join(f'{value:.2f}' for value in values)})")
             self.log(f"workspace disk usage: {used / GIB:.2f} GiB")
         finally:
             remove_tree(folder)
