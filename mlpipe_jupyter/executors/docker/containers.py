@@ -54,6 +54,9 @@ KERNEL_HOST = f"{PACKAGE_MOUNT}/mlpipe_jupyter/executors/docker/{HOST_FILE_NAME}
 OUTCOME_FILE = "outcome.json"  # in the step folder: the outcome in_container reports
 STOP_GRACE_SECONDS = 3
 PIDS_LIMIT = 1024
+# Below this, a memory limit leaves little for the step itself: a trivial step's container
+# (its kernel host, runner and kernel) fails at 64 MiB and runs at 96 MiB (measured).
+SMALL_MEMORY = 128 * 1024**2
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,9 @@ class ContainerExit:
             return "the process that started the container went away; the step was stopped"
         if self.oom or self.exit_code == 137 and memory_bytes:
             limit = f" ({memory_bytes / 1024**2:.0f} MiB, --memory)" if memory_bytes else ""
-            return f"the container was killed for using more memory than its limit{limit}"
+            hint = ("; the step's papermill runner and kernel alone take ~80-100 MiB of it: "
+                    "give it more" if memory_bytes and memory_bytes < SMALL_MEMORY else "")
+            return f"the container was killed for using more memory than its limit{limit}{hint}"
         if self.exit_code == 138:
             return "the kernel died (exit 138), most likely out of memory"
         if self.reported is not None and self.reported.error:

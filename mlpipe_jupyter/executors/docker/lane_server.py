@@ -20,8 +20,9 @@ the container as a fresh one would be, apart from the imports held by its templa
 step processes and kernels are the first the OOM killer picks (``oom_score_adj``), so
 memory pressure ends a step, not the templates that serve the next ones.
 
-The cleaning runs only inside a container that says it is a lane (``LANE_VARIABLE``, and
-Docker's ``/.dockerenv``): run anywhere else, it would kill the user's processes.
+The cleaning runs only inside a lane's container (``in_lane_container``: the variable the
+lane sets, Docker's ``/.dockerenv``, and PID 1 started as a lane through the tether): run
+anywhere else, it would kill the user's processes.
 
 Usage (by ``kernel_host``, as its first fork): ``main([SOCKET])``.
 """
@@ -38,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mlpipe_jupyter.executors.docker.kernel_host import LANE_VARIABLE
+from mlpipe_jupyter.executors.docker.kernel_host import LANE_FLAG, LANE_VARIABLE
 from mlpipe_jupyter.executors.kernel_template import (
     STEP,
     Template,
@@ -85,8 +86,17 @@ class LaneTemplate(Template):
 
 
 def in_lane_container() -> bool:
-    """Whether this process runs in a lane's container, where cleaning is safe."""
-    return os.environ.get(LANE_VARIABLE) == "1" and os.path.exists("/.dockerenv")
+    """Whether this process runs in a lane's container, where cleaning is safe: the
+    variable the lane's container sets, and the container's first process (Docker's init)
+    started as a lane, through the tether. Anywhere else (a machine that is itself a
+    container, with the variable exported by mistake), PID 1 is another program."""
+    if os.environ.get(LANE_VARIABLE) != "1" or not os.path.exists("/.dockerenv"):
+        return False
+    try:
+        command = Path("/proc/1/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(part.endswith(b"/tether.py") for part in command) and LANE_FLAG.encode() in command
 
 
 def clean_container() -> dict[str, Any]:
@@ -190,16 +200,20 @@ def _empty(folder: str, kept: set[str]) -> int:
 
 
 def _mount_points() -> set[str]:
-    """Every mount point in this container (``/proc/self/mountinfo``'s fifth field)."""
-    points = set()
+    """Every mount point in this container."""
     try:
         with open("/proc/self/mountinfo", encoding="utf-8") as mountinfo:
-            for line in mountinfo:
-                fields = line.split()
-                if len(fields) > 4:
-                    # spaces, tabs, newlines and backslashes come as octal escapes
-                    points.add(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)),
-                                      fields[4]))
+            return mount_points_in(mountinfo.read())
     except OSError:
-        pass
+        return set()
+
+
+def mount_points_in(mountinfo: str) -> set[str]:
+    """The mount points (fifth field) of ``/proc/self/mountinfo``'s text; a space, tab,
+    newline or backslash in a path comes as an octal escape."""
+    points = set()
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) > 4:
+            points.add(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4]))
     return points
