@@ -373,13 +373,13 @@ seen = {
     'pid': os.getpid(),
     'marker': 'lane_marker' in sys.modules,
     'env': os.environ.get('LANE_MARK'),
-    'left': sorted(str(p) for folder in ('/tmp', '/var/tmp', '/dev/shm')
+    'left': sorted(str(p) for folder in ('/tmp', '/var/tmp', '/run/lock', '/dev/shm')
                    for p in pathlib.Path(folder).glob('left-by-*')),
     'sleepers': sleepers(),
 }
 sys.modules['lane_marker'] = sys
 os.environ['LANE_MARK'] = me
-for folder in ('/tmp', '/var/tmp', '/dev/shm'):
+for folder in ('/tmp', '/var/tmp', '/run/lock', '/dev/shm'):
     pathlib.Path(folder, 'left-by-' + me).write_text('x')
 subprocess.Popen(['sleep', '300'], start_new_session=True)  # a daemon, in a session of its own
 try:
@@ -394,7 +394,7 @@ def test_a_runs_docker_steps_share_a_lane_that_leaves_nothing_of_one_step_to_the
         docker_engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A docker chain runs in one lane container, each step in a new step process and
     kernel; between steps the lane kills what a step left running and empties /tmp,
-    /var/tmp and /dev/shm, but never the workspace folders mounted under /tmp (the
+    /var/tmp, /run/lock and /dev/shm, but never the workspace folders mounted under /tmp (the
     workspace is put there on purpose). Inputs stay read-only; no container is left, and
     a failed run removes its lane too."""
     project = Path(tempfile.mkdtemp(prefix="mlpipe-lane-test-", dir="/tmp"))
@@ -462,6 +462,39 @@ def test_a_lane_survives_a_crashed_kernel_and_a_memory_limited_step_runs_alone(
 
     assert lane("crash") == lane("after_crash") == lane("after_limited") is not None
     assert lane("limited") is None
+    assert not docker_engine.containers.list(
+        all=True, filters={"label": f"{LABEL_RUN}={result.run_id}"})
+
+
+INSTALL_PROBE = """
+import json, pathlib, sysconfig
+site = pathlib.Path(sysconfig.get_paths()['purelib'])
+fake = site / 'mlpipe_lane_probe-1.0.dist-info'
+seen = fake.exists()
+fake.mkdir()  # as root, the image is writable: what a pip install leaves
+(outputs.o / 'seen.json').write_text(json.dumps(seen))
+"""
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="only root can write into the image")
+def test_a_step_that_installs_into_the_image_ends_its_lane(
+        docker_engine: Any, store: Store, workspace_dir: Path) -> None:
+    """Root can write the image's site-packages; the lane's step template then refuses the
+    next fork (the installed packages changed), so the next step gets a fresh container
+    that does not see the install, and the lane is removed."""
+    notebook = write_notebook(workspace_dir / "install.ipynb", [
+        f"%%mlstep first --output o\n{INSTALL_PROBE}",
+        f"%%mlstep second --output o --after first\n{INSTALL_PROBE}",
+    ])
+    result = run_notebook(notebook, store=store, compute="docker")
+    assert result.ok, result.failures
+    for name in ("first", "second"):  # neither saw an install before its own
+        assert json.loads((step_output(store, result.run_id, name, "o") / "seen.json")
+                          .read_text()) is False
+    first_log = store.runs.log_path(result.run_id, "first").read_text()
+    second_log = store.runs.log_path(result.run_id, "second").read_text()
+    assert "lane container" in first_log
+    assert first_log.split("lane container ")[1].split(",")[0] not in second_log
     assert not docker_engine.containers.list(
         all=True, filters={"label": f"{LABEL_RUN}={result.run_id}"})
 

@@ -11,12 +11,20 @@ gets a new step process and a new kernel (forked from the kernel host), so no mo
 variable or environment change of one step reaches the next.
 
 What a container adds to a process, a step could leave behind for the next one: files in
-its writable folders (``/tmp``, ``/var/tmp``, ``/dev/shm``; the rest of the image is the
-root user's, and the steps run as the starting user) and processes (a server a step
-started). So a lane runs **one step at a time**, and when a step's process has ended,
+its writable folders (``/tmp``, ``/var/tmp``, ``/run/lock``, ``/dev/shm``: the rest of the
+image is the root user's, and the steps run as the starting user) and processes (a server
+a step started). So a lane runs **one step at a time**, and when a step's process has ended,
 before its runner hears of it, every process but the lane's own (the init, the tether, the
 kernel host, this template) is killed and those folders are emptied: the next step finds
-the container as a fresh one would be, apart from the imports held by its templates. The
+the container as a fresh one would be, apart from the imports held by its templates.
+
+One thing this does not undo: when the starting user is root (uid 0; capabilities are
+dropped, but root owns the image's files), a step can write into the image itself, and a
+later step of the same lane would see it. Installing packages is the likely case, and it
+is caught: a step template refuses to fork once the installed packages changed
+(``Template._check_environment``), so the next step gets a container of its own and the
+lane is removed. Making the image read-only (``--read-only`` with /tmp as tmpfs) would
+close the rest, at the price of temporary files in memory instead of on disk. The
 step processes and kernels are the first the OOM killer picks (``oom_score_adj``), so
 memory pressure ends a step, not the templates that serve the next ones.
 
@@ -48,7 +56,9 @@ from mlpipe_jupyter.executors.kernel_template import (
 )
 
 LANE_KEY = "lane"  # the only template a lane's socket leads to: no other key to tell apart
-WRITABLE_FOLDERS = ("/tmp", "/var/tmp", "/dev/shm")
+# where a step running as a user other than root can write in a Debian image (``find / -xdev
+# -type d -perm -0002`` in the base image), and Docker's /dev/shm
+WRITABLE_FOLDERS = ("/tmp", "/var/tmp", "/run/lock", "/dev/shm")
 KILL_ROUNDS = 50  # a process may fork while the others are killed: look again, this often
 
 
