@@ -466,6 +466,35 @@ def test_a_lane_survives_a_crashed_kernel_and_a_memory_limited_step_runs_alone(
         all=True, filters={"label": f"{LABEL_RUN}={result.run_id}"})
 
 
+def test_a_docker_fan_out_starts_a_lane_per_branch_and_the_join_reuses_one(
+        docker_engine: Any, store: Store, workspace_dir: Path) -> None:
+    """Four branches running at once find no free lane, so each starts its own (a lane
+    runs one step at a time); the step that joins them takes one of those four, as its
+    second step. Every lane is removed with the run."""
+    branches = [f"%%mlstep b{i} --output o\nimport time\ntime.sleep(1.5)\n"
+                f"(outputs.o / 'n').write_text('{i}')" for i in range(4)]
+    join = ("%%mlstep join " + " ".join(f"--input i{i}=b{i}.o" for i in range(4)) +
+            " --output o\n(outputs.o / 'sum').write_text(str(sum(int((p / 'n').read_text()) "
+            "for p in (inputs.i0, inputs.i1, inputs.i2, inputs.i3))))")
+    notebook = write_notebook(workspace_dir / "fan.ipynb", [*branches, join])
+    result = run_notebook(notebook, store=store, compute="docker", max_parallel=4)
+    assert result.ok, result.failures
+    assert (step_output(store, result.run_id, "join", "o") / "sum").read_text() == "6"
+
+    def lane(name: str) -> tuple[str, str]:
+        line = next(line for line in store.runs.log_path(result.run_id, name).read_text()
+                    .splitlines() if "lane container" in line)
+        return line.split("lane container ")[1].split(",")[0], line.split("its ")[1].split()[0]
+
+    lanes = [lane(f"b{i}") for i in range(4)]
+    assert len({container for container, _ in lanes}) == 4
+    assert {nth for _, nth in lanes} == {"1st"}
+    joined, nth = lane("join")
+    assert joined in {container for container, _ in lanes} and nth == "2nd"
+    assert not docker_engine.containers.list(
+        all=True, filters={"label": f"{LABEL_RUN}={result.run_id}"})
+
+
 INSTALL_PROBE = """
 import json, pathlib, sysconfig
 site = pathlib.Path(sysconfig.get_paths()['purelib'])
