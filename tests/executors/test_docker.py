@@ -495,6 +495,41 @@ def test_a_docker_fan_out_starts_a_lane_per_branch_and_the_join_reuses_one(
         all=True, filters={"label": f"{LABEL_RUN}={result.run_id}"})
 
 
+def test_a_notebook_kernel_runs_its_pipeline_in_a_docker_lane(
+        docker_engine: Any, store: Store, workspace_dir: Path) -> None:
+    """`%mlpipe run --compute docker` in a real kernel (the runner is then the kernel's
+    process, as in JupyterLab): the chain runs in one lane and none is left."""
+    from jupyter_client.manager import KernelManager
+
+    from tests.jupyter.test_kernel_magics import Kernel
+
+    notebook = write_notebook(workspace_dir / "kernel.ipynb", [
+        "%load_ext mlpipe_jupyter",
+        "%%mlstep a --output o\n(outputs.o / 'v').write_text('1')",
+        "%%mlstep b --input i=a.o --output o\n"
+        "(outputs.o / 'v').write_text(str(int((inputs.i / 'v').read_text()) + 1))",
+    ])
+    repo = Path(__file__).resolve().parents[2]
+    manager = KernelManager(kernel_name="python3")
+    manager.start_kernel(cwd=str(workspace_dir), env={
+        **os.environ, "PYTHONPATH": str(repo), "JPY_SESSION_NAME": notebook.name})
+    kernel = Kernel(manager)
+    try:
+        assert kernel.run("%load_ext mlpipe_jupyter")["status"] == "ok"
+        ran = kernel.run("%mlpipe run --wait --compute docker", timeout=300)
+        assert ran["status"] == "ok", ran["errors"]
+        assert "succeeded in" in ran["text"], ran["text"]
+    finally:
+        kernel.stop()
+    latest = store.runs.get_run("latest")
+    assert (step_output(store, latest.id, "b", "o") / "v").read_text() == "2"
+    logs = [store.runs.log_path(latest.id, name).read_text() for name in ("a", "b")]
+    assert "its 1st step" in logs[0] and "its 2nd step" in logs[1]
+    assert logs[0].split("lane container ")[1][:12] == logs[1].split("lane container ")[1][:12]
+    assert not docker_engine.containers.list(
+        all=True, filters={"label": f"{LABEL_RUN}={latest.id}"})
+
+
 INSTALL_PROBE = """
 import json, pathlib, sysconfig
 site = pathlib.Path(sysconfig.get_paths()['purelib'])
