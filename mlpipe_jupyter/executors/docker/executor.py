@@ -5,8 +5,8 @@ this process is ``containers.py``'s business, shared with Dask workers. This exe
 picks the image of each step — its own (``--image``, papermill added) or its
 environment's — building it once, and runs steps on a thread pool: in a lane of the run
 (``lanes.py``: a container that serves the run's steps one after another, cleaned
-between them) or, for a step with secrets or inputs outside the lane's folders, in a
-container of its own; how that container ended becomes an outcome in
+between them) or, for a step with secrets, a memory limit or inputs outside the lane's
+folders, in a container of its own; how that container ended becomes an outcome in
 ``ContainerExit.outcome``.
 Containers a killed runner left behind on this host are removed when the next runner
 starts.
@@ -147,7 +147,8 @@ class DockerExecutor(Executor):
             self._lanes = None
 
     def _run(self, submission: Submission) -> StepOutcome:
-        """In a pool thread: the task's container, from creation to removal."""
+        """In a pool thread: the task in a lane of the run, or in a container of its own
+        (from creation to removal)."""
         task = submission.task
         try:  # resolved here, on the runner; the container gets them on its stdin
             secrets = SecretStore(self.workspace).environment(task.secrets) if task.secrets else {}
