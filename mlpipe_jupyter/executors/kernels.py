@@ -314,6 +314,10 @@ def _ipc_dir() -> str:
     limited to ~100 characters). Made on first use, after reaping dead owners' folders."""
     global _IPC_DIR, _IPC_OWNER
     with _LIVE_LOCK:
+        if _exiting_pid == os.getpid():
+            # ``_at_exit`` has run (or is running): a folder made now, by a kernel still
+            # starting in another thread, would outlive the process
+            raise RuntimeError("this process is exiting: no kernel starts now")
         if _IPC_DIR is None or _IPC_OWNER != os.getpid() or not os.path.isdir(_IPC_DIR):
             if _IPC_OWNER != os.getpid():
                 reap_orphans()
@@ -381,10 +385,17 @@ def kill_all() -> None:
         kernel.kill()
 
 
+_exiting_pid = 0  # the pid whose ``_at_exit`` ran: a fork's own exit comes later
+
+
 def _at_exit() -> None:
     """Last resort at interpreter exit: kill what is left and remove this process's folder
-    (kernels are shut down properly before, by their pools; this catches the rest)."""
+    (kernels are shut down properly before, by their pools; this catches the rest). From
+    here on no folder is made (``_ipc_dir``): a step process that exits while its kernel
+    is still starting in another thread leaves nothing behind."""
+    global _exiting_pid
     with _LIVE_LOCK:
+        _exiting_pid = os.getpid()
         kernels = list(_LIVE.values())
         _LIVE.clear()
         folder = _IPC_DIR if _IPC_OWNER == os.getpid() else None
