@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlpipe_jupyter.errors import ExecutorError
-from mlpipe_jupyter.processes import process_alive
+from mlpipe_jupyter.processes import process_alive, stat_fields
 
 if TYPE_CHECKING:
     import asyncio
@@ -334,11 +334,10 @@ def _ipc_dir() -> str:
 def _start_time(pid: int) -> int:
     """When the process started (clock ticks since boot; 0 where /proc is missing): with the
     pid, it names one process, never a later one that reuses the pid."""
+    fields = stat_fields(pid)
     try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            # the name (field 2) may hold spaces and parentheses: count from its end
-            return int(stat.read().rsplit(b")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
+        return int(fields[19]) if fields else 0  # field 22 of proc(5): starttime
+    except (IndexError, ValueError):
         return 0
 
 

@@ -38,6 +38,7 @@ Usage (by ``kernel_host``, as its first fork): ``main([SOCKET])``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import os
 import re
@@ -54,6 +55,7 @@ from mlpipe_jupyter.executors.kernel_template import (
     _Connection,
     first_to_kill_for_memory,
 )
+from mlpipe_jupyter.processes import stat_fields
 
 LANE_KEY = "lane"  # the only template a lane's socket leads to: no other key to tell apart
 # where a step running as a user other than root can write in a Debian image (``find / -xdev
@@ -95,6 +97,7 @@ class LaneTemplate(Template):
         return {**super().exit_report(pid, code), **clean_container()}
 
 
+@functools.cache  # none of it changes while the process lives: looked at once, not per step
 def in_lane_container() -> bool:
     """Whether this process runs in a lane's container, where cleaning is safe: the
     variable the lane's container sets, and the container's first process (Docker's init)
@@ -131,12 +134,8 @@ def _lane_pids() -> set[int]:
 
 
 def _parent(pid: int) -> int:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0
-    # the command (2nd field) may hold spaces and parentheses: split after its last ")"
-    return int(stat.rsplit(")", 1)[1].split()[1])
+    fields = stat_fields(pid)
+    return int(fields[1]) if fields and len(fields) > 1 else 0  # field 4 of proc(5): ppid
 
 
 def _alive_others(keep: set[int]) -> list[int]:
@@ -144,11 +143,10 @@ def _alive_others(keep: set[int]) -> list[int]:
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) in keep:
             continue
-        try:
-            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
+        fields = stat_fields(int(entry))
+        if fields is None:
             continue  # gone meanwhile
-        if state not in ("Z", "X"):  # a zombie is dead already; its parent reaps it
+        if fields[0] not in ("Z", "X"):  # a zombie is dead already; its parent reaps it
             found.append(int(entry))
     return found
 
