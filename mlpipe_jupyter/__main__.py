@@ -1,5 +1,5 @@
 import sys
 
-from mlpipe_jupyter.cli.main import console_main
+from mlpipe_jupyter.cli.entry import console_main
 
 sys.exit(console_main())

@@ -37,16 +37,17 @@ def _store(create: bool = False) -> Any:
 
 # -- commands ------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    if args.compute not in (None, "local"):  # "local", the default target, is the one
-        return _run_command(args)             # that runs steps naming none here
     from mlpipe_jupyter.executors import head_start
 
-    # the first local step's process forks now, while this command imports and plans
-    head_start.begin(Path(args.notebook))
+    # "local", the default target, is the one that runs steps naming none here: the first
+    # local step's process forks now, while this command plans (the command's entry point,
+    # ``cli.entry``, began it already, before the imports)
+    if args.compute in (None, "local"):
+        head_start.begin(Path(args.notebook))
     try:
         return _run_command(args)
     finally:
-        head_start.end_unused()  # if no step took it (all reused, or none local)
+        head_start.end_unused()  # if no step took it (all reused, none local, a wrong guess)
 
 
 def _run_command(args: argparse.Namespace) -> int:

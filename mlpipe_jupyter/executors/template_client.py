@@ -553,8 +553,9 @@ def fork_kernel(cmd: list[str], env: Mapping[str, str], cwd: str, stdout: Any = 
 
 def fork_process(address: TemplateAddress | SocketAddress, args: Sequence[str],
                  env: Mapping[str, str], cwd: str, stdin: Any = None, stdout: Any = None,
-                 stderr: Any = None) -> ForkedProcess:
-    """A fork of the template at ``address`` (started first when missing), given ``args``,
+                 stderr: Any = None, start: bool = True) -> ForkedProcess:
+    """A fork of the template at ``address`` (started first when missing and ``start``,
+    else TemplateUnavailable), given ``args``,
     the working folder ``cwd`` and the environment ``env``; its standard streams follow
     ``Popen``'s conventions (stdin None is /dev/null). Raises TemplateUnavailable (with
     the reason) when the template cannot do it.
@@ -570,7 +571,7 @@ def fork_process(address: TemplateAddress | SocketAddress, args: Sequence[str],
             raise TemplateUnavailable(f"{address.name} does not answer ({exc})") from exc
     else:
         assert isinstance(address, TemplateAddress)
-        sock = connect(address)
+        sock = connect(address, start=start)
     close: list[int] = []
     pipes: dict[str, Any] = {}
     try:

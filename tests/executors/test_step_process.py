@@ -90,6 +90,25 @@ def test_the_command_forks_the_first_step_process_while_it_plans(workspace_dir: 
     assert template_client.status(STEP)["forks"] == status["forks"] + 1
 
 
+def test_a_wrong_guess_of_the_notebook_costs_only_the_head_start(workspace_dir: Path) -> None:
+    """The entry point guesses the notebook before the argument parser (``cli.entry``). An
+    option's value that names another notebook file is taken for it: that fork goes unused
+    (the step runs in a fork for its own folder) and is ended with the command."""
+    notebook = write_notebook(workspace_dir / "one.ipynb", [f"%%mlstep only --output o\n{PROBE}"])
+    elsewhere = workspace_dir / "elsewhere"
+    elsewhere.mkdir()
+    decoy = write_notebook(elsewhere / "decoy.ipynb", ["x = 1"])
+    template_client.ensure_template(STEP)
+    forks = template_client.status(STEP)["forks"]
+    done = run_cli("run", "-q", "--json", "--experiment", str(decoy), str(notebook),
+                   cwd=workspace_dir)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["steps"] == {"only": "succeeded"}
+    status = template_client.status(STEP)
+    assert status["forks"] == forks + 2  # the decoy's head start, and the step's own
+    wait_for(lambda: template_client.status(STEP)["children"] == [], timeout=30)
+
+
 def _step_template_running() -> bool:
     try:
         template_client.status(STEP)
