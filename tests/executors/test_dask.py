@@ -158,18 +158,34 @@ def _run_in_thread(runner: Runner, request: RunRequest) -> tuple[threading.Threa
     return thread, box
 
 
-def _wait_for_worker_line(store: Store, step: str,
-                          timeout: float = 60) -> tuple[str, list[str]]:
-    """Wait until the step's code runs on a worker (it prints 'sleeping')."""
+def _wait_for_worker_line(store: Store, step: str, timeout: float = 60,
+                          box: list | None = None) -> tuple[str, list[str]]:
+    """Wait until the step's code runs on a worker (it prints 'sleeping'). With the run's
+    ``box`` (``_run_in_thread``), a run that ends first fails the wait at once, and a wait
+    that fails says how the run and the step stand (a flake under load is then readable)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not box:
         runs = store.runs.list_runs()
         if runs:
             path = store.runs.log_path(runs[0].id, step)
             if path.exists() and "sleeping" in path.read_text():
                 return runs[0].id, _workers(store, runs[0].id, step)
         time.sleep(0.2)
-    raise AssertionError(f"step {step} never started on a dask worker")
+    raise AssertionError(f"step {step} never started on a dask worker: "
+                         f"{_how_it_stands(store, step, box)}")
+
+
+def _how_it_stands(store: Store, step: str, box: list | None) -> str:
+    """The run's result (if it ended), its steps' states and the step log's last lines."""
+    said = [f"the run ended: {box[0]!r}" if box else "the run goes on"]
+    runs = store.runs.list_runs()
+    if runs:
+        states = [(s.step, s.status.value) for s in store.runs.step_runs(runs[0].id)]
+        said.append(f"steps: {states}")
+        path = store.runs.log_path(runs[0].id, step)
+        if path.exists():
+            said.append("step log ends: " + " | ".join(path.read_text().splitlines()[-8:]))
+    return "; ".join(said)
 
 
 SLOW_STEP = [
@@ -188,7 +204,7 @@ def test_a_worker_killed_mid_step_is_retried_on_another(tmp_path: Path, store: S
         runner = Runner(store)
         thread, box = _run_in_thread(runner, RunRequest(notebook=notebook,
                                                         compute=cluster.compute))
-        run_id, [first] = _wait_for_worker_line(store, "slow")
+        run_id, [first] = _wait_for_worker_line(store, "slow", box=box)
         cluster.kill_worker(first)
         thread.join(RUN_BOUND_SECONDS)
         assert not thread.is_alive(), "the run hung after its worker was killed"
@@ -212,7 +228,7 @@ def test_a_lost_worker_beyond_the_allowed_failures_fails_the_step_with_the_cause
         runner = Runner(store)
         thread, box = _run_in_thread(runner, RunRequest(notebook=notebook,
                                                         compute=cluster.compute))
-        run_id, [first] = _wait_for_worker_line(store, "slow")
+        run_id, [first] = _wait_for_worker_line(store, "slow", box=box)
         cluster.kill_worker(first)
         thread.join(RUN_BOUND_SECONDS)
         assert not thread.is_alive(), "the run hung after its worker was killed"
@@ -235,7 +251,7 @@ def test_cancel_stops_a_step_running_on_a_worker(dask_cluster: SubprocessCluster
     runner = Runner(store)
     thread, box = _run_in_thread(runner, RunRequest(notebook=notebook,
                                                     compute=dask_cluster.compute))
-    run_id, _ = _wait_for_worker_line(store, "slow")
+    run_id, _ = _wait_for_worker_line(store, "slow", box=box)
     canceled_at = time.monotonic()
     runner.cancel()
     thread.join(RUN_BOUND_SECONDS)
@@ -353,7 +369,7 @@ def test_losing_every_worker_ends_the_run_instead_of_hanging(
         runner = Runner(store)
         thread, box = _run_in_thread(runner, RunRequest(notebook=notebook,
                                                         compute=cluster.compute))
-        _wait_for_worker_line(store, "slow")
+        _wait_for_worker_line(store, "slow", box=box)
         cluster.kill_worker("only")
         thread.join(RUN_BOUND_SECONDS)
         assert not thread.is_alive(), "the run hung with no workers left"
