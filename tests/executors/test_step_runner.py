@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import nbformat
@@ -20,9 +21,11 @@ from mlpipe_jupyter.executors.stop_signal import CANCELED, StopSignal
 from mlpipe_jupyter.model.step import Resources
 
 
-def _task(tmp_path: Path, code: str, timeout: float | None = None) -> StepTask:
+def _task(tmp_path: Path, code: str, timeout: float | None = None,
+          before: tuple[object, ...] = ()) -> StepTask:
+    """A step notebook of ``before``'s cells, then ``code``'s."""
     notebook = nbformat.v4.new_notebook()
-    notebook.cells = [nbformat.v4.new_code_cell(code)]
+    notebook.cells = [*before, nbformat.v4.new_code_cell(code)]
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                        "language": "python"}
     step_dir = tmp_path / "step"
@@ -49,6 +52,52 @@ def test_a_step_that_runs_is_ok_and_its_output_goes_to_the_log(tmp_path: Path) -
     assert outcome.started_at is not None and outcome.ended_at is not None
     assert "hello from the step" in task.log_path.read_text()
     assert task.output_notebook.exists()
+
+
+def _statuses(notebook: Path) -> list[str]:
+    """Each cell's papermill status (but papermill's error banners, which have none)."""
+    cells = json.loads(notebook.read_text())["cells"]
+    return [cell["metadata"]["papermill"]["status"] for cell in cells
+            if "papermill" in cell["metadata"]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ending", ["ok", "raises", "kernel dies"])
+def test_the_output_notebook_shows_the_running_cell_and_at_the_end_every_cell(
+        tmp_path: Path, ending: str) -> None:
+    """papermill's saves that show nothing new are dropped (``papermill_engine``): while a
+    cell runs, the output notebook still shows it running, with the cells before it done;
+    at the end it shows every cell's outcome and output, however the step ends."""
+    marker = tmp_path / "running"
+    code = (f"import pathlib, time\nprint('first line')\npathlib.Path({str(marker)!r}).touch()\n"
+            "time.sleep(2)\n")
+    code += {"ok": "", "raises": "1 / 0\n",
+             "kernel dies": "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n"}[ending]
+    task = _task(tmp_path, code, before=(
+        nbformat.v4.new_markdown_cell("# a title"),
+        nbformat.v4.new_code_cell("", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("x = 1"),
+    ))
+    seen: list[list[str]] = []
+
+    def watch() -> None:
+        while not marker.exists():
+            time.sleep(0.02)
+        seen.append(_statuses(task.output_notebook))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    outcome = _run(task)
+    watcher.join(10)
+    assert seen == [["completed", "completed", "completed", "running"]]
+    assert outcome.ok is (ending == "ok")
+    cells = [cell for cell in json.loads(task.output_notebook.read_text())["cells"]
+             if "papermill" in cell["metadata"]]
+    last = "completed" if ending != "raises" else "failed"
+    assert _statuses(task.output_notebook) == ["completed", "completed", "completed", last]
+    assert cells[2]["execution_count"] == 1
+    printed = "".join("".join(output.get("text", "")) for output in cells[3]["outputs"])
+    assert "first line" in printed
 
 
 @pytest.mark.slow
