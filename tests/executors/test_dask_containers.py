@@ -121,6 +121,19 @@ def test_env_steps_run_in_containers_on_workers_with_docker(
         explain_step(store, changed.run_id, "boxed_b"))
 
 
+def test_a_module_missing_in_the_workers_container_says_how_to_add_it(
+        cluster: SubprocessCluster, store: Store, workspace_dir: Path) -> None:
+    store.environments.create("tiny", EnvironmentSpec(pip=("six==1.16.0",)))
+    notebook = write_notebook(workspace_dir / "missing.ipynb", [
+        "%%mlstep boxed --output o --env tiny\nimport six\nimport pandas",
+    ])
+    result = run_notebook(notebook, compute=cluster.compute, store=store)
+    assert result.step_status == {"boxed": StepStatus.FAILED}
+    error = store.runs.step_run(result.run_id, "boxed").error or ""
+    assert ("ModuleNotFoundError: No module named 'pandas'. In a container only the image's "
+            "packages are there: the step's environment tiny does not have it") in error, error
+
+
 def test_a_worker_killed_mid_step_stops_its_container_and_the_step_moves(
         cluster: SubprocessCluster, store: Store, workspace_dir: Path, docker_engine: Any) -> None:
     import docker.errors

@@ -108,6 +108,30 @@ def test_environment_image_built_once_and_rebuild_invalidates_reuse(
         explain_step(store, changed.run_id, "uses_six"))
 
 
+def test_a_module_missing_in_the_image_says_how_to_add_it(
+        docker_engine: Any, store: Store, workspace_dir: Path) -> None:
+    """The same notebook works locally, where pandas is installed; in a container only the
+    image's packages are there, and the failure says how to get one in."""
+    store.environments.create("tiny", EnvironmentSpec(pip=("six==1.16.0",)))
+    notebook = write_notebook(workspace_dir / "missing.ipynb", [
+        "%%mlstep bare --output o\nimport pandas",
+        "%%mlstep in_env --output o --env tiny\nimport six\nimport not_in_tiny.sub",
+        "%%mlstep fine --output o\nimport json\n(outputs.o / 'v').write_text('ok')",
+    ])
+    done = run_cli("run", "-q", "--json", str(notebook), "--compute", "docker",
+                   cwd=workspace_dir)
+    assert done.returncode == 1, done.stderr
+    assert json.loads(done.stdout)["steps"] == {"bare": "failed", "in_env": "failed",
+                                                "fine": "succeeded"}
+    assert ("ModuleNotFoundError: No module named 'pandas'. In a container only the image's "
+            "packages are there: the step ran in mlpipe's base image, which holds only papermill "
+            "and ipykernel") in done.stderr
+    assert "then `--env NAME` on the run or in the step's %%mlstep line" in done.stderr
+    assert ("No module named 'not_in_tiny'. In a container only the image's packages are there: "
+            "the step's environment tiny does not have it; make a new version with the package "
+            "that provides not_in_tiny: `mlpipe env create tiny --pip ...`") in done.stderr
+
+
 def test_bad_environment_and_base_image_errors(docker_engine: Any, store: Store,
                                                workspace_dir: Path) -> None:
     notebook = write_notebook(workspace_dir / "bad.ipynb", ["%%mlstep a --output o --env nope\npass"])

@@ -227,6 +227,7 @@ def _run_in_container(task: StepTask, box: dict[str, Any], stop: StopSignal,
         container_step,
         engine_error_message,
         remove_dead_containers,
+        with_missing_module_hint,
     )
     from mlpipe_jupyter.executors.docker.engine import docker_client
     from mlpipe_jupyter.executors.docker.images import build_log_path, ensure_env_image
@@ -251,7 +252,7 @@ def _run_in_container(task: StepTask, box: dict[str, Any], stop: StopSignal,
         container = StepContainer(client, container_step(task, image))
         with stop.watch(container.stop):
             ended = container.run(secrets)
-        return ended.outcome(task, canceled=stop.canceled)
+        return with_missing_module_hint(ended.outcome(task, canceled=stop.canceled), task)
     except Exception as exc:
         return StepOutcome(task, ok=False,
                            error=f"on worker {address}: {engine_error_message(exc)}")

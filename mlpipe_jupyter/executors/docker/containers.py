@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import threading
 from collections.abc import Iterable, Mapping
@@ -398,3 +399,31 @@ def say_in_log(task: StepTask, line: str) -> None:
     task.log_path.parent.mkdir(parents=True, exist_ok=True)
     with task.log_path.open("a", encoding="utf-8") as out:
         out.write(f"--- mlpipe: {line} ---\n")
+
+
+_MISSING_MODULE = re.compile(r"^ModuleNotFoundError: No module named '([^']+)'")
+
+
+def with_missing_module_hint(outcome: StepOutcome, task: StepTask) -> StepOutcome:
+    """``outcome``, its error followed by how to get a missing module into the step's image
+    when a step failed for one. The same notebook works locally, where the module is
+    installed; in a container only the image's packages are there."""
+    found = _MISSING_MODULE.match(outcome.error or "") if not outcome.ok else None
+    if found is None:
+        return outcome
+    module = found.group(1)
+    if task.image is not None:
+        where = f"the step's image {task.image} (--image) does not have it; install it there"
+    elif task.env is not None:
+        name = task.env.split("@")[0]
+        where = (f"the step's environment {task.env} does not have it; make a new version with "
+                 f"the package that provides {module}: `mlpipe env create {name} --pip ...` "
+                 "(its packages and that one)")
+    else:
+        where = ("the step ran in mlpipe's base image, which holds only papermill and "
+                 f"ipykernel; give it an environment with the package that provides {module}: "
+                 "`mlpipe env create NAME --pip PACKAGE`, then `--env NAME` on the run or in "
+                 "the step's %%mlstep line")
+    return replace(
+        outcome, error=f"{outcome.error}. In a container only the image's packages are there: "
+                       f"{where}")

@@ -35,6 +35,7 @@ from mlpipe_jupyter.executors.docker.containers import (
     container_step,
     engine_error_message,
     remove_dead_containers,
+    with_missing_module_hint,
 )
 from mlpipe_jupyter.executors.docker.engine import docker_client
 from mlpipe_jupyter.executors.docker.images import ensure_env_image, ensure_step_image
@@ -148,7 +149,11 @@ class DockerExecutor(Executor):
 
     def _run(self, submission: Submission) -> StepOutcome:
         """In a pool thread: the task in a lane of the run, or in a container of its own
-        (from creation to removal)."""
+        (from creation to removal); a module missing in the image says how to add it."""
+        outcome = self._run_in_container(submission)
+        return with_missing_module_hint(outcome, submission.task)
+
+    def _run_in_container(self, submission: Submission) -> StepOutcome:
         task = submission.task
         try:  # resolved here, on the runner; the container gets them on its stdin
             secrets = SecretStore(self.workspace).environment(task.secrets) if task.secrets else {}
