@@ -132,12 +132,18 @@ def begin(notebook: Path, kernel_name: str = DEFAULT_KERNEL) -> None:
     for a notebook that does not exist (the run will say so) or with fork-started kernels
     turned off."""
     global _pending
-    path = notebook.expanduser()
-    if not fork_enabled() or not path.is_file():
+    if not fork_enabled():
         return
+    try:
+        path = notebook.expanduser()
+        if not path.is_file():
+            return
+        folder = path.resolve().parent
+    except (OSError, RuntimeError, ValueError):
+        return  # a path that cannot be looked at (too long, ~nosuchuser): the run says so
     with _lock:
         if _pending is None:
-            _pending = _HeadStart(path.resolve().parent, kernel_name)
+            _pending = _HeadStart(folder, kernel_name)
 
 
 def take(cwd: Path, kernel_name: str) -> ForkedProcess | None:
