@@ -22,13 +22,22 @@ def console_main() -> int:
     """The ``mlpipe`` command (``cli.main.console_main``), a local run's head start begun
     first."""
     notebook = local_run_notebook(sys.argv[1:])
-    if notebook is not None:
-        from mlpipe_jupyter.executors import head_start
+    if notebook is None:
+        from mlpipe_jupyter.cli.main import console_main as command_main
 
-        head_start.begin(notebook)
-    from mlpipe_jupyter.cli.main import console_main as command_main
+        return command_main()
+    from mlpipe_jupyter.executors import head_start
 
-    return command_main()
+    head_start.begin(notebook)
+    try:
+        from mlpipe_jupyter.cli.main import console_main as command_main
+
+        return command_main()
+    finally:
+        # the run took it or ended it; not when the arguments were refused before the run
+        # began (argparse exits): ended here, it exits cleanly, where the template would
+        # kill it with the command and its kernel's folder would wait for the next run
+        head_start.end_unused()
 
 
 def local_run_notebook(arguments: list[str]) -> Path | None:

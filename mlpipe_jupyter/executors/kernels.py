@@ -18,6 +18,7 @@ is in a dead owner's folder, with their process groups, and removes the folder.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import queue
@@ -30,7 +31,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -129,66 +130,109 @@ def start_kernel(kernel_name: str, cwd: Path, startup_timeout: float = 60,
     ``env``: variables added to the kernel's environment (a step's secrets), set when its
     process starts, so they are never in the notebook. ``fork``: fork it from the kernel
     template (``fork_provisioner``) when it can, else start it the usual way."""
-    from mlpipe_jupyter.executors.kernel_template import fork_enabled
-
     AsyncKernelManager, use_fork_provisioner = kernel_modules()
 
     last_error: Exception | None = None
     for _ in range(_START_ATTEMPTS):
-        import asyncio  # here: a run that starts no kernel needs no event loop
-
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        # IPC sockets: no TCP port races between concurrent starts, and no plaintext-TCP
-        # warning from ipykernel in every step log.
-        # The connection file goes into the same private folder (not jupyter_client's
-        # default, a tmp*.json in $TMPDIR), so one folder holds all of this process's
-        # kernel files and names its owner.
-        prefix = os.path.join(_ipc_dir(), f"k-{uuid.uuid4().hex[:12]}")
-        manager = AsyncKernelManager(kernel_name=kernel_name, transport="ipc", ip=prefix,
-                                     connection_file=f"{prefix}.json",
-                                     kernel_spec_manager=kernel_spec_manager())
-        kernel: WarmKernel | None = None
-        try:
-            if fork and fork_enabled():
-                use_fork_provisioner(manager)
-            extra: dict[str, Any] = {"extra_arguments": _kernel_arguments(manager)}
-            if env:
-                # what the kernel's process writes itself (a subprocess, a C library) bypasses
-                # the step runner: it is masked on its way to this process's own output
-                extra.update(env={**os.environ, **env}, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT)
-            loop.run_until_complete(manager.start_kernel(cwd=str(cwd), **extra))
-            kernel_launched.set()
-            if env:
-                _forward_masked(manager, env.values())
-            client = manager.client()
-            kernel = WarmKernel(loop=loop, manager=manager, client=client,
-                                note=getattr(manager.provisioner, "fallback_reason", None))
-            _remember(kernel)
-            _wait_for_sockets(manager, prefix, startup_timeout)
-            client.start_channels()
-            loop.run_until_complete(_wait_until_ready(client, manager, startup_timeout))
+        with _start_in_flight():
+            kernel = _start_attempt(kernel_name, cwd, startup_timeout, env, fork,
+                                    AsyncKernelManager, use_fork_provisioner)
+        if isinstance(kernel, WarmKernel):
             return kernel
-        except Exception as exc:  # retried: most start failures are transient
-            last_error = exc
-            log.debug("kernel start failed, retrying", exc_info=True)
-            try:
-                loop.run_until_complete(manager.shutdown_kernel(now=True))
-            except Exception:
-                pass
-            if kernel is not None:
-                kernel.kill()
-                _forget(kernel)
-            _remove_files(manager)
-            loop.close()
-        except BaseException:  # interrupted (Ctrl-C) while starting: no kernel left behind
-            if kernel is not None:
-                kernel.kill()
-                _forget(kernel)
-            _remove_files(manager)
-            raise
+        last_error = kernel
     raise ExecutorError(f"kernel {kernel_name!r} did not start: {last_error}")
+
+
+def _start_attempt(kernel_name: str, cwd: Path, startup_timeout: float,
+                   env: dict[str, str] | None, fork: bool, AsyncKernelManager: Any,
+                   use_fork_provisioner: Any) -> WarmKernel | Exception:
+    """One try of ``start_kernel``: the kernel, or why it did not start (mostly transient:
+    tried again). A process that begins to exit meanwhile stops it at its next step."""
+    import asyncio  # here: a run that starts no kernel needs no event loop
+
+    from mlpipe_jupyter.executors.kernel_template import fork_enabled
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    # IPC sockets: no TCP port races between concurrent starts, and no plaintext-TCP
+    # warning from ipykernel in every step log.
+    # The connection file goes into the same private folder (not jupyter_client's
+    # default, a tmp*.json in $TMPDIR), so one folder holds all of this process's
+    # kernel files and names its owner.
+    prefix = os.path.join(_ipc_dir(), f"k-{uuid.uuid4().hex[:12]}")
+    manager = AsyncKernelManager(kernel_name=kernel_name, transport="ipc", ip=prefix,
+                                 connection_file=f"{prefix}.json",
+                                 kernel_spec_manager=kernel_spec_manager())
+    kernel: WarmKernel | None = None
+    try:
+        if fork and fork_enabled():
+            use_fork_provisioner(manager)
+        extra: dict[str, Any] = {"extra_arguments": _kernel_arguments(manager)}
+        if env:
+            # what the kernel's process writes itself (a subprocess, a C library) bypasses
+            # the step runner: it is masked on its way to this process's own output
+            extra.update(env={**os.environ, **env}, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT)
+        loop.run_until_complete(manager.start_kernel(cwd=str(cwd), **extra))
+        kernel_launched.set()
+        if env:
+            _forward_masked(manager, env.values())
+        client = manager.client()
+        kernel = WarmKernel(loop=loop, manager=manager, client=client,
+                            note=getattr(manager.provisioner, "fallback_reason", None))
+        _remember(kernel)
+        _wait_for_sockets(manager, prefix, startup_timeout)
+        _stop_if_exiting()
+        client.start_channels()
+        loop.run_until_complete(_wait_until_ready(client, manager, startup_timeout))
+        return kernel
+    except Exception as exc:
+        log.debug("kernel start failed", exc_info=True)
+        try:
+            loop.run_until_complete(manager.shutdown_kernel(now=True))
+        except Exception:
+            pass
+        if kernel is not None:
+            kernel.kill()
+            _forget(kernel)
+        _remove_files(manager)
+        loop.close()
+        return exc
+    except BaseException:  # interrupted (Ctrl-C) while starting: no kernel left behind
+        if kernel is not None:
+            kernel.kill()
+            _forget(kernel)
+        _remove_files(manager)
+        raise
+
+
+class _Exiting(RuntimeError):
+    """This process began to exit: no kernel starts now (see ``_at_exit``)."""
+
+
+@contextlib.contextmanager
+def _start_in_flight() -> Iterator[None]:
+    """Count a kernel start of this process while it runs, for ``_at_exit`` to wait for;
+    none begins once the process exits."""
+    global _starting, _starting_pid
+    with _LIVE_LOCK:
+        _stop_if_exiting()
+        if _starting_pid != os.getpid():  # a fork's count starts anew
+            _starting, _starting_pid = 0, os.getpid()
+        _starting += 1
+    try:
+        yield
+    finally:
+        with _LIVE_LOCK:
+            _starting -= 1
+            _starts_done.notify_all()
+
+
+def _stop_if_exiting() -> None:
+    if _exiting_pid == os.getpid():
+        # ``_at_exit`` has run (or is running): files made now, by a kernel still starting
+        # in another thread, would outlive the process
+        raise _Exiting("this process is exiting: no kernel starts now")
 
 
 _IMPORT_LOCK = threading.Lock()
@@ -314,10 +358,7 @@ def _ipc_dir() -> str:
     limited to ~100 characters). Made on first use, after reaping dead owners' folders."""
     global _IPC_DIR, _IPC_OWNER
     with _LIVE_LOCK:
-        if _exiting_pid == os.getpid():
-            # ``_at_exit`` has run (or is running): a folder made now, by a kernel still
-            # starting in another thread, would outlive the process
-            raise RuntimeError("this process is exiting: no kernel starts now")
+        _stop_if_exiting()
         if _IPC_DIR is None or _IPC_OWNER != os.getpid() or not os.path.isdir(_IPC_DIR):
             if _IPC_OWNER != os.getpid():
                 reap_orphans()
@@ -385,6 +426,10 @@ def kill_all() -> None:
 
 
 _exiting_pid = 0  # the pid whose ``_at_exit`` ran: a fork's own exit comes later
+_starting = 0  # kernel starts in flight in the process ``_starting_pid``
+_starting_pid = 0
+_starts_done = threading.Condition(_LIVE_LOCK)
+EXIT_WAIT_FOR_STARTS = 5.0  # longest the exit waits for a kernel start to stop
 
 
 def _at_exit() -> None:
@@ -395,6 +440,11 @@ def _at_exit() -> None:
     global _exiting_pid
     with _LIVE_LOCK:
         _exiting_pid = os.getpid()
+        # a kernel still starting in another thread (a step process told it is not needed)
+        # stops at its next step, killing what it started: wait for that, so that nothing
+        # writes into the folder once it is removed
+        _starts_done.wait_for(lambda: _starting == 0 or _starting_pid != os.getpid(),
+                              timeout=EXIT_WAIT_FOR_STARTS)
         kernels = list(_LIVE.values())
         _LIVE.clear()
         folder = _IPC_DIR if _IPC_OWNER == os.getpid() else None
