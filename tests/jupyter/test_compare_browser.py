@@ -103,7 +103,8 @@ def test_compare_two_runs_in_the_browser(lab: str, store: Store, tmp_path: Path)
     _mlpipe(tmp_path, "train.ipynb", "-p", "lr=0.1")
     write_notebook(notebook, [LOAD, TRAIN_EDITED])  # the train step's code changes
     _mlpipe(tmp_path, "train.ipynb", "-p", "lr=0.5")
-    first, second = sorted(r.id for r in store.runs.list_runs(None, None, None, 10, 0))
+    # newest first (by start time: two runs in the same second have ids that do not sort)
+    second, first = (r.id for r in store.runs.list_runs(None, None, None, 10, 0))
     IMAGES.mkdir(parents=True, exist_ok=True)
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
