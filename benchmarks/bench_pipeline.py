@@ -98,7 +98,7 @@ FAN_OUT_SLEEP = 2.0  # seconds each fan-out step sleeps
 BIG_BLOCKS = 1024  # 1 MiB blocks: 1 GiB
 T_SAMPLES = 3  # papermill runs of the trivial notebook (median)
 RERUN_SAMPLES = 3  # no-op and edit re-runs (median)
-DD_SAMPLES = 3  # samples of dd and of the 1 GiB run
+FRAME_FLOOR_SAMPLES = 3  # samples of the frame hand-over's floor (median)
 BIG_SAMPLES = 5  # samples of each 1 GiB measure (the best counts: see ``big_output``)
 # cold docker and local chains (median): one docker chain moves by ~1 s from run to run
 DOCKER_SAMPLES = 3
@@ -331,16 +331,6 @@ def big_output_pipeline(blocks: int) -> list[str]:
             + read_big_code("inputs.blob / 'blob.bin'", blocks)
             + "(outputs.report / 'size.txt').write_text(str(total))\n")
     return [write, read]
-
-
-def bare_write_code(target: Path, blocks: int) -> str:
-    """The write step's code for a bare ``python -c`` (the floor of ``bare_once``)."""
-    return write_big_code(repr(str(target)), blocks)
-
-
-def bare_read_code(target: Path, blocks: int) -> str:
-    """The read step's code for a bare ``python -c``."""
-    return "import pathlib\n" + read_big_code(f"pathlib.Path({str(target)!r})", blocks)
 
 
 def frame_code(rows: int) -> str:
@@ -685,10 +675,10 @@ class Bench:
         target = folder / "bare.bin"
         os.sync()  # as before each dd
         try:
-            return (run_timed([sys.executable, "-c", bare_write_code(target, BIG_BLOCKS)],
-                              folder, self.base_env)
-                    + run_timed([sys.executable, "-c", bare_read_code(target, BIG_BLOCKS)],
-                                folder, self.base_env))
+            write = write_big_code(repr(str(target)), BIG_BLOCKS)
+            read = "import pathlib\n" + read_big_code(f"pathlib.Path({str(target)!r})", BIG_BLOCKS)
+            return (run_timed([sys.executable, "-c", write], folder, self.base_env)
+                    + run_timed([sys.executable, "-c", read], folder, self.base_env))
         finally:
             target.unlink(missing_ok=True)
 
@@ -782,7 +772,7 @@ class Bench:
                     [sys.executable, "-c", script, str(folder / "floor.pkl")], check=True,
                     capture_output=True, text=True, env=self.base_env).stdout)
 
-            floor = median_of(DD_SAMPLES, floor_once)
+            floor = median_of(FRAME_FLOOR_SAMPLES, floor_once)
             (folder / "floor.pkl").unlink(missing_ok=True)
             self.log(f"save + load of the 1 GiB frame in one process (median): {floor:.2f} s")
             samples: dict[str, list[float]] = {"without": [], "with": []}

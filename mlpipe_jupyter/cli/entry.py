@@ -23,21 +23,24 @@ def console_main() -> int:
     first."""
     notebook = local_run_notebook(sys.argv[1:])
     if notebook is None:
-        from mlpipe_jupyter.cli.main import console_main as command_main
-
-        return command_main()
+        return _command()
     from mlpipe_jupyter.executors import head_start
 
     head_start.begin(notebook)
     try:
-        from mlpipe_jupyter.cli.main import console_main as command_main
-
-        return command_main()
+        return _command()
     finally:
         # the run took it or ended it; not when the arguments were refused before the run
         # began (argparse exits): ended here, it exits cleanly, where the template would
         # kill it with the command and its kernel's folder would wait for the next run
         head_start.end_unused()
+
+
+def _command() -> int:
+    # imported only now: these imports are what the head start overlaps
+    from mlpipe_jupyter.cli.main import console_main as command_main
+
+    return command_main()
 
 
 def local_run_notebook(arguments: list[str]) -> Path | None:

@@ -130,13 +130,10 @@ def start_kernel(kernel_name: str, cwd: Path, startup_timeout: float = 60,
     ``env``: variables added to the kernel's environment (a step's secrets), set when its
     process starts, so they are never in the notebook. ``fork``: fork it from the kernel
     template (``fork_provisioner``) when it can, else start it the usual way."""
-    AsyncKernelManager, use_fork_provisioner = kernel_modules()
-
     last_error: Exception | None = None
     for _ in range(_START_ATTEMPTS):
         with _start_in_flight():
-            kernel = _start_attempt(kernel_name, cwd, startup_timeout, env, fork,
-                                    AsyncKernelManager, use_fork_provisioner)
+            kernel = _start_attempt(kernel_name, cwd, startup_timeout, env, fork)
         if isinstance(kernel, WarmKernel):
             return kernel
         last_error = kernel
@@ -144,14 +141,14 @@ def start_kernel(kernel_name: str, cwd: Path, startup_timeout: float = 60,
 
 
 def _start_attempt(kernel_name: str, cwd: Path, startup_timeout: float,
-                   env: dict[str, str] | None, fork: bool, AsyncKernelManager: Any,
-                   use_fork_provisioner: Any) -> WarmKernel | Exception:
+                   env: dict[str, str] | None, fork: bool) -> WarmKernel | Exception:
     """One try of ``start_kernel``: the kernel, or why it did not start (mostly transient:
     tried again). A process that begins to exit meanwhile stops it at its next step."""
     import asyncio  # here: a run that starts no kernel needs no event loop
 
     from mlpipe_jupyter.executors.kernel_template import fork_enabled
 
+    AsyncKernelManager, use_fork_provisioner = kernel_modules()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     # IPC sockets: no TCP port races between concurrent starts, and no plaintext-TCP
